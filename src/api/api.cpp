@@ -1,0 +1,132 @@
+// The exported C entry points: validate, choose the implementation, run.
+#include <cstring>
+#include <exception>
+#include <new>
+
+#include "api/error.hpp"
+#include "api/validate.hpp"
+#include "cpu/cpu.hpp"
+#include "sageattn/sageattn.h"
+
+#ifndef SAGEATTN_VERSION_STRING
+#define SAGEATTN_VERSION_STRING "0.0.0"
+#endif
+
+namespace sageattn::api {
+namespace {
+
+// Everything a valid problem still needs before it can run on this build.
+sageattn_status check_runnable(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    if (p.device_type == SAGEATTN_DEVICE_CUDA)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED,
+                    "device_type = CUDA: this build of libsageattn has no CUDA backend (it was compiled without CUDA)");
+    return SAGEATTN_SUCCESS;
+}
+
+sageattn_status prepare(const sageattn_problem* problem, Problem* pr) {
+    clear_error();
+    sageattn_status s = normalize(problem, pr);
+    if (s != SAGEATTN_SUCCESS) return s;
+    return check_runnable(*pr);
+}
+
+size_t workspace_bytes(const Problem& pr) {
+    if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT) return 0;
+    return cpu::quantized_workspace_size(pr);
+}
+
+// C++ exceptions never cross the C boundary.
+template <class F>
+sageattn_status guarded(F&& f) {
+    try {
+        return f();
+    } catch (const std::bad_alloc&) {
+        return fail(SAGEATTN_ERROR_OUT_OF_MEMORY, "out of host memory");
+    } catch (const std::exception& e) {
+        return fail(SAGEATTN_ERROR_INTERNAL, "internal error: %s", e.what());
+    } catch (...) {
+        return fail(SAGEATTN_ERROR_INTERNAL, "internal error: unknown exception");
+    }
+}
+
+}  // namespace
+}  // namespace sageattn::api
+
+using sageattn::Problem;
+using namespace sageattn::api;
+
+extern "C" {
+
+void sageattn_problem_init(sageattn_problem* problem) {
+    if (problem) default_problem(problem);
+}
+
+void sageattn_build_info_init(sageattn_build_info* info) {
+    if (!info) return;
+    std::memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+}
+
+int32_t sageattn_abi_version(void) { return SAGEATTN_ABI_VERSION; }
+
+const char* sageattn_version(void) { return SAGEATTN_VERSION_STRING; }
+
+sageattn_status sageattn_get_build_info(sageattn_build_info* info) {
+    clear_error();
+    if (!info) return fail(SAGEATTN_ERROR_NULL_POINTER, "info is NULL");
+    if (info->struct_size < sizeof(sageattn_build_info))
+        return fail(SAGEATTN_ERROR_ABI_MISMATCH, "info->struct_size = %u; expected >= %zu (call sageattn_build_info_init)",
+                    info->struct_size, sizeof(sageattn_build_info));
+    info->abi_version = SAGEATTN_ABI_VERSION;
+    info->version = SAGEATTN_VERSION_STRING;
+    info->backends = SAGEATTN_BACKEND_CPU;
+    info->cuda_runtime_version = 0;
+    info->num_cuda_archs = 0;
+    info->max_head_dim = SAGEATTN_MAX_HEAD_DIM;
+    info->pv_precisions = (1u << SAGEATTN_PV_FP8) | (1u << SAGEATTN_PV_FP16);
+    info->qk_granularities = (1u << SAGEATTN_QK_PER_THREAD) | (1u << SAGEATTN_QK_PER_WARP) | (1u << SAGEATTN_QK_PER_BLOCK);
+    info->kernel_families = "cpu";
+    return SAGEATTN_SUCCESS;
+}
+
+sageattn_status sageattn_check(const sageattn_problem* problem) {
+    return guarded([&] {
+        Problem pr;
+        return prepare(problem, &pr);
+    });
+}
+
+sageattn_status sageattn_workspace_size(const sageattn_problem* problem, size_t* bytes) {
+    return guarded([&] {
+        if (!bytes) return fail(SAGEATTN_ERROR_NULL_POINTER, "bytes is NULL");
+        *bytes = 0;
+        Problem pr;
+        const sageattn_status s = prepare(problem, &pr);
+        if (s != SAGEATTN_SUCCESS) return s;
+        *bytes = workspace_bytes(pr);
+        return SAGEATTN_SUCCESS;
+    });
+}
+
+sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspace, size_t bytes, void* stream) {
+    (void)stream;  // CPU problems complete before returning
+    return guarded([&] {
+        Problem pr;
+        sageattn_status s = prepare(problem, &pr);
+        if (s != SAGEATTN_SUCCESS) return s;
+        const size_t need = workspace_bytes(pr);
+        if (bytes < need)
+            return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, need);
+        if (need > 0 && workspace == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "workspace is NULL");
+        if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
+            return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
+        if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)
+            sageattn::cpu::reference_forward(pr);
+        else
+            sageattn::cpu::quantized_forward(pr, workspace);
+        return SAGEATTN_SUCCESS;
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,259 @@
+// Validation of a sageattn_problem: one place, one message per failure.
+#include "api/validate.hpp"
+
+#include <cinttypes>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+
+#include "api/error.hpp"
+
+namespace sageattn::api {
+namespace {
+
+constexpr uint32_t kMinProblemSize = sizeof(sageattn_problem);  // v1 is the first published layout
+
+bool mul_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool add_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_add_overflow(a, b, out); }
+
+// Largest element offset + 1 of a view with these extents and strides, or -1 on overflow.
+int64_t span(const int64_t* extents, const int64_t* strides, int n, int64_t inner) {
+    int64_t total = inner;
+    for (int i = 0; i < n; ++i) {
+        if (extents[i] == 0) return 0;
+        int64_t term;
+        if (mul_overflows(extents[i] - 1, strides[i], &term) || add_overflows(total, term, &total)) return -1;
+    }
+    return total;
+}
+
+const char* dtype_name(int32_t d) {
+    switch (d) {
+        case SAGEATTN_DTYPE_FP16: return "fp16";
+        case SAGEATTN_DTYPE_BF16: return "bf16";
+        case SAGEATTN_DTYPE_FP32: return "fp32";
+        default: return "unknown";
+    }
+}
+
+int64_t dtype_size(int32_t d) { return d == SAGEATTN_DTYPE_FP32 ? 4 : 2; }
+
+// Checks strides (>= 0), the 64-bit extent in bytes, and alignment of one tensor.
+sageattn_status check_view(const char* name, const void* data, const int64_t* extents, const int64_t* strides,
+                           const char* const* stride_names, int n, int64_t inner, int64_t elem_size,
+                           bool is_output) {
+    for (int i = 0; i < n; ++i) {
+        if (strides[i] < 0)
+            return fail(SAGEATTN_ERROR_INVALID_STRIDE, "%s.%s = %" PRId64 " is negative; strides must be >= 0", name,
+                        stride_names[i], strides[i]);
+        if (is_output && extents[i] > 1 && strides[i] < inner)
+            return fail(SAGEATTN_ERROR_INVALID_STRIDE,
+                        "%s.%s = %" PRId64 " is smaller than head_dim (%" PRId64 "): output rows would overlap",
+                        name, stride_names[i], strides[i], inner);
+    }
+    const int64_t elements = span(extents, strides, n, inner);
+    int64_t bytes = 0;
+    if (elements < 0 || mul_overflows(elements, elem_size, &bytes) ||
+        reinterpret_cast<uintptr_t>(data) > UINTPTR_MAX - static_cast<uint64_t>(bytes))
+        return fail(SAGEATTN_ERROR_OVERFLOW, "%s: extents and strides address more than 2^63 bytes", name);
+    if (elements == 0) return SAGEATTN_SUCCESS;
+    if (data == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "%s.data is NULL", name);
+    if (reinterpret_cast<uintptr_t>(data) % static_cast<uintptr_t>(elem_size) != 0)
+        return fail(SAGEATTN_ERROR_MISALIGNED, "%s.data = %p is not aligned to its %" PRId64 "-byte elements", name,
+                    data, elem_size);
+    return SAGEATTN_SUCCESS;
+}
+
+sageattn_status check_tensor(const char* name, const sageattn_tensor& t, const Problem& pr, int64_t heads,
+                             int64_t tokens, bool is_output) {
+    static const char* const kNames[] = {"batch_stride", "head_stride", "token_stride"};
+    const sageattn_problem& p = pr.p;
+    // Varlen tensors are packed [tokens, heads, dim]: the batch extent is folded into tokens.
+    const int64_t extents[3] = {pr.varlen ? 1 : p.batch, heads, tokens};
+    const int64_t strides[3] = {t.batch_stride, t.head_stride, t.token_stride};
+    return check_view(name, t.data, extents, strides, kNames, 3, p.head_dim, dtype_size(p.dtype), is_output);
+}
+
+sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch, int64_t total, int64_t max_len) {
+    if (reinterpret_cast<uintptr_t>(cu) % alignof(int32_t) != 0)
+        return fail(SAGEATTN_ERROR_MISALIGNED, "%s = %p is not 4-byte aligned", name, static_cast<const void*>(cu));
+    if (cu[0] != 0) return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "%s[0] = %d; it must be 0", name, cu[0]);
+    for (int64_t b = 0; b < batch; ++b) {
+        const int64_t len = static_cast<int64_t>(cu[b + 1]) - cu[b];
+        if (len < 0)
+            return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "%s decreases at index %" PRId64 " (%d then %d)", name, b + 1,
+                        cu[b], cu[b + 1]);
+        if (len > max_len)
+            return fail(SAGEATTN_ERROR_INVALID_SEQLENS,
+                        "sequence %" PRId64 " of %s has length %" PRId64 " > its max_len %" PRId64, b, name, len,
+                        max_len);
+    }
+    if (cu[batch] > total)
+        return fail(SAGEATTN_ERROR_INVALID_SEQLENS,
+                    "%s[%" PRId64 "] = %d exceeds the %" PRId64 " packed tokens of the tensor", name, batch,
+                    cu[batch], total);
+    return SAGEATTN_SUCCESS;
+}
+
+sageattn_status check_options(sageattn_problem& p) {
+    if (p.qk_granularity < 0 || p.qk_granularity > SAGEATTN_QK_PER_BLOCK)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "qk_granularity = %d; expected 0 (per-thread), 1 (per-warp) or 2 (per-block)",
+                    p.qk_granularity);
+    if (p.qk_precision < 0 || p.qk_precision > SAGEATTN_QK_INPUT)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "qk_precision = %d; expected 0 (auto), 1 (int8) or 2 (input)",
+                    p.qk_precision);
+    if (!(p.qk_sharp_threshold >= 0.0f) || std::isinf(p.qk_sharp_threshold))
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "qk_sharp_threshold = %g; expected a finite value >= 0 (0 = default)",
+                    static_cast<double>(p.qk_sharp_threshold));
+    if (p.pv_precision < 0 || p.pv_precision > SAGEATTN_PV_FP16)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "pv_precision = %d; expected 0 (auto), 1 (fp8) or 2 (fp16)",
+                    p.pv_precision);
+    if (p.pv_accum < 0 || p.pv_accum > SAGEATTN_ACCUM_FP16_FP32)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION,
+                    "pv_accum = %d; expected 0 (auto), 1 (fp32), 2 (fp32+fp32), 3 (fp32+fp16) or 4 (fp16+fp32)",
+                    p.pv_accum);
+    if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = SAGEATTN_PV_FP8;
+    if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
+        p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
+    const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
+    if (fp8 && p.pv_accum == SAGEATTN_ACCUM_FP16_FP32)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "pv_accum = 4 (fp16+fp32) needs pv_precision fp16; FP8 P·V takes fp32, fp32+fp32 or fp32+fp16");
+    if (!fp8 && (p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 || p.pv_accum == SAGEATTN_ACCUM_FP32_FP16))
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "pv_accum = %d needs pv_precision fp8; FP16 P·V takes fp32 or fp16+fp32",
+                    p.pv_accum);
+    if ((p.smooth_k != 0 && p.smooth_k != 1) || (p.smooth_v != 0 && p.smooth_v != 1))
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "smooth_k = %d, smooth_v = %d; each must be 0 or 1", p.smooth_k,
+                    p.smooth_v);
+    if (p.num_threads < 0)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "num_threads = %d; expected >= 0 (0 = all hardware threads)",
+                    p.num_threads);
+    return SAGEATTN_SUCCESS;
+}
+
+sageattn_status check_mask(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    const sageattn_mask& m = p.mask;
+    if (m.type == SAGEATTN_MASK_NONE) return SAGEATTN_SUCCESS;
+    if (m.type != SAGEATTN_MASK_BOOL && m.type != SAGEATTN_MASK_ADDITIVE)
+        return fail(SAGEATTN_ERROR_INVALID_MASK, "mask.type = %d; expected 0 (none), 1 (bool) or 2 (additive)", m.type);
+    int64_t elem = 1;
+    if (m.type == SAGEATTN_MASK_ADDITIVE) {
+        if (m.dtype != SAGEATTN_DTYPE_FP16 && m.dtype != SAGEATTN_DTYPE_BF16 && m.dtype != SAGEATTN_DTYPE_FP32)
+            return fail(SAGEATTN_ERROR_INVALID_MASK, "mask.dtype = %d; an additive mask is fp16 (1), bf16 (2) or fp32 (3)",
+                        m.dtype);
+        elem = dtype_size(m.dtype);
+    }
+    static const char* const kNames[] = {"batch_stride", "head_stride", "q_stride", "kv_stride"};
+    const int64_t extents[4] = {p.batch, p.heads_q, pr.varlen ? p.max_len_q : p.len_q,
+                                pr.varlen ? p.max_len_kv : p.len_kv};
+    const int64_t strides[4] = {m.batch_stride, m.head_stride, m.q_stride, m.kv_stride};
+    return check_view("mask", m.data, extents, strides, kNames, 4, 1, elem, false);
+}
+
+}  // namespace
+
+void default_problem(sageattn_problem* p) {
+    std::memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->abi_version = SAGEATTN_ABI_VERSION;
+    p->device_type = SAGEATTN_DEVICE_CPU;
+    p->algorithm = SAGEATTN_ALGORITHM_QUANTIZED;
+    p->qk_granularity = SAGEATTN_QK_PER_THREAD;
+    p->qk_precision = SAGEATTN_QK_AUTO;
+    p->pv_precision = SAGEATTN_PV_AUTO;
+    p->pv_accum = SAGEATTN_ACCUM_AUTO;
+    p->smooth_k = 1;
+}
+
+sageattn_status normalize(const sageattn_problem* in, Problem* out) {
+    if (in == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "problem is NULL");
+    if (in->struct_size < kMinProblemSize)
+        return fail(SAGEATTN_ERROR_ABI_MISMATCH,
+                    "problem.struct_size = %u is smaller than any published sageattn_problem (%u); call sageattn_problem_init",
+                    in->struct_size, kMinProblemSize);
+    if (in->struct_size > sizeof(sageattn_problem)) {
+        // A newer caller: fine as long as it uses none of the fields this library lacks.
+        const auto* extra = reinterpret_cast<const unsigned char*>(in) + sizeof(sageattn_problem);
+        for (size_t i = 0; i < in->struct_size - sizeof(sageattn_problem); ++i)
+            if (extra[i] != 0)
+                return fail(SAGEATTN_ERROR_ABI_MISMATCH,
+                            "problem.struct_size = %u: the caller sets fields this library (struct size %zu) does not know",
+                            in->struct_size, sizeof(sageattn_problem));
+    }
+    if (in->abi_version != SAGEATTN_ABI_VERSION)
+        return fail(SAGEATTN_ERROR_ABI_MISMATCH, "problem.abi_version = %u; this library speaks ABI %d",
+                    in->abi_version, SAGEATTN_ABI_VERSION);
+
+    Problem& pr = *out;
+    default_problem(&pr.p);
+    std::memcpy(&pr.p, in, sizeof(sageattn_problem));
+    sageattn_problem& p = pr.p;
+
+    if (p.dtype != SAGEATTN_DTYPE_FP16 && p.dtype != SAGEATTN_DTYPE_BF16)
+        return fail(SAGEATTN_ERROR_INVALID_DTYPE, "dtype = %d (%s); q, k, v and out must be fp16 (1) or bf16 (2)",
+                    p.dtype, dtype_name(p.dtype));
+    if (p.device_type != SAGEATTN_DEVICE_CPU && p.device_type != SAGEATTN_DEVICE_CUDA)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "device_type = %d; expected 0 (CPU) or 1 (CUDA)", p.device_type);
+    if (p.device_type == SAGEATTN_DEVICE_CUDA && p.device_index < 0)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "device_index = %d; expected a CUDA ordinal >= 0", p.device_index);
+    if (p.algorithm != SAGEATTN_ALGORITHM_QUANTIZED && p.algorithm != SAGEATTN_ALGORITHM_EXACT)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "algorithm = %d; expected 0 (quantized) or 1 (exact)", p.algorithm);
+    if (p.batch < 0 || p.len_q < 0 || p.len_kv < 0)
+        return fail(SAGEATTN_ERROR_INVALID_SHAPE,
+                    "batch = %" PRId64 ", len_q = %" PRId64 ", len_kv = %" PRId64 "; none may be negative", p.batch,
+                    p.len_q, p.len_kv);
+    if (p.heads_q < 1 || p.heads_kv < 1)
+        return fail(SAGEATTN_ERROR_INVALID_HEADS, "heads_q = %" PRId64 ", heads_kv = %" PRId64 "; both must be >= 1",
+                    p.heads_q, p.heads_kv);
+    if (p.heads_q % p.heads_kv != 0)
+        return fail(SAGEATTN_ERROR_INVALID_HEADS,
+                    "heads_q = %" PRId64 " is not a multiple of heads_kv = %" PRId64 " (GQA needs whole groups)",
+                    p.heads_q, p.heads_kv);
+    if (p.head_dim < 1 || p.head_dim > SAGEATTN_MAX_HEAD_DIM)
+        return fail(SAGEATTN_ERROR_INVALID_HEAD_DIM, "head_dim = %" PRId64 "; supported: 1..%d", p.head_dim,
+                    SAGEATTN_MAX_HEAD_DIM);
+    if (!std::isfinite(p.scale))
+        return fail(SAGEATTN_ERROR_INVALID_SCALE, "scale = %g; it must be finite (0 = 1/sqrt(head_dim))",
+                    static_cast<double>(p.scale));
+    pr.scale64 = p.scale != 0.0f ? static_cast<double>(p.scale) : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
+    pr.scale = static_cast<float>(pr.scale64);
+    pr.group = p.heads_q / p.heads_kv;
+
+    if ((p.cu_seqlens_q == nullptr) != (p.cu_seqlens_kv == nullptr))
+        return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "cu_seqlens_%s is NULL but cu_seqlens_%s is not: give both or neither",
+                    p.cu_seqlens_q ? "kv" : "q", p.cu_seqlens_q ? "q" : "kv");
+    pr.varlen = p.cu_seqlens_q != nullptr;
+    if (pr.varlen) {
+        if (p.max_len_q < 0 || p.max_len_kv < 0)
+            return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "max_len_q = %" PRId64 ", max_len_kv = %" PRId64 "; must be >= 0",
+                        p.max_len_q, p.max_len_kv);
+        if (p.batch > INT32_MAX)
+            return fail(SAGEATTN_ERROR_INVALID_SHAPE, "batch = %" PRId64 " sequences; varlen supports up to 2^31-1",
+                        p.batch);
+        // Device-side prefix sums cannot be read here without a synchronisation; kernels clamp instead.
+        if (p.device_type == SAGEATTN_DEVICE_CPU) {
+            sageattn_status s = check_seqlens("cu_seqlens_q", p.cu_seqlens_q, p.batch, p.len_q, p.max_len_q);
+            if (s != SAGEATTN_SUCCESS) return s;
+            s = check_seqlens("cu_seqlens_kv", p.cu_seqlens_kv, p.batch, p.len_kv, p.max_len_kv);
+            if (s != SAGEATTN_SUCCESS) return s;
+        }
+    }
+
+    sageattn_status s;
+    if ((s = check_tensor("q", p.q, pr, p.heads_q, p.len_q, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("k", p.k, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("v", p.v, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("out", p.out, pr, p.heads_q, p.len_q, true)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_mask(pr)) != SAGEATTN_SUCCESS) return s;
+    if (p.lse != nullptr) {
+        static const char* const kNames[] = {"lse_batch_stride", "lse_head_stride", "lse_token_stride"};
+        const int64_t extents[3] = {pr.varlen ? 1 : p.batch, p.heads_q, p.len_q};
+        const int64_t strides[3] = {p.lse_batch_stride, p.lse_head_stride, p.lse_token_stride};
+        if ((s = check_view("lse", p.lse, extents, strides, kNames, 3, 1, 4, true)) != SAGEATTN_SUCCESS) return s;
+    }
+    if ((s = check_options(p)) != SAGEATTN_SUCCESS) return s;
+    pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : kDefaultSharpThreshold;
+    return SAGEATTN_SUCCESS;
+}
+
+}  // namespace sageattn::api

@@ -1,0 +1,17 @@
+#pragma once
+
+#include "common/problem.hpp"
+
+namespace sageattn::api {
+
+// Checks every field of `in` (docs/ALGORITHM.md §1) and fills `out` with the
+// problem and its defaults resolved. On failure records the message.
+sageattn_status normalize(const sageattn_problem* in, Problem* out);
+
+// The defaults sageattn_problem_init writes.
+void default_problem(sageattn_problem* p);
+
+// Default of qk_sharp_threshold (docs/ALGORITHM.md §5).
+constexpr float kDefaultSharpThreshold = 0.3f;
+
+}  // namespace sageattn::api
