@@ -1,0 +1,209 @@
+// Shared test fixtures: random fp16/bf16 tensors in any layout, a problem
+// builder over them, the float64 judge, and the accuracy metrics.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "api/validate.hpp"
+#include "common/numeric.hpp"
+#include "cpu/cpu.hpp"
+#include "sageattn/sageattn.h"
+
+namespace sageattn::test {
+
+// A fresh seed every run (printed, so a failure can be replayed with SAGEATTN_TEST_SEED).
+inline uint64_t seed() {
+    static const uint64_t s = [] {
+        const char* env = std::getenv("SAGEATTN_TEST_SEED");
+        const uint64_t v = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+        std::printf("[ seed     ] SAGEATTN_TEST_SEED=%llu\n", static_cast<unsigned long long>(v));
+        return v;
+    }();
+    return s;
+}
+
+enum class Layout { HND, NHD, Strided };
+
+struct Shape {
+    int64_t batch = 1, heads_q = 2, heads_kv = 2, len_q = 128, len_kv = 128, head_dim = 64;
+    int32_t dtype = SAGEATTN_DTYPE_BF16;
+    Layout layout = Layout::HND;
+};
+
+// One [batch, heads, len, dim] tensor of 16-bit values stored in a chosen layout.
+struct Tensor {
+    int64_t batch = 0, heads = 0, len = 0, dim = 0;
+    int64_t sb = 0, sh = 0, st = 0;
+    std::vector<uint16_t> storage;
+
+    Tensor() = default;
+    Tensor(int64_t b, int64_t h, int64_t n, int64_t d, Layout layout) : batch(b), heads(h), len(n), dim(d) {
+        // Strided: NHD inside a wider buffer (padding on every dim but the last), like a slice of a fused qkv.
+        const int64_t pad = layout == Layout::Strided ? 3 : 0, row = d + pad;
+        if (layout == Layout::HND) { st = d; sh = n * d; sb = h * n * d; }
+        else { sh = row; st = h * row + pad; sb = n * st + pad; }
+        storage.assign(static_cast<size_t>(std::max<int64_t>(b * sb, 1)), 0x7fc1);  // NaN poison in the gaps
+    }
+    int64_t index(int64_t b, int64_t h, int64_t i, int64_t c) const { return b * sb + h * sh + i * st + c; }
+    sageattn_tensor view() { return sageattn_tensor{storage.data(), sb, sh, st}; }
+};
+
+inline float decode(uint16_t x, int32_t dtype) {
+    return dtype == SAGEATTN_DTYPE_FP16 ? num::fp16_to_float(x) : num::bf16_to_float(x);
+}
+inline uint16_t encode(float x, int32_t dtype) {
+    return dtype == SAGEATTN_DTYPE_FP16 ? num::float_to_fp16(x) : num::float_to_bf16(x);
+}
+
+struct Inputs {
+    float qk_mult = 1.0f;   // q and k scaled (sharp softmax)
+    float k_bias = 0.0f;    // std of a per-channel bias added to k
+    float v_mean = 0.0f;    // per-channel V offset
+    float v_outlier = 0.0f; // one V channel multiplied by this (0: none)
+    bool zero_v_channel = false;
+};
+
+// Owns q, k, v, out (+ lse, mask) and builds the problem over them.
+struct Attention {
+    Shape shape;
+    Tensor q, k, v, out;
+    std::vector<float> lse;
+    std::vector<uint8_t> bool_mask;
+    std::vector<float> add_mask;
+    sageattn_problem problem{};
+
+    Attention(const Shape& s, const Inputs& in, std::mt19937_64& rng) : shape(s) {
+        q = Tensor(s.batch, s.heads_q, s.len_q, s.head_dim, s.layout);
+        k = Tensor(s.batch, s.heads_kv, s.len_kv, s.head_dim, s.layout);
+        v = Tensor(s.batch, s.heads_kv, s.len_kv, s.head_dim, s.layout);
+        out = Tensor(s.batch, s.heads_q, s.len_q, s.head_dim, s.layout);
+        std::normal_distribution<float> n01(0.0f, 1.0f);
+        std::vector<float> bias(static_cast<size_t>(s.head_dim));
+        for (auto& b : bias) b = in.k_bias * n01(rng);
+        auto fill = [&](Tensor& t, auto&& value) {
+            for (int64_t b = 0; b < t.batch; ++b)
+                for (int64_t h = 0; h < t.heads; ++h)
+                    for (int64_t i = 0; i < t.len; ++i)
+                        for (int64_t c = 0; c < t.dim; ++c) t.storage[t.index(b, h, i, c)] = encode(value(c), s.dtype);
+        };
+        fill(q, [&](int64_t) { return in.qk_mult * n01(rng); });
+        fill(k, [&](int64_t c) { return in.qk_mult * n01(rng) + bias[c]; });
+        fill(v, [&](int64_t c) {
+            float x = n01(rng) + in.v_mean;
+            if (in.v_outlier != 0.0f && c == s.head_dim / 2) x *= in.v_outlier;
+            if (in.zero_v_channel && c == 0) x = 0.0f;
+            return x;
+        });
+        sageattn_problem_init(&problem);
+        problem.dtype = s.dtype;
+        problem.batch = s.batch;
+        problem.heads_q = s.heads_q;
+        problem.heads_kv = s.heads_kv;
+        problem.len_q = s.len_q;
+        problem.len_kv = s.len_kv;
+        problem.head_dim = s.head_dim;
+        problem.q = q.view();
+        problem.k = k.view();
+        problem.v = v.view();
+        problem.out = out.view();
+    }
+
+    void with_lse() {
+        lse.assign(static_cast<size_t>(shape.batch * shape.heads_q * shape.len_q), NAN);
+        problem.lse = lse.data();
+        problem.lse_batch_stride = shape.heads_q * shape.len_q;
+        problem.lse_head_stride = shape.len_q;
+        problem.lse_token_stride = 1;
+    }
+
+    void poison() {
+        for (int64_t b = 0; b < out.batch; ++b)
+            for (int64_t h = 0; h < out.heads; ++h)
+                for (int64_t i = 0; i < out.len; ++i)
+                    for (int64_t c = 0; c < out.dim; ++c) out.storage[out.index(b, h, i, c)] = 0x7fc1;
+        for (auto& x : lse) x = NAN;
+    }
+
+    Problem normalized() const {
+        Problem pr;
+        const sageattn_status st = api::normalize(&problem, &pr);
+        EXPECT_EQ(st, SAGEATTN_SUCCESS) << sageattn_last_error();
+        return pr;
+    }
+
+    // Runs the quantized algorithm through the C ABI (outputs poisoned first).
+    void run() {
+        poison();
+        size_t bytes = 0;
+        ASSERT_EQ(sageattn_workspace_size(&problem, &bytes), SAGEATTN_SUCCESS) << sageattn_last_error();
+        std::vector<unsigned char> ws(bytes + 64);
+        void* aligned = ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64;
+        ASSERT_EQ(sageattn_forward(&problem, aligned, bytes, nullptr), SAGEATTN_SUCCESS) << sageattn_last_error();
+    }
+
+    // The same run with its decisions reported (internal entry point).
+    cpu::QuantizedReport run_reported() {
+        poison();
+        const Problem pr = normalized();
+        std::vector<unsigned char> ws(cpu::quantized_workspace_size(pr) + 64);
+        void* aligned = ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64;
+        cpu::QuantizedReport report;
+        cpu::quantized_forward(pr, aligned, &report);
+        return report;
+    }
+
+    // out as [row][head][dim] doubles in the packed row numbering of the reference.
+    std::vector<double> output() const {
+        const Problem pr = normalized();
+        const int64_t hq = shape.heads_q, d = shape.head_dim;
+        std::vector<double> o(static_cast<size_t>(pr.total_q() * hq * d));
+        for (int64_t b = 0; b < pr.p.batch; ++b)  // varlen problems have more sequences than the tensor's batch
+            for (int64_t h = 0; h < hq; ++h)
+                for (int64_t i = 0; i < pr.len_q(b); ++i) {
+                    const int64_t off = pr.offset(problem.out, b, h, i, false), row = pr.row0_q(b) + i;
+                    for (int64_t c = 0; c < d; ++c)
+                        o[(row * hq + h) * d + c] = decode(out.storage[off + c], shape.dtype);
+                }
+        return o;
+    }
+
+    std::vector<double> reference(std::vector<double>* lse_out = nullptr) const {
+        const Problem pr = normalized();
+        std::vector<double> o(static_cast<size_t>(pr.total_q() * shape.heads_q * shape.head_dim));
+        if (lse_out) lse_out->assign(static_cast<size_t>(pr.total_q() * shape.heads_q), 0.0);
+        cpu::reference(pr, o.data(), lse_out ? lse_out->data() : nullptr);
+        return o;
+    }
+};
+
+struct Accuracy {
+    double cosine, rel_l1, max_abs;
+    bool finite;
+};
+
+inline Accuracy compare(const std::vector<double>& x, const std::vector<double>& ref) {
+    double dot = 0, nx = 0, ny = 0, l1 = 0, l1r = 0, worst = 0;
+    bool finite = true;
+    for (size_t i = 0; i < x.size(); ++i) {
+        finite = finite && std::isfinite(x[i]);
+        dot += x[i] * ref[i], nx += x[i] * x[i], ny += ref[i] * ref[i];
+        l1 += std::fabs(x[i] - ref[i]), l1r += std::fabs(ref[i]);
+        worst = std::fmax(worst, std::fabs(x[i] - ref[i]));
+    }
+    const double cos = (nx == 0 && ny == 0) ? 1.0 : dot / std::sqrt(nx * ny);
+    return {cos, l1r == 0 ? l1 : l1 / l1r, worst, finite};
+}
+
+inline void print(const std::string& what, const Accuracy& a) {
+    std::printf("[ accuracy ] %-58s cosine %.6f  rel.L1 %.5f  max|err| %.5f\n", what.c_str(), a.cosine, a.rel_l1,
+                a.max_abs);
+}
+
+}  // namespace sageattn::test

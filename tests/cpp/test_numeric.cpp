@@ -1,0 +1,96 @@
+// The host conversions against independent definitions: every code of every
+// format round-trips, and rounding is to nearest, ties to even.
+#include <cmath>
+
+#include "support.hpp"
+
+namespace sageattn::test {
+namespace {
+
+// The nearest of the sorted, finite values of a format, ties to the even code.
+template <class Decode>
+float nearest(float x, int codes, const Decode& decode) {
+    float best = 0;
+    double best_err = INFINITY;
+    int best_code = 0;
+    for (int c = 0; c < codes; ++c) {
+        const float v = decode(c);
+        if (!std::isfinite(v)) continue;
+        const double err = std::fabs(static_cast<double>(v) - x);
+        if (err < best_err || (err == best_err && (c & 1) == 0 && (best_code & 1) == 1)) {
+            best = v, best_err = err, best_code = c;
+        }
+    }
+    return best;
+}
+
+TEST(Numeric, Fp16RoundTripsEveryCode) {
+    for (int c = 0; c < 65536; ++c) {
+        const float f = num::fp16_to_float(static_cast<uint16_t>(c));
+        if (std::isnan(f)) continue;
+        EXPECT_EQ(num::float_to_fp16(f), c) << c;
+    }
+}
+
+TEST(Numeric, Bf16RoundTripsEveryCode) {
+    for (int c = 0; c < 65536; ++c) {
+        const float f = num::bf16_to_float(static_cast<uint16_t>(c));
+        if (std::isnan(f)) continue;
+        EXPECT_EQ(num::float_to_bf16(f), c) << c;
+    }
+}
+
+TEST(Numeric, E4m3RoundTripsAndRoundsToNearestEven) {
+    for (int c = 0; c < 256; ++c) {
+        const float f = num::e4m3_to_float(static_cast<uint8_t>(c));
+        if (std::isnan(f)) continue;
+        if (c == 0x80) continue;  // -0 encodes back as -0 (0x80): fine either way
+        EXPECT_EQ(num::float_to_e4m3(f), c) << c;
+    }
+    EXPECT_EQ(num::e4m3_to_float(0x7e), 448.0f);
+    EXPECT_EQ(num::float_to_e4m3(1e9f), 0x7e);   // satfinite
+    EXPECT_EQ(num::float_to_e4m3(-1e9f), 0xfe);
+    EXPECT_EQ(num::float_to_e4m3(NAN), 0x7f);
+    std::mt19937_64 r(seed() + 3);
+    std::uniform_real_distribution<float> u(-460.0f, 460.0f);
+    std::uniform_real_distribution<float> small(-0.03f, 0.03f);
+    auto decode = [](int c) { return num::e4m3_to_float(static_cast<uint8_t>(c)); };
+    for (int i = 0; i < 20000; ++i) {
+        const float x = i % 2 ? u(r) : small(r);
+        const float want = std::fabs(x) >= 448.0f ? std::copysign(448.0f, x) : nearest(x, 256, decode);
+        ASSERT_EQ(num::round_to_e4m3(x), want) << x;
+    }
+    // Ties: 1.0625 lies halfway between 1.0 (even) and 1.125.
+    EXPECT_EQ(num::round_to_e4m3(1.0625f), 1.0f);
+    EXPECT_EQ(num::round_to_e4m3(1.1875f), 1.25f);
+}
+
+TEST(Numeric, Fp16AndBf16RoundToNearestEven) {
+    std::mt19937_64 r(seed() + 4);
+    std::uniform_real_distribution<float> u(-70000.0f, 70000.0f);
+    std::uniform_real_distribution<float> tiny(-1e-4f, 1e-4f);
+    for (int i = 0; i < 20000; ++i) {
+        const float x = i % 2 ? u(r) : tiny(r);
+        // fp16: compare against rounding through double arithmetic on neighbours.
+        const uint16_t h = num::float_to_fp16(x);
+        const float hv = num::fp16_to_float(h);
+        if (std::isinf(hv)) {
+            ASSERT_GE(std::fabs(x), 65520.0f) << x;
+            continue;
+        }
+        const float up = num::fp16_to_float(static_cast<uint16_t>(h + 1)), down = num::fp16_to_float(static_cast<uint16_t>(h - 1));
+        if (std::isfinite(up)) ASSERT_LE(std::fabs(static_cast<double>(hv) - x), std::fabs(static_cast<double>(up) - x)) << x;
+        if (std::isfinite(down) && (h & 0x7fff) != 0)
+            ASSERT_LE(std::fabs(static_cast<double>(hv) - x), std::fabs(static_cast<double>(down) - x)) << x;
+        const float b = num::round_to_bf16(x);
+        ASSERT_LE(std::fabs(static_cast<double>(b) - x), std::ldexp(std::fabs(x), -8)) << x;
+    }
+    EXPECT_EQ(num::float_to_fp16(65520.0f), 0x7c00);  // halfway to 65536 rounds to even: infinity
+    EXPECT_EQ(num::float_to_fp16(65519.0f), 0x7bff);
+    EXPECT_EQ(num::float_to_fp16(std::ldexp(1.0f, -25)), 0x0000);       // tie to even: 0
+    EXPECT_EQ(num::float_to_fp16(std::ldexp(3.0f, -25)), 0x0002);       // tie to even: 2 units
+    EXPECT_EQ(num::float_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie to even
+}
+
+}  // namespace
+}  // namespace sageattn::test

@@ -1,0 +1,402 @@
+// The quantized algorithm against the float64 reference, feature by feature,
+// with fresh random inputs each run and outputs poisoned before each run.
+#include <algorithm>
+#include <cstring>
+
+#include "support.hpp"
+
+namespace sageattn::test {
+namespace {
+
+std::mt19937_64& rng() {
+    static std::mt19937_64 r(seed() + 100);
+    return r;
+}
+
+Accuracy accuracy(Attention& a) { return compare(a.output(), a.reference()); }
+
+// ---- The numbers the core library must show --------------------------------
+
+struct Mode {
+    const char* name;
+    int32_t pv, accum, granularity, qk, smooth_k;
+};
+
+TEST(Accuracy, KBiasCase) {
+    // q, k, v ~ N(0, 1), a per-channel K bias ~ N(0, 4²), bf16, len 1024.
+    for (int64_t d : {64, 128}) {
+        Shape s{1, 2, 2, 1024, 1024, d};
+        Attention a(s, Inputs{1.0f, 4.0f}, rng());
+        const std::vector<double> ref = a.reference();
+        auto run = [&](const Mode& m) {
+            a.problem.pv_precision = m.pv;
+            a.problem.pv_accum = m.accum;
+            a.problem.qk_granularity = m.granularity;
+            a.problem.qk_precision = m.qk;
+            a.problem.smooth_k = m.smooth_k;
+            const cpu::QuantizedReport report = a.run_reported();
+            for (uint8_t sharp : report.sharp_heads) EXPECT_EQ(sharp, 0) << "ordinary heads must stay INT8";
+            const Accuracy acc = compare(a.output(), ref);
+            print("K bias, d" + std::to_string(d) + ", " + m.name, acc);
+            return acc;
+        };
+        const Accuracy fp8 = run({"int8 per-thread + fp8 PV (default)", 0, 0, 0, 0, 1});
+        EXPECT_GE(fp8.cosine, 0.9993);
+        EXPECT_LE(fp8.rel_l1, 0.04);
+        const Accuracy fp16 = run({"int8 per-thread + fp16 PV", SAGEATTN_PV_FP16, 0, 0, 0, 1});
+        EXPECT_LE(fp16.rel_l1, 0.012);
+        EXPECT_GE(fp16.cosine, 0.9999);
+        for (const Mode& m : {Mode{"int8 per-warp + fp8 PV", 0, 0, SAGEATTN_QK_PER_WARP, 0, 1},
+                              Mode{"int8 per-block + fp8 PV", 0, 0, SAGEATTN_QK_PER_BLOCK, 0, 1}}) {
+            const Accuracy acc = run(m);
+            EXPECT_GE(acc.cosine, 0.9992);
+            EXPECT_LE(acc.rel_l1, 0.042);
+        }
+        // Smoothing K is what keeps the bias from eating the INT8 range.
+        const Accuracy raw = run({"int8 per-thread + fp8 PV, NO smooth K", 0, 0, 0, SAGEATTN_QK_INT8, 0});
+        EXPECT_LT(raw.cosine, fp8.cosine);
+        EXPECT_GT(raw.rel_l1, 1.05 * fp8.rel_l1);
+        const Accuracy raw16 = run({"int8 per-thread + fp16 PV, NO smooth K", SAGEATTN_PV_FP16, 0, 0, SAGEATTN_QK_INT8, 0});
+        EXPECT_GT(raw16.rel_l1, 1.5 * fp16.rel_l1);
+    }
+}
+
+TEST(Accuracy, SharpSoftmax) {
+    // q and k ×30: logits with a standard deviation near 900.
+    Shape s{1, 2, 2, 512, 512, 128};
+    Attention a(s, Inputs{30.0f, 4.0f}, rng());
+    const std::vector<double> ref = a.reference();
+    const cpu::QuantizedReport report = a.run_reported();
+    const Accuracy def = compare(a.output(), ref);
+    print("q, k x30, default (sharp heads in input precision)", def);
+    for (size_t h = 0; h < report.sharp_heads.size(); ++h) {
+        std::printf("[ sharp    ] head %zu: sigma %.2f -> %s\n", h, report.sharpness[h],
+                    report.sharp_heads[h] ? "input precision" : "int8");
+        EXPECT_EQ(report.sharp_heads[h], 1);
+    }
+    EXPECT_GE(def.cosine, 0.995);
+    a.problem.qk_precision = SAGEATTN_QK_INT8;
+    a.run();
+    const Accuracy int8 = compare(a.output(), ref);
+    print("q, k x30, INT8 forced (what the reference kernels do)", int8);
+    EXPECT_LT(int8.cosine, def.cosine);
+    a.problem.qk_precision = SAGEATTN_QK_AUTO;
+    a.problem.pv_precision = SAGEATTN_PV_FP16;
+    a.run();
+    const Accuracy fp16 = compare(a.output(), ref);
+    print("q, k x30, default with fp16 PV", fp16);
+    EXPECT_GE(fp16.cosine, 0.9995);
+}
+
+TEST(Accuracy, Times100HasNoNanOrInf) {
+    for (int32_t dtype : {SAGEATTN_DTYPE_BF16, SAGEATTN_DTYPE_FP16})
+        for (int32_t qk : {SAGEATTN_QK_AUTO, SAGEATTN_QK_INT8})
+            for (int32_t pv : {SAGEATTN_PV_FP8, SAGEATTN_PV_FP16}) {
+                Shape s{1, 2, 1, 200, 200, 128, dtype};
+                Attention a(s, Inputs{100.0f, 0.0f}, rng());
+                a.with_lse();
+                a.problem.qk_precision = qk;
+                a.problem.pv_precision = pv;
+                a.run();
+                const std::vector<double> o = a.output();
+                EXPECT_TRUE(std::all_of(o.begin(), o.end(), [](double x) { return std::isfinite(x); }));
+                EXPECT_TRUE(std::all_of(a.lse.begin(), a.lse.end(), [](float x) { return std::isfinite(x); }));
+                const Accuracy acc = compare(o, a.reference());
+                if (qk == SAGEATTN_QK_AUTO) EXPECT_GE(acc.cosine, 0.995);
+            }
+}
+
+// ---- Layouts, heads, lengths ------------------------------------------------
+
+TEST(Features, LayoutsGiveIdenticalResults) {
+    std::vector<std::vector<double>> outs;
+    const uint64_t s0 = rng()();
+    for (Layout layout : {Layout::HND, Layout::NHD, Layout::Strided}) {
+        std::mt19937_64 r(s0);  // the same values in every layout
+        Attention a(Shape{2, 3, 3, 70, 90, 48, SAGEATTN_DTYPE_BF16, layout}, Inputs{1.0f, 2.0f}, r);
+        a.run();
+        outs.push_back(a.output());
+        EXPECT_GE(accuracy(a).cosine, 0.999);
+    }
+    EXPECT_EQ(outs[0], outs[1]);
+    EXPECT_EQ(outs[0], outs[2]);
+}
+
+TEST(Features, GqaEqualsRepeatedHeads) {
+    const uint64_t s0 = rng()();
+    for (int64_t heads_kv : {1, 2}) {
+        std::mt19937_64 r(s0);
+        Attention gqa(Shape{1, 4, heads_kv, 66, 66, 64}, Inputs{1.0f, 3.0f}, r);
+        Attention mha(Shape{1, 4, 4, 66, 66, 64}, Inputs{}, r);
+        const int64_t group = 4 / heads_kv;
+        for (int64_t h = 0; h < 4; ++h)
+            for (int64_t i = 0; i < 66; ++i)
+                for (int64_t c = 0; c < 64; ++c) {
+                    mha.q.storage[mha.q.index(0, h, i, c)] = gqa.q.storage[gqa.q.index(0, h, i, c)];
+                    mha.k.storage[mha.k.index(0, h, i, c)] = gqa.k.storage[gqa.k.index(0, h / group, i, c)];
+                    mha.v.storage[mha.v.index(0, h, i, c)] = gqa.v.storage[gqa.v.index(0, h / group, i, c)];
+                }
+        gqa.run();
+        mha.run();
+        EXPECT_EQ(gqa.output(), mha.output()) << "heads_kv " << heads_kv;
+        EXPECT_GE(accuracy(gqa).cosine, 0.999);
+    }
+}
+
+TEST(Features, CausalBottomRight) {
+    for (auto [lq, lkv] : {std::pair<int64_t, int64_t>{100, 100}, {37, 200}, {150, 60}, {1, 129}}) {
+        Attention a(Shape{1, 2, 2, lq, lkv, 64}, Inputs{1.0f, 1.0f}, rng());
+        a.problem.causal = 1;
+        a.with_lse();
+        a.run();
+        std::vector<double> ref_lse;
+        const Accuracy acc = compare(a.output(), a.reference(&ref_lse));
+        print("causal len_q " + std::to_string(lq) + " len_kv " + std::to_string(lkv), acc);
+        EXPECT_GE(acc.cosine, 0.999);
+        // Rows that see no key (len_q > len_kv): exact zeros and LSE = -inf.
+        for (int64_t h = 0; h < 2; ++h)
+            for (int64_t i = 0; i < lq - lkv; ++i) {
+                EXPECT_EQ(a.lse[h * lq + i], -INFINITY);
+                for (int64_t c = 0; c < 64; ++c) EXPECT_EQ(a.out.storage[a.out.index(0, h, i, c)], 0);
+            }
+        // The first rows see one or two keys: their LSE carries a single INT8 logit's error.
+        for (int64_t h = 0; h < 2; ++h)
+            for (int64_t i = std::max<int64_t>(0, lq - lkv); i < lq; ++i)
+                EXPECT_NEAR(a.lse[h * lq + i], ref_lse[i * 2 + h], 0.06);
+    }
+}
+
+TEST(Features, LengthOneAndSingleKey) {
+    for (auto [lq, lkv] : {std::pair<int64_t, int64_t>{1, 1}, {1, 300}, {300, 1}}) {
+        Attention a(Shape{2, 2, 1, lq, lkv, 128}, Inputs{1.0f, 1.0f}, rng());
+        a.run();
+        const Accuracy acc = accuracy(a);
+        print("len_q " + std::to_string(lq) + " len_kv " + std::to_string(lkv), acc);
+        EXPECT_GE(acc.cosine, 0.999);
+    }
+}
+
+TEST(Features, HeadDims) {
+    for (int64_t d : {1, 8, 24, 40, 72, 96, 160, 200, 256}) {
+        Attention a(Shape{1, 2, 1, 90, 130, d, SAGEATTN_DTYPE_FP16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
+        a.run();
+        const Accuracy acc = accuracy(a);
+        print("head_dim " + std::to_string(d), acc);
+        // With one channel the output is a handful of strongly correlated FP8-rounded
+        // averages, so its cosine is a noisy statistic: a wider band, and FP16 P·V,
+        // whose rounding is far finer, must then be tight.
+        EXPECT_GE(acc.cosine, d < 8 ? 0.98 : 0.999) << d;
+        if (d < 8) {
+            a.problem.pv_precision = SAGEATTN_PV_FP16;
+            a.run();
+            EXPECT_GE(accuracy(a).cosine, 0.9995) << d;
+        }
+    }
+}
+
+TEST(Features, Varlen) {
+    const std::vector<int32_t> lens_q{1, 70, 0, 130}, lens_kv{5, 64, 3, 200};
+    std::vector<int32_t> cu_q{0}, cu_kv{0};
+    for (size_t b = 0; b < lens_q.size(); ++b) cu_q.push_back(cu_q.back() + lens_q[b]), cu_kv.push_back(cu_kv.back() + lens_kv[b]);
+    const int64_t hq = 4, hkv = 2, d = 64, batch = static_cast<int64_t>(lens_q.size());
+    std::mt19937_64& r = rng();
+    // Packed [tokens, heads, dim] tensors: NHD with batch 1.
+    Attention packed(Shape{1, hq, hkv, cu_q.back(), cu_kv.back(), d, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, r);
+    packed.problem.batch = batch;
+    packed.problem.cu_seqlens_q = cu_q.data();
+    packed.problem.cu_seqlens_kv = cu_kv.data();
+    packed.problem.max_len_q = 130;
+    packed.problem.max_len_kv = 200;
+    packed.problem.causal = 1;
+    packed.with_lse();
+    packed.problem.lse_batch_stride = 0;
+    packed.problem.lse_head_stride = cu_q.back();
+    packed.run();
+    const Accuracy acc = accuracy(packed);
+    print("varlen, 4 sequences, causal", acc);
+    EXPECT_GE(acc.cosine, 0.999);
+    // Each sequence alone, as a dense problem over the same memory, gives the same bits.
+    for (int64_t b = 0; b < batch; ++b) {
+        if (lens_q[b] == 0) continue;
+        sageattn_problem one = packed.problem;
+        one.batch = 1;
+        one.cu_seqlens_q = one.cu_seqlens_kv = nullptr;
+        one.len_q = lens_q[b];
+        one.len_kv = lens_kv[b];
+        auto shift = [](sageattn_tensor t, int64_t rows) {
+            t.data = static_cast<uint16_t*>(t.data) + rows * t.token_stride;
+            return t;
+        };
+        one.q = shift(one.q, cu_q[b]);
+        one.k = shift(one.k, cu_kv[b]);
+        one.v = shift(one.v, cu_kv[b]);
+        std::vector<uint16_t> out(static_cast<size_t>(lens_q[b] * hq * d), 0x7fc1);
+        one.out = sageattn_tensor{out.data(), 0, d, hq * d};
+        std::vector<float> lse(static_cast<size_t>(hq * lens_q[b]));
+        one.lse = lse.data();
+        one.lse_head_stride = lens_q[b];
+        size_t bytes = 0;
+        ASSERT_EQ(sageattn_workspace_size(&one, &bytes), SAGEATTN_SUCCESS);
+        std::vector<unsigned char> ws(bytes + 64);
+        ASSERT_EQ(sageattn_forward(&one, ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64, bytes,
+                                   nullptr),
+                  SAGEATTN_SUCCESS)
+            << sageattn_last_error();
+        for (int64_t i = 0; i < lens_q[b]; ++i)
+            for (int64_t h = 0; h < hq; ++h) {
+                EXPECT_EQ(lse[h * lens_q[b] + i], packed.lse[h * cu_q.back() + cu_q[b] + i]);
+                for (int64_t c = 0; c < d; ++c)
+                    ASSERT_EQ(out[(i * hq + h) * d + c], packed.out.storage[packed.out.index(0, h, cu_q[b] + i, c)]);
+            }
+    }
+}
+
+// ---- Masks -------------------------------------------------------------------
+
+TEST(Features, BoolMaskBroadcast) {
+    Shape s{2, 2, 2, 80, 100, 64};
+    Attention a(s, Inputs{1.0f, 2.0f}, rng());
+    std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));  // [b, 1, lq, lkv]
+    std::bernoulli_distribution coin(0.6);
+    for (auto& x : keep) x = coin(rng());
+    for (int64_t j = 0; j < s.len_kv; ++j) keep[7 * s.len_kv + j] = 0;  // b 0, row 7: nothing visible
+    a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+    a.problem.causal = 1;
+    a.with_lse();
+    a.run();
+    const Accuracy acc = accuracy(a);
+    print("bool mask [b,1,lq,lkv] + causal", acc);
+    EXPECT_GE(acc.cosine, 0.999);
+    for (int64_t h = 0; h < 2; ++h) {
+        EXPECT_EQ(a.lse[h * s.len_q + 7], -INFINITY);
+        for (int64_t c = 0; c < 64; ++c) EXPECT_EQ(a.out.storage[a.out.index(0, h, 7, c)], 0);
+    }
+}
+
+TEST(Features, AdditiveMask) {
+    Shape s{1, 2, 1, 64, 96, 64};
+    for (int32_t mdtype : {SAGEATTN_DTYPE_FP32, SAGEATTN_DTYPE_BF16, SAGEATTN_DTYPE_FP16}) {
+        Attention a(s, Inputs{1.0f, 1.0f}, rng());
+        std::uniform_real_distribution<float> bias(-4.0f, 2.0f);
+        std::vector<float> m32(static_cast<size_t>(s.len_kv));  // one row broadcast over b, h, q: [1,1,1,lkv]
+        for (auto& x : m32) x = bias(rng());
+        m32[3] = m32[40] = -INFINITY;
+        std::vector<uint16_t> m16(m32.size());
+        for (size_t j = 0; j < m32.size(); ++j) m16[j] = encode(m32[j], mdtype);
+        const void* data = mdtype == SAGEATTN_DTYPE_FP32 ? static_cast<const void*>(m32.data()) : m16.data();
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, mdtype, data, 0, 0, 0, 1};
+        a.run();
+        const Accuracy acc = accuracy(a);
+        print("additive mask (dtype " + std::to_string(mdtype) + ") with -inf entries", acc);
+        EXPECT_GE(acc.cosine, 0.999);
+    }
+}
+
+// ---- V, accumulation, options --------------------------------------------------
+
+TEST(Features, HostileV) {
+    Inputs zero;
+    zero.zero_v_channel = true;
+    Inputs outlier;
+    outlier.v_outlier = 1000.0f;
+    Inputs offset;
+    offset.v_mean = 8.0f;
+    for (int32_t pv : {SAGEATTN_PV_FP8, SAGEATTN_PV_FP16})
+        for (const Inputs& in : {zero, outlier, offset}) {
+            Attention a(Shape{1, 2, 2, 100, 150, 64}, in, rng());
+            a.problem.pv_precision = pv;
+            a.run();
+            const std::vector<double> o = a.output();
+            const Accuracy acc = compare(o, a.reference());
+            const std::string what = in.zero_v_channel ? "all-zero V channel" : in.v_outlier != 0 ? "V channel x1000" : "V mean 8";
+            print(what + (pv == SAGEATTN_PV_FP8 ? ", fp8 PV" : ", fp16 PV"), acc);
+            EXPECT_TRUE(acc.finite);
+            // One outlier channel dominates the norm: the cosine is then that channel's
+            // FP8 error alone, a statistic of a single channel, hence the wider band.
+            EXPECT_GE(acc.cosine, in.v_outlier != 0 ? 0.997 : 0.999) << what;
+            if (in.zero_v_channel)
+                for (int64_t h = 0; h < 2; ++h)
+                    for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(o[(i * 2 + h) * 64], 0.0) << "all-zero V channel";
+        }
+}
+
+TEST(Features, AccumulationModesAndSmoothV) {
+    struct M { const char* name; int32_t pv, accum, smooth_v; };
+    Inputs in;
+    in.v_mean = 3.0f;
+    in.v_outlier = 50.0f;
+    for (const M& m : {M{"fp8 fp32", SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32, 0},
+                       M{"fp8 fp32+fp32", SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP32, 0},
+                       M{"fp8 fp32+fp16", SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP16, 0},
+                       M{"fp8 fp32+fp32 smooth V", SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP32, 1},
+                       M{"fp16 fp32", SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP32, 0},
+                       M{"fp16 fp16+fp32", SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 0},
+                       M{"fp16 fp16+fp32 smooth V", SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 1}}) {
+        Attention a(Shape{1, 2, 2, 256, 512, 128}, in, rng());
+        a.problem.pv_precision = m.pv;
+        a.problem.pv_accum = m.accum;
+        a.problem.smooth_v = m.smooth_v;
+        a.run();
+        const Accuracy acc = accuracy(a);
+        print(std::string("V mean 3, outlier x50: ") + m.name, acc);
+        EXPECT_TRUE(acc.finite);
+        EXPECT_GE(acc.cosine, 0.999);
+    }
+}
+
+TEST(Features, LargeKBiasIsSmoothedAway) {
+    Attention a(Shape{1, 2, 2, 256, 256, 64}, Inputs{1.0f, 100.0f}, rng());
+    a.run();
+    const Accuracy acc = accuracy(a);
+    print("K bias ~ N(0, 100^2)", acc);
+    EXPECT_GE(acc.cosine, 0.9992);
+}
+
+TEST(Features, ThreadCountDoesNotChangeBits) {
+    const uint64_t s0 = rng()();
+    std::vector<std::vector<double>> outs;
+    for (int threads : {1, 3}) {
+        std::mt19937_64 r(s0);
+        Attention a(Shape{2, 3, 1, 50, 70, 32}, Inputs{1.0f, 2.0f}, r);
+        a.problem.num_threads = threads;
+        a.run();
+        outs.push_back(a.output());
+    }
+    EXPECT_EQ(outs[0], outs[1]);
+}
+
+TEST(Features, LseMatchesReference) {
+    for (int32_t qk : {SAGEATTN_QK_INT8, SAGEATTN_QK_INPUT})
+        for (int32_t pv : {SAGEATTN_PV_FP8, SAGEATTN_PV_FP16}) {
+            Attention a(Shape{1, 2, 2, 100, 300, 64}, Inputs{1.0f, 4.0f}, rng());
+            a.problem.qk_precision = qk;
+            a.problem.pv_precision = pv;
+            a.with_lse();
+            a.run();
+            std::vector<double> ref;
+            a.reference(&ref);
+            double worst = 0;
+            for (int64_t h = 0; h < 2; ++h)
+                for (int64_t i = 0; i < 100; ++i) worst = std::max(worst, std::fabs(a.lse[h * 100 + i] - ref[i * 2 + h]));
+            std::printf("[ accuracy ] LSE (qk %d, pv %d): max |err| %.5f\n", qk, pv, worst);
+            EXPECT_LT(worst, 0.02);
+        }
+}
+
+TEST(Features, ExactAlgorithmThroughTheAbi) {
+    Attention a(Shape{1, 2, 1, 40, 60, 64, SAGEATTN_DTYPE_FP16}, Inputs{1.0f, 1.0f}, rng());
+    a.problem.algorithm = SAGEATTN_ALGORITHM_EXACT;
+    a.with_lse();
+    size_t bytes = 1;
+    ASSERT_EQ(sageattn_workspace_size(&a.problem, &bytes), SAGEATTN_SUCCESS);
+    EXPECT_EQ(bytes, 0u);
+    a.run();
+    std::vector<double> ref_lse;
+    const Accuracy acc = compare(a.output(), a.reference(&ref_lse));
+    EXPECT_LT(acc.max_abs, 1e-3);  // only the final rounding to fp16
+    for (int64_t h = 0; h < 2; ++h)
+        for (int64_t i = 0; i < 40; ++i) EXPECT_NEAR(a.lse[h * 40 + i], ref_lse[i * 2 + h], 1e-5);
+}
+
+}  // namespace
+}  // namespace sageattn::test

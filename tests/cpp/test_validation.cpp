@@ -1,0 +1,174 @@
+// Every invalid input gets its own status and a message naming the argument;
+// nothing aborts and nothing is touched. Also run under ASan and UBSan.
+#include <cstring>
+#include <functional>
+
+#include "support.hpp"
+
+namespace sageattn::test {
+namespace {
+
+struct Bad {
+    const char* what;
+    std::function<void(sageattn_problem&)> edit;
+    sageattn_status expected;
+    const char* message_has;  // the argument the message must name
+};
+
+class Validation : public ::testing::Test {
+protected:
+    std::mt19937_64 r{seed() + 7};
+    Attention a{Shape{2, 4, 2, 33, 45, 64}, Inputs{}, r};
+    std::vector<int32_t> cu{0, 10, 33};
+    std::vector<int32_t> cu_kv{0, 20, 45};
+    std::vector<uint8_t> mask = std::vector<uint8_t>(33 * 45, 1);
+
+    void expect(const Bad& bad) {
+        sageattn_problem p = a.problem;
+        bad.edit(p);
+        const sageattn_status got = sageattn_check(&p);
+        EXPECT_EQ(got, bad.expected) << bad.what << ": got " << sageattn_status_name(got) << " (" << sageattn_last_error() << ")";
+        const std::string msg = sageattn_last_error();
+        EXPECT_NE(msg.find(bad.message_has), std::string::npos) << bad.what << ": message \"" << msg << "\"";
+        // forward and workspace_size report the same, and write nothing.
+        a.poison();
+        size_t bytes = 12345;
+        EXPECT_EQ(sageattn_workspace_size(&p, &bytes), bad.expected) << bad.what;
+        EXPECT_EQ(bytes, 0u);
+        EXPECT_EQ(sageattn_forward(&p, nullptr, 0, nullptr), bad.expected) << bad.what;
+        for (int64_t h = 0; h < 4; ++h) EXPECT_EQ(a.out.storage[a.out.index(0, h, 0, 0)], 0x7fc1) << bad.what;
+        std::printf("[ rejected ] %-44s %-36s %s\n", bad.what, sageattn_status_name(got), msg.c_str());
+    }
+};
+
+TEST_F(Validation, ValidProblemPasses) {
+    EXPECT_EQ(sageattn_check(&a.problem), SAGEATTN_SUCCESS) << sageattn_last_error();
+    EXPECT_STREQ(sageattn_last_error(), "");
+}
+
+TEST_F(Validation, NullArguments) {
+    EXPECT_EQ(sageattn_check(nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    EXPECT_NE(std::string(sageattn_last_error()).find("problem"), std::string::npos);
+    EXPECT_EQ(sageattn_workspace_size(&a.problem, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    EXPECT_EQ(sageattn_get_build_info(nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    size_t bytes = 0;
+    ASSERT_EQ(sageattn_workspace_size(&a.problem, &bytes), SAGEATTN_SUCCESS);
+    ASSERT_GT(bytes, 0u);
+    EXPECT_EQ(sageattn_forward(&a.problem, nullptr, bytes, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    EXPECT_EQ(sageattn_forward(&a.problem, nullptr, 0, nullptr), SAGEATTN_ERROR_WORKSPACE_TOO_SMALL);
+    alignas(64) static unsigned char ws[1 << 20];
+    ASSERT_LE(bytes + 1, sizeof ws);
+    EXPECT_EQ(sageattn_forward(&a.problem, ws + 1, bytes, nullptr), SAGEATTN_ERROR_MISALIGNED);
+}
+
+TEST_F(Validation, EachBadInputHasItsOwnStatus) {
+    const Bad cases[] = {
+        {"q.data NULL", [](auto& p) { p.q.data = nullptr; }, SAGEATTN_ERROR_NULL_POINTER, "q.data"},
+        {"k.data NULL", [](auto& p) { p.k.data = nullptr; }, SAGEATTN_ERROR_NULL_POINTER, "k.data"},
+        {"v.data NULL", [](auto& p) { p.v.data = nullptr; }, SAGEATTN_ERROR_NULL_POINTER, "v.data"},
+        {"out.data NULL", [](auto& p) { p.out.data = nullptr; }, SAGEATTN_ERROR_NULL_POINTER, "out.data"},
+        {"struct_size 0", [](auto& p) { p.struct_size = 0; }, SAGEATTN_ERROR_ABI_MISMATCH, "struct_size"},
+        {"abi_version 2", [](auto& p) { p.abi_version = 2; }, SAGEATTN_ERROR_ABI_MISMATCH, "abi_version"},
+        {"dtype unset", [](auto& p) { p.dtype = SAGEATTN_DTYPE_UNSET; }, SAGEATTN_ERROR_INVALID_DTYPE, "dtype"},
+        {"dtype fp32", [](auto& p) { p.dtype = SAGEATTN_DTYPE_FP32; }, SAGEATTN_ERROR_INVALID_DTYPE, "dtype"},
+        {"dtype 99", [](auto& p) { p.dtype = 99; }, SAGEATTN_ERROR_INVALID_DTYPE, "dtype = 99"},
+        {"batch -1", [](auto& p) { p.batch = -1; }, SAGEATTN_ERROR_INVALID_SHAPE, "batch = -1"},
+        {"len_q -3", [](auto& p) { p.len_q = -3; }, SAGEATTN_ERROR_INVALID_SHAPE, "len_q = -3"},
+        {"head_dim 0", [](auto& p) { p.head_dim = 0; }, SAGEATTN_ERROR_INVALID_HEAD_DIM, "head_dim = 0"},
+        {"head_dim 257", [](auto& p) { p.head_dim = 257; }, SAGEATTN_ERROR_INVALID_HEAD_DIM, "head_dim = 257"},
+        {"heads_q 0", [](auto& p) { p.heads_q = 0; }, SAGEATTN_ERROR_INVALID_HEADS, "heads_q = 0"},
+        {"heads not divisible", [](auto& p) { p.heads_kv = 3; }, SAGEATTN_ERROR_INVALID_HEADS, "heads_kv = 3"},
+        {"negative q stride", [](auto& p) { p.q.token_stride = -64; }, SAGEATTN_ERROR_INVALID_STRIDE, "q.token_stride"},
+        {"negative v batch stride", [](auto& p) { p.v.batch_stride = -1; }, SAGEATTN_ERROR_INVALID_STRIDE, "v.batch_stride"},
+        {"overlapping out rows", [](auto& p) { p.out.token_stride = 0; }, SAGEATTN_ERROR_INVALID_STRIDE, "out.token_stride"},
+        {"overflowing k stride", [](auto& p) { p.k.batch_stride = INT64_MAX / 2; }, SAGEATTN_ERROR_OVERFLOW, "k:"},
+        {"overflowing stride product", [](auto& p) { p.q.head_stride = INT64_MAX / 3; }, SAGEATTN_ERROR_OVERFLOW, "q:"},
+        {"bytes past the address space", [](auto& p) { p.v.token_stride = INT64_MAX / 64; }, SAGEATTN_ERROR_OVERFLOW, "v:"},
+        {"misaligned q", [](auto& p) { p.q.data = static_cast<char*>(p.q.data) + 1; }, SAGEATTN_ERROR_MISALIGNED, "q.data"},
+        {"scale NaN", [](auto& p) { p.scale = NAN; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
+        {"scale inf", [](auto& p) { p.scale = INFINITY; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
+        {"granularity 3", [](auto& p) { p.qk_granularity = 3; }, SAGEATTN_ERROR_INVALID_OPTION, "qk_granularity"},
+        {"qk_precision 7", [](auto& p) { p.qk_precision = 7; }, SAGEATTN_ERROR_INVALID_OPTION, "qk_precision"},
+        {"negative threshold", [](auto& p) { p.qk_sharp_threshold = -1; }, SAGEATTN_ERROR_INVALID_OPTION, "qk_sharp_threshold"},
+        {"pv_precision 3", [](auto& p) { p.pv_precision = 3; }, SAGEATTN_ERROR_INVALID_OPTION, "pv_precision"},
+        {"pv_accum 9", [](auto& p) { p.pv_accum = 9; }, SAGEATTN_ERROR_INVALID_OPTION, "pv_accum"},
+        {"fp16+fp32 with fp8", [](auto& p) { p.pv_precision = 1; p.pv_accum = 4; }, SAGEATTN_ERROR_INVALID_OPTION, "pv_accum"},
+        {"fp32+fp16 with fp16", [](auto& p) { p.pv_precision = 2; p.pv_accum = 3; }, SAGEATTN_ERROR_INVALID_OPTION, "pv_accum"},
+        {"smooth_k 2", [](auto& p) { p.smooth_k = 2; }, SAGEATTN_ERROR_INVALID_OPTION, "smooth_k"},
+        {"num_threads -1", [](auto& p) { p.num_threads = -1; }, SAGEATTN_ERROR_INVALID_OPTION, "num_threads"},
+        {"algorithm 5", [](auto& p) { p.algorithm = 5; }, SAGEATTN_ERROR_INVALID_OPTION, "algorithm"},
+        {"device_type 4", [](auto& p) { p.device_type = 4; }, SAGEATTN_ERROR_INVALID_OPTION, "device_type"},
+        {"CUDA without backend", [](auto& p) { p.device_type = SAGEATTN_DEVICE_CUDA; }, SAGEATTN_ERROR_UNSUPPORTED, "CUDA"},
+        {"mask type 3", [](auto& p) { p.mask.type = 3; }, SAGEATTN_ERROR_INVALID_MASK, "mask.type"},
+        {"additive mask dtype", [this](auto& p) { p.mask = sageattn_mask{2, 0, mask.data(), 0, 0, 45, 1}; }, SAGEATTN_ERROR_INVALID_MASK, "mask.dtype"},
+        {"mask data NULL", [](auto& p) { p.mask = sageattn_mask{1, 0, nullptr, 0, 0, 45, 1}; }, SAGEATTN_ERROR_NULL_POINTER, "mask.data"},
+        {"negative mask stride", [this](auto& p) { p.mask = sageattn_mask{1, 0, mask.data(), 0, 0, -45, 1}; }, SAGEATTN_ERROR_INVALID_STRIDE, "mask.q_stride"},
+        {"misaligned fp32 mask", [this](auto& p) { p.mask = sageattn_mask{2, 3, mask.data() + 1, 0, 0, 45, 1}; }, SAGEATTN_ERROR_MISALIGNED, "mask.data"},
+        {"lse overlapping", [this](auto& p) { a.with_lse(); p.lse = a.lse.data(); p.lse_token_stride = 0; p.lse_head_stride = 33; p.lse_batch_stride = 132; }, SAGEATTN_ERROR_INVALID_STRIDE, "lse_token_stride"},
+        {"only cu_seqlens_q", [this](auto& p) { p.cu_seqlens_q = cu.data(); }, SAGEATTN_ERROR_INVALID_SEQLENS, "cu_seqlens"},
+        {"cu_seqlens not from 0", [this](auto& p) { cu[0] = 1; p.cu_seqlens_q = cu.data(); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = 64; p.max_len_kv = 64; }, SAGEATTN_ERROR_INVALID_SEQLENS, "cu_seqlens_q[0]"},
+        {"cu_seqlens decreasing", [this](auto& p) { cu[1] = 40; p.cu_seqlens_q = cu.data(); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = 64; p.max_len_kv = 64; }, SAGEATTN_ERROR_INVALID_SEQLENS, "decreases"},
+        {"cu_seqlens past the tensor", [this](auto& p) { cu_kv[2] = 46; p.cu_seqlens_q = cu.data(); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = 64; p.max_len_kv = 64; }, SAGEATTN_ERROR_INVALID_SEQLENS, "cu_seqlens_kv[2]"},
+        {"sequence longer than max_len", [this](auto& p) { p.cu_seqlens_q = cu.data(); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = 10; p.max_len_kv = 64; }, SAGEATTN_ERROR_INVALID_SEQLENS, "max_len"},
+        {"negative max_len", [this](auto& p) { p.cu_seqlens_q = cu.data(); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = -1; }, SAGEATTN_ERROR_INVALID_SEQLENS, "max_len_q"},
+        {"misaligned cu_seqlens", [this](auto& p) { p.cu_seqlens_q = reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(cu.data()) + 2); p.cu_seqlens_kv = cu_kv.data(); p.max_len_q = 64; p.max_len_kv = 64; }, SAGEATTN_ERROR_MISALIGNED, "cu_seqlens_q"},
+    };
+    for (const Bad& bad : cases) {
+        cu = {0, 10, 33};
+        cu_kv = {0, 20, 45};
+        expect(bad);
+    }
+}
+
+TEST_F(Validation, EveryStatusHasANameAndSentence) {
+    for (int s = SAGEATTN_SUCCESS; s <= SAGEATTN_ERROR_INTERNAL; ++s) {
+        const std::string name = sageattn_status_name(static_cast<sageattn_status>(s));
+        EXPECT_EQ(name.rfind("SAGEATTN_", 0), 0u) << s;
+        EXPECT_EQ(name.find("UNKNOWN"), std::string::npos) << s;
+        EXPECT_GT(std::strlen(sageattn_status_string(static_cast<sageattn_status>(s))), 5u) << s;
+    }
+    EXPECT_STREQ(sageattn_status_name(static_cast<sageattn_status>(1000)), "SAGEATTN_ERROR_UNKNOWN");
+}
+
+TEST_F(Validation, EmptyProblemsAreFine) {
+    for (auto edit : {+[](sageattn_problem& p) { p.batch = 0; }, +[](sageattn_problem& p) { p.len_q = 0; },
+                      +[](sageattn_problem& p) { p.len_kv = 0; }}) {
+        sageattn_problem p = a.problem;
+        edit(p);
+        EXPECT_EQ(sageattn_check(&p), SAGEATTN_SUCCESS) << sageattn_last_error();
+    }
+    // len_kv = 0: every row sees no key, so zeros.
+    a.problem.len_kv = 0;
+    a.run();
+    for (int64_t h = 0; h < 4; ++h) EXPECT_EQ(a.out.storage[a.out.index(1, h, 32, 63)], 0);
+}
+
+TEST_F(Validation, StructSizeCompatibility) {
+    // A newer caller whose extra fields are all zero is accepted; one that uses them is not.
+    struct Bigger {
+        sageattn_problem p;
+        uint64_t future[4];
+    } big{};
+    big.p = a.problem;
+    big.p.struct_size = sizeof big;
+    EXPECT_EQ(sageattn_check(&big.p), SAGEATTN_SUCCESS) << sageattn_last_error();
+    big.future[2] = 1;
+    EXPECT_EQ(sageattn_check(&big.p), SAGEATTN_ERROR_ABI_MISMATCH);
+}
+
+TEST(BuildInfo, DescribesThisBuild) {
+    sageattn_build_info info;
+    sageattn_build_info_init(&info);
+    ASSERT_EQ(sageattn_get_build_info(&info), SAGEATTN_SUCCESS);
+    EXPECT_EQ(info.abi_version, static_cast<uint32_t>(SAGEATTN_ABI_VERSION));
+    EXPECT_EQ(sageattn_abi_version(), SAGEATTN_ABI_VERSION);
+    EXPECT_TRUE(info.backends & SAGEATTN_BACKEND_CPU);
+    EXPECT_EQ(info.max_head_dim, 256);
+    EXPECT_STREQ(info.version, sageattn_version());
+    sageattn_build_info old{};
+    old.struct_size = 8;
+    EXPECT_EQ(sageattn_get_build_info(&old), SAGEATTN_ERROR_ABI_MISMATCH);
+}
+
+}  // namespace
+}  // namespace sageattn::test
