@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test: the C++ suites (CTest), the invalid-input suites again under
+# AddressSanitizer + UBSan, and the Python suite on CPU tensors. GPU tests are
+# marked and skip, saying so, where no GPU is present.
+# Dependencies: scripts/setup.sh installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+
+echo "== C++ tests (Release)"
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSAGEATTN_BUILD_TESTS=ON >/dev/null
+cmake --build build -j "$jobs"
+(cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^\[ (seed|accuracy|sharp) |Test +#|tests passed|tests failed|Failure|FAILED' )
+(cd build && ctest -j "$jobs" --output-on-failure)
+
+echo "== C++ invalid-input, numeric and feature tests under AddressSanitizer + UBSan"
+cmake -S . -B build-sanitize "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DSAGEATTN_BUILD_TESTS=ON \
+  -DSAGEATTN_BUILD_TOOLS=OFF -DSAGEATTN_SANITIZE=address,undefined >/dev/null
+cmake --build build-sanitize -j "$jobs"
+(cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j "$jobs" --output-on-failure)
+
+if [ -d tests/python ]; then
+  echo "== Python tests (CPU tensors)"
+  SAGEATTN_LIBRARY="$PWD/build/libsageattn.so" PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" \
+    python3 -m pytest tests/python -q -rs
+fi
