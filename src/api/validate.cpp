@@ -1,6 +1,7 @@
 // Validation of a sageattn_problem: one place, one message per failure.
 #include "api/validate.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstddef>
@@ -42,14 +43,27 @@ int64_t dtype_size(int32_t d) { return d == SAGEATTN_DTYPE_FP32 ? 4 : 2; }
 sageattn_status check_view(const char* name, const void* data, const int64_t* extents, const int64_t* strides,
                            const char* const* stride_names, int n, int64_t inner, int64_t elem_size,
                            bool is_output) {
-    for (int i = 0; i < n; ++i) {
+    for (int i = 0; i < n; ++i)
         if (strides[i] < 0)
             return fail(SAGEATTN_ERROR_INVALID_STRIDE, "%s.%s = %" PRId64 " is negative; strides must be >= 0", name,
                         stride_names[i], strides[i]);
-        if (is_output && extents[i] > 1 && strides[i] < inner)
-            return fail(SAGEATTN_ERROR_INVALID_STRIDE,
-                        "%s.%s = %" PRId64 " is smaller than head_dim (%" PRId64 "): output rows would overlap",
-                        name, stride_names[i], strides[i], inner);
+    if (is_output) {
+        // Outputs must not overlap themselves: taken from the smallest stride up, each
+        // stride must step past everything the smaller ones span.
+        int order[4] = {0, 1, 2, 3};
+        std::sort(order, order + n, [&](int a, int b) { return strides[a] < strides[b]; });
+        int64_t spanned = inner;
+        for (int k = 0; k < n; ++k) {
+            const int i = order[k];
+            if (extents[i] <= 1) continue;
+            if (strides[i] < spanned)
+                return fail(SAGEATTN_ERROR_INVALID_STRIDE,
+                            "%s.%s = %" PRId64 " would make output elements overlap (it must be >= %" PRId64 ")",
+                            name, stride_names[i], strides[i], spanned);
+            int64_t extent_span;
+            if (mul_overflows(strides[i], extents[i] - 1, &extent_span) || add_overflows(spanned, extent_span, &spanned))
+                break;  // the overflow check below reports it
+        }
     }
     const int64_t elements = span(extents, strides, n, inner);
     int64_t bytes = 0;

@@ -22,6 +22,14 @@ constexpr int kFp16VMaxExp = 9;          // §4: FP16 V is scaled by 2^e so that
 constexpr int kFp16VMinExp = -100;
 constexpr float kSharpDenominator = 311.0f;  // §5: 127 · sqrt(12 / 2)
 
+// §6: an additive mask value in log2 units, saturated so that a huge finite
+// bias (PyTorch's finfo.min fill) stays finite and a fully masked row comes out
+// as the exact formula's uniform average, not as an empty row.
+inline float bias_log2(float bias) {
+    const float b = bias * kLog2e;
+    return b < -3.4028235e38f ? -3.4028235e38f : (b > 3.4028235e38f ? 3.4028235e38f : b);
+}
+
 // Q group of row i inside its sequence (§3); one scale per group.
 inline int64_t q_group(int64_t i, int granularity) {
     if (granularity == 2) return i / kQBlockRows;                      // per-block

@@ -262,7 +262,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
                     for (int64_t c = 0; c < d; ++c) dot += static_cast<int32_t>(qi[c]) * static_cast<int32_t>(kj[c]);
                     logit = static_cast<float>(dot) * (q_scale[i] * k_scale[j]);
                 }
-                s[t] = logit + mv.bias * alg::kLog2e;
+                s[t] = logit + alg::bias_log2(mv.bias);
                 block_max = std::max(block_max, s[t]);
             }
             if (block_max == -INFINITY) continue;  // nothing visible in this block

@@ -292,6 +292,30 @@ TEST(Features, AdditiveMask) {
     }
 }
 
+TEST(Features, HugeFiniteAdditiveMaskIsNotAnEmptyRow) {
+    // PyTorch fills masked positions with finfo(dtype).min. A row masked that way
+    // everywhere has a finite exact answer (uniform weights), not zeros.
+    Shape s{1, 2, 2, 16, 40, 64};
+    for (int32_t mdtype : {SAGEATTN_DTYPE_FP32, SAGEATTN_DTYPE_BF16}) {
+        Attention a(s, Inputs{}, rng());
+        std::vector<float> m32(static_cast<size_t>(s.len_q * s.len_kv), 0.0f);
+        const float lowest = mdtype == SAGEATTN_DTYPE_FP32 ? -3.4028235e38f : num::bf16_to_float(0xff7f);
+        for (int64_t j = 0; j < s.len_kv; ++j) m32[3 * s.len_kv + j] = lowest;        // row 3: all masked
+        for (int64_t j = 0; j < s.len_kv; j += 2) m32[5 * s.len_kv + j] = lowest;     // row 5: half masked
+        std::vector<uint16_t> m16(m32.size());
+        for (size_t j = 0; j < m32.size(); ++j) m16[j] = encode(m32[j], mdtype);
+        const void* data = mdtype == SAGEATTN_DTYPE_FP32 ? static_cast<const void*>(m32.data()) : m16.data();
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, mdtype, data, 0, 0, s.len_kv, 1};
+        a.run();
+        const std::vector<double> o = a.output(), ref = a.reference();
+        const Accuracy acc = compare(o, ref);
+        print(std::string("additive mask of finfo.min, ") + (mdtype == SAGEATTN_DTYPE_FP32 ? "fp32" : "bf16"), acc);
+        EXPECT_TRUE(acc.finite);
+        EXPECT_GE(acc.cosine, 0.999);
+        for (int64_t c = 0; c < 64; ++c) EXPECT_NEAR(o[(3 * 2) * 64 + c], ref[(3 * 2) * 64 + c], 0.05);
+    }
+}
+
 // ---- V, accumulation, options --------------------------------------------------
 
 TEST(Features, HostileV) {

@@ -81,6 +81,8 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"negative q stride", [](auto& p) { p.q.token_stride = -64; }, SAGEATTN_ERROR_INVALID_STRIDE, "q.token_stride"},
         {"negative v batch stride", [](auto& p) { p.v.batch_stride = -1; }, SAGEATTN_ERROR_INVALID_STRIDE, "v.batch_stride"},
         {"overlapping out rows", [](auto& p) { p.out.token_stride = 0; }, SAGEATTN_ERROR_INVALID_STRIDE, "out.token_stride"},
+        {"out rows aliasing heads", [](auto& p) { p.out.head_stride = 64; p.out.token_stride = 64; }, SAGEATTN_ERROR_INVALID_STRIDE, "out."},
+        {"lse rows aliasing heads", [this](auto& p) { a.with_lse(); p.lse = a.lse.data(); p.lse_batch_stride = 200; p.lse_head_stride = 1; p.lse_token_stride = 1; }, SAGEATTN_ERROR_INVALID_STRIDE, "lse_"},
         {"overflowing k stride", [](auto& p) { p.k.batch_stride = INT64_MAX / 2; }, SAGEATTN_ERROR_OVERFLOW, "k:"},
         {"overflowing stride product", [](auto& p) { p.q.head_stride = INT64_MAX / 3; }, SAGEATTN_ERROR_OVERFLOW, "q:"},
         {"bytes past the address space", [](auto& p) { p.v.token_stride = INT64_MAX / 64; }, SAGEATTN_ERROR_OVERFLOW, "v:"},

@@ -1,0 +1,110 @@
+"""Float64 attention in plain torch, input makers and a recorder of what
+reaches the C ABI: the tools the package tests share."""
+
+import contextlib
+import math
+
+import torch
+
+import sageattention
+from sageattention import _lib
+
+
+def make(shape, dtype=torch.float16, seed=0, scale=1.0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float32) * scale).to(dtype=dtype, device=device)
+
+
+def qkv(b=1, hq=2, hkv=None, lq=64, lkv=None, d=32, dtype=torch.float16, layout="HND", seed=0, device="cpu"):
+    hkv = hkv or hq
+    lkv = lkv or lq
+    if layout == "HND":
+        shapes = (b, hq, lq, d), (b, hkv, lkv, d)
+    else:
+        shapes = (b, lq, hq, d), (b, lkv, hkv, d)
+    return (
+        make(shapes[0], dtype, seed, device=device),
+        make(shapes[1], dtype, seed + 1, device=device),
+        make(shapes[1], dtype, seed + 2, device=device),
+    )
+
+
+def to_hnd(t, layout):
+    return t.transpose(1, 2) if layout == "NHD" else t
+
+
+def reference(q, k, v, layout="HND", mask=None, causal=False, scale=None):
+    """(out, lse) in float64, out in q's layout, lse [b, hq, lq]; causal is
+    bottom-right aligned; rows that see no key give 0 and -inf."""
+    q, k, v = (to_hnd(t, layout).double() for t in (q, k, v))
+    hq, hkv = q.size(1), k.size(1)
+    k = k.repeat_interleave(hq // hkv, 1)
+    v = v.repeat_interleave(hq // hkv, 1)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    s = (q @ k.transpose(-1, -2)) * scale
+    lq, lkv = s.shape[-2:]
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            s = s.masked_fill(~mask, float("-inf"))
+        else:
+            s = s + mask.double()
+    if causal:
+        keep = torch.ones(lq, lkv, dtype=torch.bool).tril(lkv - lq)
+        s = s.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(s, -1)
+    p = torch.exp(s - lse.unsqueeze(-1))
+    p = torch.nan_to_num(p, nan=0.0)
+    out = p @ v
+    return to_hnd(out, layout), lse
+
+
+def cosine(a, b):
+    a, b = a.double().flatten(), b.double().flatten()
+    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+class AbiRecorder:
+    """Wraps _lib.forward and records the problem each call passed: what
+    really reached the C ABI (pointers, strides, options)."""
+
+    def __init__(self):
+        self.calls = []
+        self._forward = _lib.forward
+
+    def __call__(self, addr, ws, nbytes, stream):
+        import ctypes
+
+        p = _lib.Problem.from_address(addr)
+        copy = _lib.Problem()
+        ctypes.memmove(ctypes.addressof(copy), ctypes.addressof(p), ctypes.sizeof(copy))
+        self.calls.append(copy)
+        return self._forward(addr, ws, nbytes, stream)
+
+    @property
+    def last(self):
+        return self.calls[-1]
+
+
+@contextlib.contextmanager
+def record_abi(monkeypatch):
+    rec = AbiRecorder()
+    monkeypatch.setattr(_lib, "forward", rec)
+    yield rec
+
+
+def view_of(t, layout):
+    """(data, batch, head, token strides) as the ABI should see tensor t."""
+    s = t.stride()
+    if layout == "HND":
+        return t.data_ptr(), s[0], s[1], s[2]
+    if layout == "NHD":
+        return t.data_ptr(), s[0], s[2], s[1]
+    return t.data_ptr(), 0, s[1], s[0]
+
+
+def abi_view(tensor_struct):
+    return (tensor_struct.data, tensor_struct.batch_stride, tensor_struct.head_stride, tensor_struct.token_stride)
+
+
+def has_cuda_backend():
+    return "cuda" in sageattention.build_info()["backends"]

@@ -1,0 +1,431 @@
+"""The reference-compatible API on CPU tensors: accuracy, layouts, views,
+GQA, causal, masks, varlen, LSE, options, gradients and every refusal."""
+
+import math
+
+import pytest
+import torch
+
+import sageattention as sa
+from attn_helpers import abi_view, cosine, has_cuda_backend, make, qkv, record_abi, reference, view_of
+from sageattention import _lib
+
+F16, BF16 = torch.float16, torch.bfloat16
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+@pytest.mark.parametrize("dtype", [F16, BF16])
+@pytest.mark.parametrize("d", [16, 37, 64, 128, 256])
+def test_accuracy_against_float64(layout, dtype, d):
+    q, k, v = qkv(b=2, hq=2, lq=80, lkv=72, d=d, dtype=dtype, layout=layout, seed=d)
+    out = sa.sageattn(q, k, v, tensor_layout=layout)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert cosine(out, reference(q, k, v, layout)[0]) >= 0.999
+
+
+def test_head_dim_one():
+    # One channel: each output is a single weighted average, with nothing to
+    # average FP8's 3-bit mantissa errors of P and V over; FP16 P·V is exact enough.
+    q, k, v = qkv(hq=2, lq=64, d=1)
+    ref = reference(q, k, v)[0]
+    assert cosine(sa.sageattn(q, k, v), ref) >= 0.995
+    assert cosine(sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v), ref) >= 0.999
+
+
+VARIANTS = [
+    ("sageattn", {}),
+    ("sageattn", {"pv_accum_dtype": "fp16+fp32"}),
+    ("sageattn_qk_int8_pv_fp16_triton", {}),
+    ("sageattn_qk_int8_pv_fp16_triton", {"quantization_backend": "cuda"}),
+    ("sageattn_qk_int8_pv_fp16_cuda", {}),
+    ("sageattn_qk_int8_pv_fp16_cuda", {"pv_accum_dtype": "fp16+fp32"}),
+    ("sageattn_qk_int8_pv_fp16_cuda", {"pv_accum_dtype": "fp16", "smooth_v": True}),
+    ("sageattn_qk_int8_pv_fp16_cuda", {"qk_quant_gran": "per_warp"}),
+    ("sageattn_qk_int8_pv_fp8_cuda", {}),
+    ("sageattn_qk_int8_pv_fp8_cuda", {"pv_accum_dtype": "fp32", "smooth_v": True}),
+    ("sageattn_qk_int8_pv_fp8_cuda", {"pv_accum_dtype": "fp32+fp32", "qk_quant_gran": "per_warp"}),
+    ("sageattn_qk_int8_pv_fp8_cuda_sm90", {}),
+    ("sageattn_qk_int8_pv_fp8_cuda_sm90", {"pv_accum_dtype": "fp32"}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANTS)
+def test_every_entry_point_and_option_is_accurate(name, kwargs):
+    q, k, v = qkv(hq=2, lq=96, d=64, dtype=BF16, seed=3)
+    out = getattr(sa, name)(q, k, v, **kwargs)
+    assert cosine(out, reference(q, k, v)[0]) >= 0.999
+
+
+# (function, kwargs) -> (qk_granularity, pv_precision, pv_accum, smooth_v) as the ABI must see them
+ABI_OPTIONS = [
+    ("sageattn", {}, (0, 0, 0, 0)),
+    ("sageattn", {"qk_quant_gran": "per_block", "pv_accum_dtype": "fp32+fp16"}, (2, 1, 3, 0)),
+    ("sageattn_qk_int8_pv_fp16_triton", {}, (2, 2, 4, 0)),
+    ("sageattn_qk_int8_pv_fp16_cuda", {}, (0, 2, 1, 0)),
+    ("sageattn_qk_int8_pv_fp16_cuda", {"pv_accum_dtype": "fp16", "smooth_v": True}, (0, 2, 4, 1)),
+    ("sageattn_qk_int8_pv_fp16_cuda", {"pv_accum_dtype": "fp16+fp32", "qk_quant_gran": "per_warp"}, (1, 2, 4, 0)),
+    ("sageattn_qk_int8_pv_fp8_cuda", {}, (0, 1, 3, 0)),
+    ("sageattn_qk_int8_pv_fp8_cuda", {"pv_accum_dtype": "fp32", "smooth_v": True}, (0, 1, 1, 1)),
+    ("sageattn_qk_int8_pv_fp8_cuda_sm90", {}, (0, 1, 2, 0)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,expected", ABI_OPTIONS)
+def test_options_reach_the_abi(monkeypatch, name, kwargs, expected):
+    q, k, v = qkv(lq=16, d=16)
+    with record_abi(monkeypatch) as rec:
+        getattr(sa, name)(q, k, v, **kwargs)
+    p = rec.last
+    assert (p.qk_granularity, p.pv_precision, p.pv_accum, p.smooth_v) == expected
+    assert p.smooth_k == 1 and p.algorithm == _lib.ALGORITHM_QUANTIZED
+
+
+def test_smooth_k_and_qk_precision_reach_the_abi(monkeypatch):
+    q, k, v = qkv(lq=16, d=16)
+    with record_abi(monkeypatch) as rec:
+        sa.sageattn(q, k, v, smooth_k=False, qk_precision="int8")
+    assert rec.last.smooth_k == 0 and rec.last.qk_precision == _lib.QK_INT8
+
+
+def test_large_key_bias_is_smoothed():
+    q, k, v = qkv(hq=2, lq=128, d=64, seed=5)
+    k = k + (20 * make((64,), seed=9)).to(k.dtype)  # a per-channel bias, as in real models
+    assert cosine(sa.sageattn(q, k, v), reference(q, k, v)[0]) >= 0.999
+
+
+def test_reference_attention_is_exact():
+    q, k, v = qkv(hq=2, hkv=1, lq=40, lkv=50, d=24, seed=7)
+    mask = make((40, 50), torch.float32, seed=8)
+    out, lse = sa.reference_attention(q, k, v, is_causal=True, attn_mask=mask, return_lse=True)
+    ref, ref_lse = reference(q, k, v, mask=mask, causal=True)
+    assert torch.allclose(out.double(), ref, atol=2e-3, rtol=0)  # fp16 rounding of the output only
+    assert torch.allclose(lse.double(), ref_lse, atol=1e-5, rtol=1e-6)
+
+
+def test_sm_scale():
+    q, k, v = qkv(lq=64, d=32, seed=11)
+    out = sa.sageattn(q, k, v, sm_scale=0.05)
+    assert cosine(out, reference(q, k, v, scale=0.05)[0]) >= 0.999
+    assert cosine(sa.sageattn(q, k, v, sm_scale=-0.3), reference(q, k, v, scale=-0.3)[0]) >= 0.999
+
+
+# --------------------------------------------------------- layouts, views
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_strided_views_reach_the_abi_without_copies(monkeypatch, layout):
+    b, n, h, d = 2, 48, 2, 32
+    # One packed qkv projection, sliced: every view is strided, none is contiguous.
+    qkv_packed = make((b, n, 3, h, d + 8), seed=1)
+    views = [qkv_packed[:, :, i, :, :d] for i in range(3)]  # NHD views
+    if layout == "HND":
+        views = [t.transpose(1, 2) for t in views]
+    assert not any(t.is_contiguous() for t in views)
+    with record_abi(monkeypatch) as rec:
+        out = sa.sageattn(*views, tensor_layout=layout)
+    p = rec.last
+    for name, t in zip("qkv", views):
+        assert abi_view(getattr(p, name)) == view_of(t, layout)
+    assert abi_view(p.out) == view_of(out, layout)
+    # The same numbers as contiguous copies give.
+    assert torch.equal(out, sa.sageattn(*[t.contiguous() for t in views], tensor_layout=layout))
+
+
+def test_output_keeps_the_input_memory_layout():
+    # A transposed NHD tensor used as HND: the output is allocated the same way,
+    # so that the usual transpose(1, 2).reshape(b, n, h*d) afterwards is free.
+    q, k, v = (t.transpose(1, 2) for t in qkv(lq=32, d=16, layout="NHD"))
+    out = sa.sageattn(q, k, v)
+    assert out.stride() == q.stride()
+
+
+def test_last_dim_not_contiguous_is_copied_and_correct():
+    q, k, v = qkv(lq=32, d=16, seed=2)
+    qt = q.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, stride(-1) != 1
+    assert qt.stride(-1) != 1
+    assert torch.equal(sa.sageattn(qt, k, v), sa.sageattn(q, k, v))
+
+
+@pytest.mark.parametrize("hkv", [1, 2])
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_gqa_and_mqa(hkv, layout):
+    q, k, v = qkv(b=1, hq=4, hkv=hkv, lq=64, d=32, layout=layout, seed=hkv)
+    out, lse = sa.sageattn(q, k, v, tensor_layout=layout, return_lse=True)
+    ref, ref_lse = reference(q, k, v, layout)
+    assert cosine(out, ref) >= 0.999
+    assert (lse.double() - ref_lse).abs().max() < 0.05
+
+
+# ------------------------------------------------------- causal and masks
+
+
+@pytest.mark.parametrize("lq,lkv", [(48, 48), (16, 64), (64, 16), (1, 40)])
+def test_causal_is_bottom_right(lq, lkv):
+    q, k, v = qkv(hq=2, lq=lq, lkv=lkv, d=32, seed=lq)
+    out, lse = sa.sageattn(q, k, v, is_causal=True, return_lse=True)
+    ref, ref_lse = reference(q, k, v, causal=True)
+    assert cosine(out, ref) >= 0.999
+    no_key = torch.isinf(ref_lse)  # len_q > len_kv: the first rows see no key
+    assert torch.equal(torch.isinf(lse), no_key)
+    assert (out[no_key] == 0).all()
+    assert (lse[~no_key].double() - ref_lse[~no_key]).abs().max() < 0.05
+
+
+def test_bool_mask_broadcasts_without_copies(monkeypatch):
+    q, k, v = qkv(b=2, hq=2, lq=40, lkv=56, d=32, seed=4)
+    mask = make((1, 1, 40, 56), torch.float32, seed=5) > -0.5  # [1, 1, lq, lkv]
+    mask[0, 0, 3] = False  # a fully masked row
+    with record_abi(monkeypatch) as rec:
+        out, lse = sa.sageattn(q, k, v, attn_mask=mask, return_lse=True)
+    m = rec.last.mask
+    assert (m.type, m.data) == (_lib.MASK_BOOL, mask.data_ptr())
+    assert (m.batch_stride, m.head_stride, m.q_stride, m.kv_stride) == (0, 0, 56, 1)
+    ref, ref_lse = reference(q, k, v, mask=mask)
+    assert cosine(out, ref) >= 0.999
+    assert (out[:, :, 3] == 0).all() and torch.isinf(lse[:, :, 3]).all()
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.float32, F16, BF16])
+def test_additive_mask_with_causal(mask_dtype):
+    q, k, v = qkv(b=1, hq=2, lq=48, d=32, dtype=BF16, seed=6)
+    mask = (3 * make((2, 48, 48), torch.float32, seed=7)).to(mask_dtype)  # [heads, lq, lkv]
+    out = sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, attn_mask=mask, is_causal=True)
+    assert cosine(out, reference(q, k, v, mask=mask, causal=True)[0]) >= 0.999
+
+
+def test_mask_through_kwargs_is_honoured_not_swallowed():
+    q, k, v = qkv(lq=32, d=16, seed=8)
+    mask = torch.ones(32, 32, dtype=torch.bool).tril()
+    out = sa.sageattn(q, k, v, attn_mask=mask)
+    assert cosine(out, reference(q, k, v, mask=mask)[0]) >= 0.999
+    assert cosine(out, reference(q, k, v)[0]) < 0.99
+
+
+# ------------------------------------------------------------------- LSE
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_return_lse_matches_logsumexp(layout):
+    q, k, v = qkv(b=2, hq=2, lq=64, lkv=80, d=32, layout=layout, seed=12)
+    out, lse = sa.sageattn(q, k, v, tensor_layout=layout, return_lse=True, sm_scale=0.2)
+    qh, kh = (t.transpose(1, 2) if layout == "NHD" else t for t in (q, k))
+    exact = torch.logsumexp((qh.double() @ kh.double().transpose(-1, -2)) * 0.2, dim=-1)
+    assert lse.dtype == torch.float32 and lse.shape == exact.shape == (2, 2, 64)
+    assert (lse.double() - exact).abs().max() < 0.05
+    assert torch.equal(out, sa.sageattn(q, k, v, tensor_layout=layout, sm_scale=0.2))
+
+
+# ---------------------------------------------------------------- varlen
+
+
+def _cu(lengths):
+    return torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_matches_a_loop_over_sequences(causal):
+    lq, lkv = [5, 17, 1, 40], [7, 17, 9, 33]
+    cu_q, cu_k = _cu(lq), _cu(lkv)
+    q = make((sum(lq), 4, 32), seed=1)
+    k, v = make((sum(lkv), 2, 32), seed=2), make((sum(lkv), 2, 32), seed=3)
+    out, lse = sa.sageattn_varlen(q, k, v, cu_q, cu_k, max(lq), max(lkv), is_causal=causal, return_lse=True)
+    assert out.shape == q.shape and lse.shape == (4, sum(lq))
+    for b in range(len(lq)):
+        rq, rk = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        one, one_lse = sa.sageattn(
+            q[rq][None], k[rk][None], v[rk][None], tensor_layout="NHD", is_causal=causal, return_lse=True
+        )
+        assert torch.equal(out[rq], one[0])
+        assert torch.equal(lse[:, rq], one_lse[0])
+        ref = reference(q[rq][None], k[rk][None], v[rk][None], "NHD", causal=causal)[0][0]
+        assert cosine(out[rq], ref) >= 0.999 or lq[b] == 1
+
+
+def test_varlen_accepts_int64_seqlens():
+    lq = [8, 24]
+    q = make((32, 2, 16), seed=1)
+    out64 = sa.sageattn_varlen(q, q, q, _cu(lq).long(), _cu(lq).long(), 24, 24)
+    assert torch.equal(out64, sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24))
+
+
+# ----------------------------------------------------------- gradients
+
+
+def _float64_grads(q, k, v, layout="HND", mask=None, causal=False, lse_weight=0.0):
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out, lse = reference(*leaves, layout=layout, mask=mask, causal=causal)
+    (out.sum() + lse_weight * torch.where(torch.isinf(lse), 0, lse).sum()).backward()
+    return [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_backward_is_the_exact_gradient(layout):
+    q, k, v = qkv(b=1, hq=4, hkv=2, lq=24, lkv=40, d=16, layout=layout, seed=21)
+    mask = make((24, 40), torch.float32, seed=22)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out, lse = sa.sageattn(*leaves, tensor_layout=layout, is_causal=True, attn_mask=mask, return_lse=True)
+    (out.float().sum() + 0.5 * torch.where(torch.isinf(lse), 0, lse).sum()).backward()
+    expected = _float64_grads(q, k, v, layout, mask, causal=True, lse_weight=0.5)
+    for got, want in zip(leaves, expected):
+        assert got.grad.shape == got.shape and got.grad.dtype == got.dtype
+        assert (got.grad.double() - want).abs().max() <= 0.01 * want.abs().max() + 1e-3
+
+
+def test_varlen_backward_matches_per_sequence():
+    lq = [6, 19]
+    cu = _cu(lq)
+    q, k, v = (make((25, 2, 16), seed=s).requires_grad_() for s in (1, 2, 3))
+    sa.sageattn_varlen(q, k, v, cu, cu, 19, 19, is_causal=True).float().sum().backward()
+    for b in range(2):
+        r = slice(cu[b], cu[b + 1])
+        want = _float64_grads(q[r][None].detach(), k[r][None].detach(), v[r][None].detach(), "NHD", causal=True)
+        for got, w in zip((q, k, v), want):
+            assert (got.grad[r].double() - w[0]).abs().max() <= 0.01 * w.abs().max() + 1e-3
+
+
+def test_mask_that_requires_grad_is_refused():
+    q, k, v = (t.requires_grad_() for t in qkv(lq=8, d=8))
+    mask = torch.zeros(8, 8, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="attn_mask"):
+        sa.sageattn(q, k, v, attn_mask=mask)
+
+
+# --------------------------------------------------------------- refusals
+
+
+def test_unknown_keyword_is_refused():
+    q, k, v = qkv(lq=8, d=8)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'window'"):
+        sa.sageattn(q, k, v, window=4)
+    with pytest.raises(TypeError, match="'foo'"):
+        sa.sageattn_varlen(q[0], k[0], v[0], _cu([2]), _cu([2]), 2, 2, foo=1)
+
+
+def test_sdpa_style_keywords():
+    q, k, v = qkv(lq=16, d=16, seed=3)
+    assert torch.equal(sa.sageattn(q, k, v, scale=0.3, dropout_p=0.0, enable_gqa=True), sa.sageattn(q, k, v, sm_scale=0.3))
+    with pytest.raises(ValueError, match="dropout"):
+        sa.sageattn(q, k, v, dropout_p=0.1)
+    with pytest.raises(ValueError, match="disagree"):
+        sa.sageattn(q, k, v, sm_scale=0.1, scale=0.2)
+
+
+def test_sageattn_assigned_over_sdpa_refuses_a_positional_mask():
+    q, k, v = qkv(lq=8, d=8)
+    mask = torch.ones(8, 8, dtype=torch.bool)
+    with pytest.raises(ValueError, match="patch_sdpa"):
+        sa.sageattn(q, k, v, mask, 0.0, False)  # how torch calls F.scaled_dot_product_attention
+
+
+BAD_INPUTS = [
+    ("dtype float32", lambda q, k, v: sa.sageattn(q.float(), k.float(), v.float()), ValueError, "float16 or torch.bfloat16"),
+    ("mixed dtypes", lambda q, k, v: sa.sageattn(q, k.bfloat16(), v), ValueError, "one dtype"),
+    ("device mismatch", lambda q, k, v: sa.sageattn(q, k.to("meta"), v), ValueError, "one device"),
+    ("3-D tensors", lambda q, k, v: sa.sageattn(q[0], k[0], v[0]), ValueError, "4-D"),
+    ("k, v shapes", lambda q, k, v: sa.sageattn(q, k, v[:, :, :5]), ValueError, "one shape"),
+    ("batch", lambda q, k, v: sa.sageattn(q, k[:, :, :0].expand(2, -1, -1, -1), v[:, :, :0].expand(2, -1, -1, -1)), ValueError, "batch"),
+    ("head_dim mismatch", lambda q, k, v: sa.sageattn(q, k[..., :8], v[..., :8]), ValueError, "head_dim"),
+    ("head_dim 257", lambda q, k, v: sa.sageattn(*(make((1, 1, 4, 257)),) * 3), ValueError, "INVALID_HEAD_DIM.*257"),
+    ("head_dim 0", lambda q, k, v: sa.sageattn(q[..., :0], k[..., :0], v[..., :0]), ValueError, "INVALID_HEAD_DIM"),
+    ("heads not divisible", lambda q, k, v: sa.sageattn(make((1, 3, 8, 16)), k, v), ValueError, "INVALID_HEADS"),
+    ("layout string", lambda q, k, v: sa.sageattn(q, k, v, tensor_layout="BHSD"), ValueError, "tensor_layout = 'BHSD'"),
+    ("layout lowercase", lambda q, k, v: sa.sageattn(q, k, v, tensor_layout="nhd"), ValueError, "'HND', 'NHD'"),
+    ("qk_quant_gran", lambda q, k, v: sa.sageattn_qk_int8_pv_fp8_cuda(q, k, v, qk_quant_gran="per_row"), ValueError, "qk_quant_gran"),
+    ("pv_accum_dtype of another family", lambda q, k, v: sa.sageattn_qk_int8_pv_fp16_cuda(q, k, v, pv_accum_dtype="fp32+fp16"), ValueError, "pv_accum_dtype = 'fp32\\+fp16'"),
+    ("sm90 accum", lambda q, k, v: sa.sageattn_qk_int8_pv_fp8_cuda_sm90(q, k, v, pv_accum_dtype="fp32+fp16"), ValueError, "pv_accum_dtype"),
+    ("quantization_backend", lambda q, k, v: sa.sageattn_qk_int8_pv_fp16_triton(q, k, v, quantization_backend="cutlass"), ValueError, "quantization_backend"),
+    ("qk_precision", lambda q, k, v: sa.sageattn(q, k, v, qk_precision="int4"), ValueError, "qk_precision"),
+    ("sm_scale 0", lambda q, k, v: sa.sageattn(q, k, v, sm_scale=0.0), ValueError, "sm_scale"),
+    ("sm_scale nan", lambda q, k, v: sa.sageattn(q, k, v, sm_scale=math.nan), ValueError, "sm_scale"),
+    ("not a tensor", lambda q, k, v: sa.sageattn(q.numpy(), k, v), TypeError, "q must be a torch.Tensor"),
+    ("mask shape", lambda q, k, v: sa.sageattn(q, k, v, attn_mask=torch.ones(3, 5, dtype=torch.bool)), ValueError, "does not broadcast"),
+    ("mask dtype", lambda q, k, v: sa.sageattn(q, k, v, attn_mask=torch.ones(8, 8, dtype=torch.int32)), ValueError, "attn_mask.dtype"),
+    ("mask device", lambda q, k, v: sa.sageattn(q, k, v, attn_mask=torch.ones(8, 8, dtype=torch.bool, device="meta")), ValueError, "attn_mask is on meta"),
+    ("mask dims", lambda q, k, v: sa.sageattn(q, k, v, attn_mask=torch.ones(1, 1, 1, 8, 8, dtype=torch.bool)), ValueError, "5 dims"),
+]
+
+
+@pytest.mark.parametrize("case,call,exc,match", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_refused(case, call, exc, match):
+    q, k, v = qkv(b=1, hq=2, lq=8, d=16)
+    with pytest.raises(exc, match=match):
+        call(q, k, v)
+
+
+BAD_VARLEN = [
+    ("seqlens dtype", dict(cu_seqlens_q=torch.tensor([0.0, 8.0])), ValueError, "cu_seqlens_q.dtype"),
+    ("seqlens count", dict(cu_seqlens_k=torch.tensor([0, 4, 8], dtype=torch.int32)), ValueError, "entries"),
+    ("seqlens decrease", dict(cu_seqlens_q=torch.tensor([0, 8, 6], dtype=torch.int32), cu_seqlens_k=torch.tensor([0, 4, 8], dtype=torch.int32)), ValueError, "INVALID_SEQLENS"),
+    ("seqlens past the tensor", dict(cu_seqlens_q=torch.tensor([0, 9], dtype=torch.int32)), ValueError, "INVALID_SEQLENS"),
+    ("max_seqlen too small", dict(max_seqlen_q=4), ValueError, "INVALID_SEQLENS"),
+    ("seqlens device", dict(cu_seqlens_q=torch.tensor([0, 8], dtype=torch.int32, device="meta")), ValueError, "cu_seqlens_q is on meta"),
+    ("4-D input", dict(q=make((1, 8, 2, 16))), ValueError, "3-D"),
+]
+
+
+@pytest.mark.parametrize("case,override,exc,match", BAD_VARLEN, ids=[c[0] for c in BAD_VARLEN])
+def test_bad_varlen_input_is_refused(case, override, exc, match):
+    t = make((8, 2, 16))
+    args = dict(q=t, k=t, v=t, cu_seqlens_q=_cu([8]), cu_seqlens_k=_cu([8]), max_seqlen_q=8, max_seqlen_k=8)
+    args.update(override)
+    with pytest.raises(exc, match=match):
+        sa.sageattn_varlen(**args)
+
+
+def test_cuda_tensors_without_a_cuda_backend_say_so():
+    if not torch.cuda.is_available() or has_cuda_backend():
+        pytest.skip("needs a CUDA device and a library built without CUDA")
+    q, k, v = qkv(lq=8, d=16, device="cuda")
+    with pytest.raises(NotImplementedError, match="UNSUPPORTED"):
+        sa.sageattn(q, k, v)
+
+
+# ------------------------------------------------------------------- GPU
+
+
+def _need_cuda_backend():
+    if not has_cuda_backend():
+        pytest.skip("GPU test skipped: this libsageattn was built without the CUDA backend")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_gpu_matches_cpu_emulation(layout):
+    _need_cuda_backend()
+    q, k, v = qkv(b=2, hq=4, hkv=2, lq=300, lkv=257, d=128, dtype=BF16, layout=layout, seed=1)
+    cpu, cpu_lse = sa.sageattn(q, k, v, tensor_layout=layout, is_causal=True, return_lse=True)
+    gpu, gpu_lse = sa.sageattn(*(t.cuda() for t in (q, k, v)), tensor_layout=layout, is_causal=True, return_lse=True)
+    assert cosine(gpu.cpu(), cpu) >= 0.9999
+    assert (gpu_lse.cpu() - cpu_lse).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_runs_on_the_current_stream_and_device():
+    _need_cuda_backend()
+    device = torch.device("cuda", torch.cuda.device_count() - 1)  # cuda:1 where there is one
+    q, k, v = qkv(hq=2, lq=256, d=64, device=device)
+    expected = sa.sageattn(q, k, v)
+    side = torch.cuda.Stream(device)
+    with torch.cuda.stream(side):
+        side.wait_stream(torch.cuda.current_stream(device))
+        out = sa.sageattn(q, k, v)
+    torch.cuda.current_stream(device).wait_stream(side)
+    assert out.device == device and torch.equal(out, expected)
+
+
+@pytest.mark.gpu
+def test_gpu_graph_replay_sees_inputs_changed_in_place():
+    _need_cuda_backend()
+    q, k, v = qkv(hq=2, lq=256, d=64, device="cuda", seed=1)
+    sa.sageattn(q, k, v)  # warm up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = sa.sageattn(q, k, v, is_causal=True)
+    for seed in (2, 3):
+        for t, s in zip((q, k, v), range(3)):
+            t.copy_(make(t.shape, t.dtype, seed * 10 + s, device="cuda"))
+        graph.replay()
+        assert torch.equal(out, sa.sageattn(q, k, v, is_causal=True))
