@@ -7,6 +7,9 @@
 #include "api/validate.hpp"
 #include "cpu/cpu.hpp"
 #include "sageattn/sageattn.h"
+#ifdef SAGEATTN_WITH_CUDA
+#include "cuda/backend.hpp"
+#endif
 
 #ifndef SAGEATTN_VERSION_STRING
 #define SAGEATTN_VERSION_STRING "0.0.0"
@@ -16,12 +19,14 @@ namespace sageattn::api {
 namespace {
 
 // Everything a valid problem still needs before it can run on this build.
-sageattn_status check_runnable(const Problem& pr) {
-    const sageattn_problem& p = pr.p;
-    if (p.device_type == SAGEATTN_DEVICE_CUDA)
-        return fail(SAGEATTN_ERROR_UNSUPPORTED,
-                    "device_type = CUDA: this build of libsageattn has no CUDA backend (it was compiled without CUDA)");
-    return SAGEATTN_SUCCESS;
+sageattn_status check_runnable(Problem& pr) {
+    if (pr.p.device_type != SAGEATTN_DEVICE_CUDA) return SAGEATTN_SUCCESS;
+#ifdef SAGEATTN_WITH_CUDA
+    return cuda::prepare(pr);
+#else
+    return fail(SAGEATTN_ERROR_UNSUPPORTED,
+                "device_type = CUDA: this build of libsageattn has no CUDA backend (it was compiled without CUDA)");
+#endif
 }
 
 sageattn_status prepare(const sageattn_problem* problem, Problem* pr) {
@@ -32,6 +37,9 @@ sageattn_status prepare(const sageattn_problem* problem, Problem* pr) {
 }
 
 size_t workspace_bytes(const Problem& pr) {
+#ifdef SAGEATTN_WITH_CUDA
+    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return cuda::workspace_size(pr);
+#endif
     if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT) return 0;
     return cpu::quantized_workspace_size(pr);
 }
@@ -83,10 +91,16 @@ sageattn_status sageattn_get_build_info(sageattn_build_info* info) {
     info->backends = SAGEATTN_BACKEND_CPU;
     info->cuda_runtime_version = 0;
     info->num_cuda_archs = 0;
+    info->kernel_families = "cpu";
+#ifdef SAGEATTN_WITH_CUDA
+    info->backends |= SAGEATTN_BACKEND_CUDA;
+    info->cuda_runtime_version = sageattn::cuda::runtime_version();
+    info->num_cuda_archs = sageattn::cuda::compiled_archs(info->cuda_archs, 32);
+    info->kernel_families = "cpu,cuda-mma";
+#endif
     info->max_head_dim = SAGEATTN_MAX_HEAD_DIM;
     info->pv_precisions = (1u << SAGEATTN_PV_FP8) | (1u << SAGEATTN_PV_FP16);
     info->qk_granularities = (1u << SAGEATTN_QK_PER_THREAD) | (1u << SAGEATTN_QK_PER_WARP) | (1u << SAGEATTN_QK_PER_BLOCK);
-    info->kernel_families = "cpu";
     return SAGEATTN_SUCCESS;
 }
 
@@ -110,7 +124,6 @@ sageattn_status sageattn_workspace_size(const sageattn_problem* problem, size_t*
 }
 
 sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspace, size_t bytes, void* stream) {
-    (void)stream;  // CPU problems complete before returning
     return guarded([&] {
         Problem pr;
         sageattn_status s = prepare(problem, &pr);
@@ -119,6 +132,9 @@ sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspac
         if (bytes < need)
             return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, need);
         if (need > 0 && workspace == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "workspace is NULL");
+#ifdef SAGEATTN_WITH_CUDA
+        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return sageattn::cuda::forward(pr, workspace, bytes, stream);
+#endif
         if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
             return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
         if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)

@@ -126,13 +126,21 @@ sageattn_status check_options(sageattn_problem& p) {
         return fail(SAGEATTN_ERROR_INVALID_OPTION,
                     "pv_accum = %d; expected 0 (auto), 1 (fp32), 2 (fp32+fp32), 3 (fp32+fp16) or 4 (fp16+fp32)",
                     p.pv_accum);
-    if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = SAGEATTN_PV_FP8;
-    if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
-        p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
+    // The CPU runs what the GPUs with native FP8 run; CUDA resolves AUTO per device.
+    if (p.device_type == SAGEATTN_DEVICE_CPU) {
+        if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = SAGEATTN_PV_FP8;
+        if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
+            p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
+    }
+    if (p.pv_precision == SAGEATTN_PV_AUTO && p.pv_accum != SAGEATTN_ACCUM_AUTO && p.pv_accum != SAGEATTN_ACCUM_FP32)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION,
+                    "pv_accum = %d depends on the P·V precision: set pv_precision too (fp32 and auto fit both)",
+                    p.pv_accum);
     const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
     if (fp8 && p.pv_accum == SAGEATTN_ACCUM_FP16_FP32)
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "pv_accum = 4 (fp16+fp32) needs pv_precision fp16; FP8 P·V takes fp32, fp32+fp32 or fp32+fp16");
-    if (!fp8 && (p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 || p.pv_accum == SAGEATTN_ACCUM_FP32_FP16))
+    if (p.pv_precision == SAGEATTN_PV_FP16 &&
+        (p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 || p.pv_accum == SAGEATTN_ACCUM_FP32_FP16))
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "pv_accum = %d needs pv_precision fp8; FP16 P·V takes fp32 or fp16+fp32",
                     p.pv_accum);
     if ((p.smooth_k != 0 && p.smooth_k != 1) || (p.smooth_v != 0 && p.smooth_v != 1))

@@ -100,7 +100,7 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"num_threads -1", [](auto& p) { p.num_threads = -1; }, SAGEATTN_ERROR_INVALID_OPTION, "num_threads"},
         {"algorithm 5", [](auto& p) { p.algorithm = 5; }, SAGEATTN_ERROR_INVALID_OPTION, "algorithm"},
         {"device_type 4", [](auto& p) { p.device_type = 4; }, SAGEATTN_ERROR_INVALID_OPTION, "device_type"},
-        {"CUDA without backend", [](auto& p) { p.device_type = SAGEATTN_DEVICE_CUDA; }, SAGEATTN_ERROR_UNSUPPORTED, "CUDA"},
+        {"CUDA device not usable here", [](auto& p) { p.device_type = SAGEATTN_DEVICE_CUDA; }, SAGEATTN_ERROR_UNSUPPORTED, "CUDA"},
         {"mask type 3", [](auto& p) { p.mask.type = 3; }, SAGEATTN_ERROR_INVALID_MASK, "mask.type"},
         {"additive mask dtype", [this](auto& p) { p.mask = sageattn_mask{2, 0, mask.data(), 0, 0, 45, 1}; }, SAGEATTN_ERROR_INVALID_MASK, "mask.dtype"},
         {"mask data NULL", [](auto& p) { p.mask = sageattn_mask{1, 0, nullptr, 0, 0, 45, 1}; }, SAGEATTN_ERROR_NULL_POINTER, "mask.data"},

@@ -1,0 +1,350 @@
+// The mma.sync attention kernel (sm80+): INT8 m16n8k32 Q·Kᵀ (16-bit m16n8k16
+// for the heads §5 flags), online softmax in exp2, P·V in FP16 m16n8k16 or FP8
+// m16n8k32 (sm89+), one 64-key block at a time as docs/ALGORITHM.md §6 writes it.
+// A CTA is 4 warps x 16 query rows of one (sequence, head); each thread holds
+// rows g and g+8 of its warp (g = lane/4) and columns 2t, 2t+1 of every n8 tile.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+#include "cuda/launch.hpp"
+#include "cuda/ptx/cp_async.cuh"
+#include "cuda/ptx/mma.cuh"
+
+namespace sageattn::cuda {
+
+// Shared-memory rows are padded by 16 bytes: the 8 rows a fragment load touches
+// (g = 0..7, 4-byte words t = 0..3) then fall in 32 different banks.
+template <int DP, bool kFp8>
+struct AttnSmem {
+    static constexpr int kPad = 16;
+    static constexpr int kKRow8 = DP + kPad;        // INT8 K row
+    static constexpr int kKRow16 = 2 * DP + kPad;   // 16-bit K row (heads of §5)
+    static constexpr int kVRow = kBlockKv * (kFp8 ? 1 : 2) + kPad;
+    static constexpr int kKBytes = kBlockKv * kKRow16;
+    static constexpr int kVBytes = DP * kVRow;
+    static constexpr int kStage = kKBytes + kVBytes;
+    static constexpr int kBytes = 2 * kStage;  // double-buffered: block i+1 loads while block i computes
+};
+
+template <int DP, bool kBf16, bool kFp8, bool kSharp>
+__device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, int h, const Seq& s, int64_t q0) {
+    constexpr int kNT = kBlockKv / 8;  // n8 tiles of S per block
+    constexpr int kOT = DP / 8;        // n8 tiles of O
+    constexpr int kVB = kFp8 ? 1 : 2;
+    using Smem = AttnSmem<DP, kFp8>;
+    const int hk = h / p.group, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    const int64_t lq = s.len_q, lkv = s.len_kv;
+    const float p_offset = kFp8 ? kFp8POffset : 0.f;
+
+    // Q fragments for the whole key loop.
+    constexpr int kQRegs = kSharp ? DP / 16 : DP / 32;
+    uint32_t qa[kQRegs][4];
+    float q_scale[2] = {0.f, 0.f};
+    if constexpr (!kSharp) {
+        for (int r = 0; r < 2; ++r) {
+            const int64_t qrow = h * p.q_rows + s.pad_q + row[r];
+            q_scale[r] = p.q_scale[qrow];
+            const uint32_t* codes = reinterpret_cast<const uint32_t*>(p.q_codes + qrow * DP);
+#pragma unroll
+            for (int ks = 0; ks < kQRegs; ++ks) {
+                qa[ks][r] = codes[ks * 8 + t];
+                qa[ks][r + 2] = codes[ks * 8 + 4 + t];
+            }
+        }
+    } else {
+        const int64_t qb = s.in_q + h * p.q.head_stride;
+        const uint16_t* q16 = static_cast<const uint16_t*>(p.q.data);
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int ks = 0; ks < kQRegs; ++ks)
+                for (int half = 0; half < 2; ++half) {
+                    const int c = ks * 16 + half * 8 + 2 * t;
+                    uint32_t lo = 0, hi = 0;
+                    if (row[r] < lq) {
+                        const int64_t at = qb + row[r] * p.q.token_stride + c;
+                        if (c < p.head_dim) lo = q16[at];
+                        if (c + 1 < p.head_dim) hi = q16[at + 1];
+                    }
+                    qa[ks][r + 2 * half] = lo | (hi << 16);
+                }
+    }
+
+    float o[kOT][4];
+#pragma unroll
+    for (int i = 0; i < kOT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, l_exact[2] = {0.f, 0.f};
+
+    // Keys this CTA can see (causal, bottom-right).
+    int64_t kv_end = lkv;
+    if (p.causal) {
+        const int64_t last = min64(q0 + kTileQ - 1, lq - 1);
+        kv_end = max64(0, min64(lkv, last + lkv - lq + 1));
+    }
+    const int64_t kcode_base = hk * p.kv_rows + s.pad_kv;
+    const int64_t kin_base = s.in_kv + hk * p.k.head_stride;
+
+    // Issues the copies of block j0 into shared-memory stage `stage` (K codes and V
+    // asynchronously; the 16-bit K of §5 heads synchronously, through its strides).
+    auto load_block = [&](int stage, int64_t j0) {
+        uint8_t* k_dst = smem + stage * Smem::kStage;
+        uint8_t* v_dst = k_dst + Smem::kKBytes;
+        if constexpr (!kSharp) {
+            const int8_t* src = p.k_codes + (kcode_base + j0) * DP;
+            for (int i = threadIdx.x; i < kBlockKv * DP / 16; i += blockDim.x) {
+                const int j = i / (DP / 16), w = i % (DP / 16);
+                ptx::cp_async_16(k_dst + j * Smem::kKRow8 + w * 16, src + i * 16);
+            }
+        } else {
+            const uint16_t* k16 = static_cast<const uint16_t*>(p.k.data);
+            for (int i = threadIdx.x; i < kBlockKv * DP; i += blockDim.x) {
+                const int j = i / DP, c = i % DP;
+                reinterpret_cast<uint16_t*>(k_dst + j * Smem::kKRow16)[c] =
+                    (j0 + j < lkv && c < p.head_dim) ? k16[kin_base + (j0 + j) * p.k.token_stride + c] : uint16_t(0);
+            }
+        }
+        constexpr int kVecPerRow = kBlockKv * kVB / 16;
+        for (int i = threadIdx.x; i < DP * kVecPerRow; i += blockDim.x) {
+            const int c = i / kVecPerRow, w = i % kVecPerRow;
+            const uint8_t* src = p.v_codes + ((hk * DP + c) * p.kv_rows + s.pad_kv + j0) * kVB;
+            ptx::cp_async_16(v_dst + c * Smem::kVRow + w * 16, src + w * 16);
+        }
+        ptx::cp_async_commit();
+    };
+
+    if (kv_end > 0) load_block(0, 0);
+    int stage = 0;
+    for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockKv, stage ^= 1) {
+        if (j0 + kBlockKv < kv_end) {
+            load_block(stage ^ 1, j0 + kBlockKv);  // that stage was released at the end of the last block
+            ptx::cp_async_wait<1>();
+        } else {
+            ptx::cp_async_wait<0>();
+        }
+        __syncthreads();
+        const uint8_t* k_smem = smem + stage * Smem::kStage;
+        const uint8_t* v_smem = k_smem + Smem::kKBytes;
+
+        // S = Q·Kᵀ in log2 units (§3 / §5).
+        float sc[kNT][4];
+        if constexpr (!kSharp) {
+            int acc[kNT][4];
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0;
+#pragma unroll
+            for (int ks = 0; ks < DP / 32; ++ks)
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) {
+                    const uint8_t* krow = k_smem + (nt * 8 + g) * Smem::kKRow8 + ks * 32;
+                    ptx::mma_s8(acc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow + 4 * t),
+                                *reinterpret_cast<const uint32_t*>(krow + 16 + 4 * t));
+                }
+            const float k_scale = p.k_scale[(kcode_base + j0) / kBlockKv * 4 + t];
+            const float f0 = q_scale[0] * k_scale, f1 = q_scale[1] * k_scale;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) {
+                sc[nt][0] = static_cast<float>(acc[nt][0]) * f0;
+                sc[nt][1] = static_cast<float>(acc[nt][1]) * f0;
+                sc[nt][2] = static_cast<float>(acc[nt][2]) * f1;
+                sc[nt][3] = static_cast<float>(acc[nt][3]) * f1;
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < DP / 16; ++ks)
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) {
+                    const uint16_t* krow = reinterpret_cast<const uint16_t*>(k_smem + (nt * 8 + g) * Smem::kKRow16) + ks * 16;
+                    ptx::mma_16bit_f32<kBf16>(sc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow + 2 * t),
+                                              *reinterpret_cast<const uint32_t*>(krow + 8 + 2 * t));
+                }
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+                for (int e = 0; e < 4; ++e) sc[nt][e] *= p.scale_log2;
+        }
+
+        // Visibility and additive bias (§1, §6); blocks wholly inside every bound skip the checks.
+        float block_max[2] = {-INFINITY, -INFINITY};
+        const bool interior = p.mask_type == 0 && j0 + kBlockKv <= lkv && q0 + kTileQ <= lq &&
+                              (!p.causal || j0 + kBlockKv - 1 <= q0 + lkv - lq);
+        if (interior) {
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt) {
+                block_max[0] = fmaxf(block_max[0], fmaxf(sc[nt][0], sc[nt][1]));
+                block_max[1] = fmaxf(block_max[1], fmaxf(sc[nt][2], sc[nt][3]));
+            }
+        } else {
+#pragma unroll 1
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
+                    bool visible = j < lkv && row[r] < lq && (!p.causal || j <= row[r] + lkv - lq);
+                    float bias = 0.f;
+                    if (visible && p.mask_type != 0) visible = mask_entry(p, b, h, row[r], j, &bias);
+                    sc[nt][e] = visible ? sc[nt][e] + bias : -INFINITY;
+                    block_max[r] = fmaxf(block_max[r], sc[nt][e]);
+                }
+        }
+        float alpha[2];
+        for (int r = 0; r < 2; ++r) {
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
+            const float m_new = fmaxf(m[r], block_max[r]);
+            alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
+            m[r] = m_new;
+            l[r] *= alpha[r];
+            l_exact[r] *= alpha[r];
+        }
+
+        // P̃, rounded to the P·V type; l sums the rounded values, l_exact the others (§6).
+        uint32_t pk[kNT][2];  // per n8 tile: rows g and g+8, two elements each (fp8 in the low 16 bits)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+            for (int r = 0; r < 2; ++r) {
+                float x[2];
+                for (int e = 0; e < 2; ++e) {
+                    const float v = sc[nt][2 * r + e];
+                    x[e] = v == -INFINITY ? 0.f : ptx::exp2_approx((v - m[r]) + p_offset);
+                }
+                l_exact[r] = l_exact[r] + x[0] + x[1];
+                if constexpr (kFp8) {
+                    const uint16_t packed = ptx::e4m3x2(x[0], x[1]);
+                    const float2 back = ptx::e4m3x2_to_float2(packed);
+                    l[r] += back.x + back.y;
+                    pk[nt][r] = packed;
+                } else {
+                    pk[nt][r] = ptx::pack_half2(x[0], x[1]);
+                    const float2 back = ptx::unpack_half2(pk[nt][r]);
+                    l[r] += back.x + back.y;
+                }
+            }
+        // O = O·alpha + P·V per n8 tile of the output (§6's inner accumulator per block).
+#pragma unroll
+        for (int ot = 0; ot < kOT; ++ot) {
+            float inner[4] = {0.f, 0.f, 0.f, 0.f};
+            const uint8_t* vrow = v_smem + (ot * 8 + g) * Smem::kVRow;
+            if constexpr (kFp8) {
+                uint32_t inner16[2] = {0u, 0u};
+#pragma unroll
+                for (int ks = 0; ks < kBlockKv / 32; ++ks) {
+                    const uint32_t a[4] = {pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16),
+                                           pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16),
+                                           pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16),
+                                           pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16)};
+                    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(vrow + ks * 32 + 4 * t);
+                    const uint32_t b1 = *reinterpret_cast<const uint32_t*>(vrow + ks * 32 + 16 + 4 * t);
+                    if (p.pv_accum == 3) ptx::mma_e4m3_f16acc(inner16, a, b0, b1);
+                    else ptx::mma_e4m3_f32(inner, a, b0, b1);
+                }
+                if (p.pv_accum == 3) {
+                    const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
+                    inner[0] = lo.x, inner[1] = lo.y, inner[2] = hi.x, inner[3] = hi.y;
+                }
+            } else {
+                uint32_t inner16[2] = {0u, 0u};
+                const uint16_t* v16 = reinterpret_cast<const uint16_t*>(vrow);
+#pragma unroll
+                for (int ks = 0; ks < kBlockKv / 16; ++ks) {
+                    const uint32_t a[4] = {pk[2 * ks][0], pk[2 * ks][1], pk[2 * ks + 1][0], pk[2 * ks + 1][1]};
+                    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 2 * t);
+                    const uint32_t b1 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 8 + 2 * t);
+                    if (p.pv_accum == 4) ptx::mma_f16_f16acc(inner16, a, b0, b1);
+                    else ptx::mma_16bit_f32<false>(inner, a, b0, b1);
+                }
+                if (p.pv_accum == 4) {
+                    const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
+                    inner[0] = lo.x, inner[1] = lo.y, inner[2] = hi.x, inner[3] = hi.y;
+                }
+            }
+            o[ot][0] = o[ot][0] * alpha[0] + inner[0];
+            o[ot][1] = o[ot][1] * alpha[0] + inner[1];
+            o[ot][2] = o[ot][2] * alpha[1] + inner[2];
+            o[ot][3] = o[ot][3] * alpha[1] + inner[3];
+        }
+        __syncthreads();  // this stage is free for the block after next
+    }
+
+    // Epilogue (§6): the row sums of the quad, then out = acc/l · v_scale + v_offset.
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 1);
+        l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 2);
+    }
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
+    const float inv_len = lkv > 0 ? 1.f / static_cast<float>(lkv) : 0.f;
+    uint16_t* out = static_cast<uint16_t*>(p.out);
+    const int64_t ob = out_base(p, b, s) + h * p.out_head_stride;
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot)
+        for (int e = 0; e < 2; ++e) {
+            const int c = ot * 8 + 2 * t + e;
+            if (c >= p.head_dim) continue;
+            const float amax = as_float(p.v_amax[slot + c]);
+            float v_scale, v_offset = p.smooth_v ? p.v_sum[slot + c] * inv_len : 0.f;
+            if constexpr (kFp8) {
+                const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
+                v_scale = fmaxf(amax, kAmaxFloor) / range;
+                v_offset = v_offset + p.v_err[slot + c] * inv_len;
+            } else {
+                int ex = 0;
+                if (amax > 0.f) {
+                    frexpf(amax, &ex);
+                    ex = max(ex - 9, -100);
+                }
+                v_scale = ldexpf(1.f, ex);
+            }
+            for (int r = 0; r < 2; ++r) {
+                if (row[r] >= lq) continue;
+                const bool empty = m[r] == -INFINITY;
+                const float inv_l = empty ? 0.f : 1.f / l[r];
+                const float value = empty ? 0.f : o[ot][2 * r + e] * inv_l * v_scale + v_offset;
+                out[ob + row[r] * p.out_token_stride + c] = ptx::store16<kBf16>(value);
+            }
+        }
+    if (p.lse && t == 0)
+        for (int r = 0; r < 2; ++r) {
+            if (row[r] >= lq) continue;
+            const bool empty = m[r] == -INFINITY;
+            float shift = 0.f;
+            if constexpr (!kSharp) shift = p.q_shift[h * p.q_rows + s.pad_q + row[r]];
+            const int64_t at = p.cu_seqlens_q
+                                   ? h * p.lse_head_stride + (s.row_q + row[r]) * p.lse_token_stride
+                                   : b * p.lse_batch_stride + h * p.lse_head_stride + row[r] * p.lse_token_stride;
+            p.lse[at] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
+        }
+}
+
+// Three CTAs per SM at most 170 registers a thread; enough warps to hide the loads.
+template <int DP, bool kBf16, bool kFp8>
+__global__ void __launch_bounds__(128, DP <= 128 ? 3 : 2) attention_kernel(Params p) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int b = blockIdx.z, h = blockIdx.y;
+    const Seq s = sequence(p, b);
+    const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTileQ;
+    if (q0 >= s.len_q) return;
+    // §5: one flag per (sequence, head), uniform over the CTA.
+    const int hk = h / p.group;
+    const float qmax = as_float(p.q_amax[b * p.heads_q + h]), kmax = as_float(p.k_amax[b * p.heads_kv + hk]);
+    const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
+    const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sigma > p.sharp_threshold);
+    if (sharp) attend<DP, kBf16, kFp8, true>(p, smem, b, h, s, q0);
+    else attend<DP, kBf16, kFp8, false>(p, smem, b, h, s, q0);
+}
+
+template <int DP, bool kBf16, bool kFp8>
+void launch_attention(const Params& p, cudaStream_t stream) {
+    constexpr int kSmem = AttnSmem<DP, kFp8>::kBytes;
+    auto kernel = attention_kernel<DP, kBf16, kFp8>;
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    const int64_t tiles = (p.max_len_q + kTileQ - 1) / kTileQ;
+    if (tiles == 0) return;
+    kernel<<<dim3(static_cast<unsigned>(tiles), p.heads_q, p.batch), 128, kSmem, stream>>>(p);
+}
+
+}  // namespace sageattn::cuda

@@ -1,0 +1,222 @@
+// Host side of the CUDA backend: device checks, workspace layout, launches.
+#include "cuda/backend.hpp"
+
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "api/error.hpp"
+#include "common/algorithm.hpp"
+#include "cuda/launch.hpp"
+#include "cuda/params.hpp"
+
+#ifndef SAGEATTN_CUDA_ARCH_LIST
+#define SAGEATTN_CUDA_ARCH_LIST 0
+#endif
+
+namespace sageattn::cuda {
+namespace {
+
+using api::fail;
+
+int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
+
+// Byte offsets of every workspace region; the zeroed ones come first.
+struct Layout {
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, zeroed_end;
+    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, total;
+    int64_t kv_rows, q_rows;
+    int dp;
+};
+
+Layout layout_of(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    Layout l{};
+    l.dp = padded_head_dim(p.head_dim);
+    const int64_t total_q = pr.varlen ? p.len_q : p.batch * p.len_q;
+    const int64_t total_kv = pr.varlen ? p.len_kv : p.batch * p.len_kv;
+    l.kv_rows = padded_rows(total_kv, p.batch, kBlockKv);
+    l.q_rows = padded_rows(total_q, p.batch, kQuantRows);
+    const size_t heads_kv = static_cast<size_t>(p.batch * p.heads_kv), dp = static_cast<size_t>(l.dp);
+    size_t at = 0;
+    auto take = [&](size_t bytes) {
+        const size_t here = at;
+        at += (bytes + 255) & ~size_t{255};
+        return here;
+    };
+    l.k_sum = take(heads_kv * dp * 4);
+    l.v_sum = take(heads_kv * dp * 4);
+    l.k_amax = take(heads_kv * 4);
+    l.q_amax = take(static_cast<size_t>(p.batch * p.heads_q) * 4);
+    l.v_amax = take(heads_kv * dp * 4);
+    l.v_err = take(heads_kv * dp * 4);
+    l.zeroed_end = at;
+    const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
+    l.k_codes = take(kv_cells * dp);
+    l.k_scale = take((kv_cells / kBlockKv + 1) * 4 * 4);
+    l.v_codes = take(kv_cells * dp * (p.pv_precision == SAGEATTN_PV_FP8 ? 1 : 2));
+    const size_t q_cells = static_cast<size_t>(p.heads_q * l.q_rows);
+    l.q_codes = take(q_cells * dp);
+    l.q_scale = take(q_cells * 4);
+    l.q_shift = take(q_cells * 4);
+    l.total = at;
+    return l;
+}
+
+template <class T>
+T* region(void* ws, size_t offset) { return reinterpret_cast<T*>(static_cast<char*>(ws) + offset); }
+
+Params params_of(const Problem& pr, const Layout& l, void* ws) {
+    const sageattn_problem& p = pr.p;
+    Params k{};
+    k.q = TensorView{p.q.data, p.q.batch_stride, p.q.head_stride, p.q.token_stride};
+    k.k = TensorView{p.k.data, p.k.batch_stride, p.k.head_stride, p.k.token_stride};
+    k.v = TensorView{p.v.data, p.v.batch_stride, p.v.head_stride, p.v.token_stride};
+    k.out = p.out.data;
+    k.out_batch_stride = p.out.batch_stride, k.out_head_stride = p.out.head_stride, k.out_token_stride = p.out.token_stride;
+    k.lse = p.lse;
+    k.lse_batch_stride = p.lse_batch_stride, k.lse_head_stride = p.lse_head_stride, k.lse_token_stride = p.lse_token_stride;
+    k.cu_seqlens_q = p.cu_seqlens_q, k.cu_seqlens_kv = p.cu_seqlens_kv;
+    k.batch = static_cast<int32_t>(p.batch), k.heads_q = static_cast<int32_t>(p.heads_q);
+    k.heads_kv = static_cast<int32_t>(p.heads_kv), k.group = static_cast<int32_t>(pr.group);
+    k.len_q = p.len_q, k.len_kv = p.len_kv;
+    k.max_len_q = pr.varlen ? p.max_len_q : p.len_q;
+    k.max_len_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    k.head_dim = static_cast<int32_t>(p.head_dim), k.head_dim_pad = l.dp;
+    k.bf16 = p.dtype == SAGEATTN_DTYPE_BF16, k.causal = p.causal;
+    k.scale = pr.scale;
+    k.scale_log2 = pr.scale * alg::kLog2e;  // the CPU's rounding of the same product
+    k.mask_type = p.mask.type, k.mask_dtype = p.mask.dtype, k.mask = p.mask.data;
+    k.mask_batch_stride = p.mask.batch_stride, k.mask_head_stride = p.mask.head_stride;
+    k.mask_q_stride = p.mask.q_stride, k.mask_kv_stride = p.mask.kv_stride;
+    k.granularity = p.qk_granularity, k.qk_precision = p.qk_precision;
+    k.pv_fp8 = p.pv_precision == SAGEATTN_PV_FP8, k.pv_accum = p.pv_accum;
+    k.smooth_k = p.smooth_k, k.smooth_v = p.smooth_v;
+    k.sharp_threshold = pr.sharp_threshold;
+    k.k_sum = region<float>(ws, l.k_sum);
+    k.v_sum = region<float>(ws, l.v_sum);
+    k.k_amax = region<uint32_t>(ws, l.k_amax);
+    k.q_amax = region<uint32_t>(ws, l.q_amax);
+    k.v_amax = region<uint32_t>(ws, l.v_amax);
+    k.v_err = region<float>(ws, l.v_err);
+    k.k_codes = region<int8_t>(ws, l.k_codes);
+    k.k_scale = region<float>(ws, l.k_scale);
+    k.v_codes = region<uint8_t>(ws, l.v_codes);
+    k.q_codes = region<int8_t>(ws, l.q_codes);
+    k.q_scale = region<float>(ws, l.q_scale);
+    k.q_shift = region<float>(ws, l.q_shift);
+    k.kv_rows = l.kv_rows, k.q_rows = l.q_rows;
+    return k;
+}
+
+using Launch = void (*)(const Params&, cudaStream_t);
+
+template <int DP>
+Launch pick(bool bf16, bool fp8) {
+    if (bf16) return fp8 ? launch_attention<DP, true, true> : launch_attention<DP, true, false>;
+    return fp8 ? launch_attention<DP, false, true> : launch_attention<DP, false, false>;
+}
+
+Launch attention_launcher(int dp, bool bf16, bool fp8) {
+    if (dp == 64) return pick<64>(bf16, fp8);
+    if (dp == 128) return pick<128>(bf16, fp8);
+    return pick<256>(bf16, fp8);
+}
+
+// Makes `device` current for the scope and restores the caller's device after.
+class DeviceGuard {
+public:
+    explicit DeviceGuard(int device) {
+        cudaGetDevice(&previous_);
+        if (previous_ != device) cudaSetDevice(device);
+    }
+    ~DeviceGuard() {
+        int now = -1;
+        cudaGetDevice(&now);
+        if (now != previous_) cudaSetDevice(previous_);
+    }
+
+private:
+    int previous_ = 0;
+};
+
+sageattn_status cuda_error(cudaError_t e, const char* what) {
+    if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "%s: this build has no kernels for the device (%s)", what,
+                    cudaGetErrorString(e));
+    if (e == cudaErrorInsufficientDriver)
+        return fail(SAGEATTN_ERROR_DEVICE, "%s: the NVIDIA driver is older than this library's CUDA %d (%s)", what,
+                    CUDART_VERSION / 1000, cudaGetErrorString(e));
+    return fail(SAGEATTN_ERROR_DEVICE, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+}  // namespace
+
+sageattn_status prepare(Problem& pr) {
+    sageattn_problem& p = pr.p;
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || (e == cudaSuccess && count == 0))
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "device_type = CUDA, but no usable CUDA device is visible (%s)",
+                    e == cudaSuccess ? "0 devices" : cudaGetErrorString(e));
+    if (e != cudaSuccess) return cuda_error(e, "cudaGetDeviceCount");
+    if (p.device_index >= count)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "device_index = %d, but %d CUDA device(s) are visible", p.device_index,
+                    count);
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.device_index);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.device_index);
+    const int cc = major * 10 + minor;
+    if (cc < 80)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "device %d is sm_%d; sageattn's kernels need sm_80 or newer",
+                    p.device_index, cc);
+    if (p.algorithm == SAGEATTN_ALGORITHM_EXACT)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "algorithm = exact runs on the CPU only");
+    // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there.
+    const bool fp8_native = cc >= 89 && cc != 90;
+    if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = fp8_native ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
+    if (p.pv_precision == SAGEATTN_PV_FP8 && cc < 89)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "pv_precision = fp8 needs sm_89 or newer; device %d is sm_%d",
+                    p.device_index, cc);
+    if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
+        p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
+    return SAGEATTN_SUCCESS;
+}
+
+size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
+
+sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream_ptr) {
+    const Layout l = layout_of(pr);
+    if (bytes < l.total)
+        return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, l.total);
+    if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
+        return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
+    const sageattn_problem& p = pr.p;
+    if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
+    DeviceGuard guard(p.device_index);
+    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
+    if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
+    const Params params = params_of(pr, l, workspace);
+    launch_quantize(params, stream);
+    if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
+    attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);
+    if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel");
+    return SAGEATTN_SUCCESS;
+}
+
+int runtime_version() {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return v;
+}
+
+int compiled_archs(int* archs, int capacity) {
+    static const int kList[] = {SAGEATTN_CUDA_ARCH_LIST};
+    int n = 0;
+    for (int a : kList)
+        if (a != 0 && n < capacity) archs[n++] = a;
+    return n;
+}
+
+}  // namespace sageattn::cuda

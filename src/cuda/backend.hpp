@@ -1,0 +1,20 @@
+// The CUDA backend as the API layer sees it: no CUDA headers, statuses only.
+#pragma once
+
+#include <cstddef>
+
+#include "common/problem.hpp"
+
+namespace sageattn::cuda {
+
+// Resolves device-dependent defaults (P·V precision and accumulation) and
+// checks that this build and the device can run the problem.
+sageattn_status prepare(Problem& pr);
+size_t workspace_size(const Problem& pr);
+sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream);
+
+int runtime_version();
+// Compiled SM targets (e.g. 80, 89, 90); returns how many were written.
+int compiled_archs(int* archs, int capacity);
+
+}  // namespace sageattn::cuda

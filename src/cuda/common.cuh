@@ -1,0 +1,98 @@
+// Device helpers shared by the quantization and attention kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/params.hpp"
+#include "cuda/ptx/cvt.cuh"
+
+namespace sageattn::cuda {
+
+constexpr float kAmaxFloor = 0x1p-100f;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kFp8POffset = 8.807f;
+constexpr float kFltMax = 3.4028235e38f;
+
+// Geometry of sequence b (§1): lengths and the first row in the input tensors
+// and in the padded workspace layouts.
+struct Seq {
+    int64_t len_q, len_kv;
+    int64_t in_q, in_kv;    // element offset of (b, head 0, token 0) in q / k,v (and out for in_q via out strides)
+    int64_t row_q, row_kv;  // token index of token 0 in the packed numbering (varlen: cu[b])
+    int64_t pad_q, pad_kv;  // first padded workspace row
+};
+
+__device__ __forceinline__ Seq sequence(const Params& p, int b) {
+    Seq s;
+    if (p.cu_seqlens_q) {
+        const int64_t q0 = p.cu_seqlens_q[b], k0 = p.cu_seqlens_kv[b];
+        s.len_q = p.cu_seqlens_q[b + 1] - q0;
+        s.len_kv = p.cu_seqlens_kv[b + 1] - k0;
+        // A sequence longer than its max_len would fall outside the grid: clamp, never overrun.
+        s.len_q = s.len_q < 0 ? 0 : (s.len_q > p.max_len_q ? p.max_len_q : s.len_q);
+        s.len_kv = s.len_kv < 0 ? 0 : (s.len_kv > p.max_len_kv ? p.max_len_kv : s.len_kv);
+        s.row_q = q0;
+        s.row_kv = k0;
+        s.in_q = q0 * p.q.token_stride;
+        s.in_kv = k0 * p.k.token_stride;
+    } else {
+        s.len_q = p.len_q;
+        s.len_kv = p.len_kv;
+        s.row_q = b * p.len_q;
+        s.row_kv = b * p.len_kv;
+        s.in_q = b * p.q.batch_stride;
+        s.in_kv = b * p.k.batch_stride;
+    }
+    s.pad_q = padded_start(s.row_q, b, kQuantRows);
+    s.pad_kv = padded_start(s.row_kv, b, kBlockKv);
+    return s;
+}
+
+// Offset of token 0 of sequence b in v (its strides may differ from k's).
+__device__ __forceinline__ int64_t v_base(const Params& p, int b, const Seq& s) {
+    return p.cu_seqlens_kv ? s.row_kv * p.v.token_stride : b * p.v.batch_stride;
+}
+__device__ __forceinline__ int64_t out_base(const Params& p, int b, const Seq& s) {
+    return p.cu_seqlens_q ? s.row_q * p.out_token_stride : b * p.out_batch_stride;
+}
+
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// Non-negative floats order like their bit patterns.
+__device__ __forceinline__ void atomic_max_nonneg(uint32_t* slot, float value) {
+    atomicMax(slot, __float_as_uint(value));
+}
+__device__ __forceinline__ float as_float(uint32_t bits) { return __uint_as_float(bits); }
+
+template <bool kBf16>
+__device__ __forceinline__ float load_input(const void* base, int64_t index) {
+    return ptx::load16<kBf16>(static_cast<const uint16_t*>(base) + index);
+}
+
+// §6: the mask entry of (i, j) as visibility plus a saturated log2-unit bias.
+__device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_t i, int64_t j, float* bias) {
+    *bias = 0.0f;
+    if (p.mask_type == 0) return true;
+    const int64_t idx = b * p.mask_batch_stride + h * p.mask_head_stride + i * p.mask_q_stride + j * p.mask_kv_stride;
+    if (p.mask_type == 1) return static_cast<const uint8_t*>(p.mask)[idx] != 0;
+    float x;
+    if (p.mask_dtype == 3) x = static_cast<const float*>(p.mask)[idx];
+    else if (p.mask_dtype == 2) x = ptx::load16<true>(static_cast<const uint16_t*>(p.mask) + idx);
+    else x = ptx::load16<false>(static_cast<const uint16_t*>(p.mask) + idx);
+    if (x == -INFINITY) return false;
+    *bias = fminf(fmaxf(x * kLog2e, -kFltMax), kFltMax);
+    return true;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+}  // namespace sageattn::cuda

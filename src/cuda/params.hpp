@@ -1,0 +1,67 @@
+// What the host passes to the CUDA kernels: the validated problem flattened
+// into plain fields, plus the workspace regions (docs/ALGORITHM.md §3-§4 data).
+// Included by host code and kernels alike; no CUDA headers here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sageattn::cuda {
+
+constexpr int kBlockKv = 64;   // keys per block: §3 K groups, §6 softmax steps
+constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 rows)
+constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
+
+struct TensorView {
+    const void* data;
+    int64_t batch_stride, head_stride, token_stride;
+};
+
+struct Params {
+    // Problem.
+    TensorView q, k, v;
+    void* out;
+    int64_t out_batch_stride, out_head_stride, out_token_stride;
+    float* lse;
+    int64_t lse_batch_stride, lse_head_stride, lse_token_stride;
+    const int32_t* cu_seqlens_q;  // null for dense problems
+    const int32_t* cu_seqlens_kv;
+    int32_t batch, heads_q, heads_kv, group;
+    int64_t len_q, len_kv;      // dense lengths (varlen: per sequence from cu_seqlens)
+    int64_t max_len_q, max_len_kv;
+    int32_t head_dim, head_dim_pad;
+    int32_t bf16, causal;
+    float scale, scale_log2;    // scale and scale·log2(e), rounded as on the CPU
+    // Mask.
+    int32_t mask_type, mask_dtype;
+    const void* mask;
+    int64_t mask_batch_stride, mask_head_stride, mask_q_stride, mask_kv_stride;
+    // Options.
+    int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
+    float sharp_threshold;
+    // Workspace (docs/ALGORITHM.md §3-§5 state).
+    float* k_sum;        // [batch][heads_kv][dpad]   zeroed
+    float* v_sum;        // [batch][heads_kv][dpad]   zeroed
+    uint32_t* k_amax;    // [batch][heads_kv]          zeroed, float bits
+    uint32_t* q_amax;    // [batch][heads_q]           zeroed, float bits
+    uint32_t* v_amax;    // [batch][heads_kv][dpad]   zeroed, float bits
+    float* v_err;        // [batch][heads_kv][dpad]   zeroed: Σ rounding error per channel
+    int8_t* k_codes;     // [heads_kv][kv_rows][dpad]
+    float* k_scale;      // [heads_kv][kv_rows / 64 * 4]
+    uint8_t* v_codes;    // [heads_kv][dpad][kv_rows], 1 (fp8) or 2 (fp16) bytes an element
+    int8_t* q_codes;     // [heads_q][q_rows][dpad]
+    float* q_scale;      // [heads_q][q_rows]
+    float* q_shift;      // [heads_q][q_rows]: §6's LSE shift
+    int64_t kv_rows, q_rows;  // padded row counts of the packed layouts
+};
+
+// Padded packed rows: sequence b's rows start at pad·(ceil(first/pad) + b), where
+// `first` is its first packed token (dense: b·len). Every sequence then owns
+// whole, aligned blocks and none overlaps the next; all fit in padded_rows().
+#if defined(__CUDACC__)
+__host__ __device__
+#endif
+inline int64_t padded_start(int64_t first, int64_t b, int64_t pad) { return pad * ((first + pad - 1) / pad + b); }
+inline int64_t padded_rows(int64_t total, int64_t batch, int64_t pad) { return pad * ((total + pad - 1) / pad + batch); }
+
+}  // namespace sageattn::cuda

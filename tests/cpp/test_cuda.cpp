@@ -1,0 +1,228 @@
+// GPU tests: every CUDA kernel against the CPU emulation of the same algorithm
+// (docs/ALGORITHM.md §7: agreement far inside the quantization error) and
+// against the float64 reference, with outputs poisoned before each launch.
+// Without a CUDA device every test here is skipped, and says so.
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "support.hpp"
+
+namespace sageattn::test {
+namespace {
+
+bool have_gpu() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define REQUIRE_GPU()                                                         \
+    do {                                                                      \
+        if (!have_gpu()) GTEST_SKIP() << "GPU test skipped: no CUDA device"; \
+    } while (0)
+
+std::mt19937_64& rng() {
+    static std::mt19937_64 r(seed() + 900);
+    return r;
+}
+
+struct DeviceBuffer {
+    void* ptr = nullptr;
+    explicit DeviceBuffer(size_t bytes) { EXPECT_EQ(cudaMalloc(&ptr, bytes ? bytes : 1), cudaSuccess); }
+    ~DeviceBuffer() { cudaFree(ptr); }
+};
+
+void* upload(std::vector<std::unique_ptr<DeviceBuffer>>& keep, const void* host, size_t bytes) {
+    keep.push_back(std::make_unique<DeviceBuffer>(bytes));
+    cudaMemcpy(keep.back()->ptr, host, bytes, cudaMemcpyHostToDevice);
+    return keep.back()->ptr;
+}
+
+// Runs a.problem on the GPU over device copies of its tensors (same strides);
+// copies out and lse back into a. mask_bytes/cu_seqlens are uploaded when set.
+sageattn_status run_gpu(Attention& a, size_t mask_bytes = 0) {
+    std::vector<std::unique_ptr<DeviceBuffer>> keep;
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    p.device_index = 0;
+    auto bytes = [](const Tensor& t) { return t.storage.size() * sizeof(uint16_t); };
+    p.q.data = upload(keep, a.q.storage.data(), bytes(a.q));
+    p.k.data = upload(keep, a.k.storage.data(), bytes(a.k));
+    p.v.data = upload(keep, a.v.storage.data(), bytes(a.v));
+    a.poison();
+    p.out.data = upload(keep, a.out.storage.data(), bytes(a.out));  // poisoned
+    if (a.problem.lse) p.lse = static_cast<float*>(upload(keep, a.lse.data(), a.lse.size() * 4));
+    if (a.problem.mask.type != SAGEATTN_MASK_NONE) p.mask.data = upload(keep, a.problem.mask.data, mask_bytes);
+    if (a.problem.cu_seqlens_q) {
+        const size_t n = static_cast<size_t>(a.problem.batch + 1) * 4;
+        p.cu_seqlens_q = static_cast<const int32_t*>(upload(keep, a.problem.cu_seqlens_q, n));
+        p.cu_seqlens_kv = static_cast<const int32_t*>(upload(keep, a.problem.cu_seqlens_kv, n));
+    }
+    size_t ws_bytes = 0;
+    sageattn_status s = sageattn_workspace_size(&p, &ws_bytes);
+    if (s != SAGEATTN_SUCCESS) return s;
+    DeviceBuffer ws(ws_bytes);
+    cudaMemset(ws.ptr, 0xff, ws_bytes);  // poison the workspace too: nothing may read what it did not write
+    s = sageattn_forward(&p, ws.ptr, ws_bytes, nullptr);
+    if (s != SAGEATTN_SUCCESS) return s;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(a.out.storage.data(), p.out.data, bytes(a.out), cudaMemcpyDeviceToHost);
+    if (a.problem.lse) cudaMemcpy(a.lse.data(), p.lse, a.lse.size() * 4, cudaMemcpyDeviceToHost);
+    return SAGEATTN_SUCCESS;
+}
+
+struct Result {
+    Accuracy vs_cpu, vs_ref;
+};
+
+// What P·V precision the GPU picks by default (sm89+ but not sm90: FP8; else FP16).
+int32_t gpu_default_pv() {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+    const int cc = major * 10 + minor;
+    return cc >= 89 && cc != 90 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
+}
+
+// The same problem on the CPU emulation and on the GPU; both judged.
+Result check(Attention& a, const std::string& name, size_t mask_bytes = 0, double ref_cos = 0.999) {
+    if (a.problem.pv_precision == SAGEATTN_PV_AUTO) a.problem.pv_precision = gpu_default_pv();
+    a.run();
+    const std::vector<double> cpu = a.output();
+    std::vector<float> cpu_lse = a.lse;
+    const sageattn_status s = run_gpu(a, mask_bytes);
+    EXPECT_EQ(s, SAGEATTN_SUCCESS) << name << ": " << sageattn_last_error();
+    const std::vector<double> gpu = a.output();
+    Result r{compare(gpu, cpu), compare(gpu, a.reference())};
+    std::printf("[ gpu      ] %-50s vs CPU: cos %.7f rel.L1 %.5f | vs float64: cos %.6f rel.L1 %.5f\n", name.c_str(),
+                r.vs_cpu.cosine, r.vs_cpu.rel_l1, r.vs_ref.cosine, r.vs_ref.rel_l1);
+    EXPECT_TRUE(r.vs_cpu.finite) << name;
+    EXPECT_GE(r.vs_cpu.cosine, 0.99995) << name;
+    EXPECT_LE(r.vs_cpu.rel_l1, 0.01) << name;
+    EXPECT_GE(r.vs_ref.cosine, ref_cos) << name;
+    for (size_t i = 0; i < cpu_lse.size(); ++i) {
+        if (std::isinf(cpu_lse[i])) EXPECT_EQ(cpu_lse[i], a.lse[i]) << name << " lse row " << i;
+        else EXPECT_NEAR(cpu_lse[i], a.lse[i], 0.01) << name << " lse row " << i;
+    }
+    return r;
+}
+
+struct Case {
+    Shape shape;
+    bool causal;
+    int32_t pv;
+};
+
+TEST(Gpu, ShapesLayoutsAndPrecisions) {
+    REQUIRE_GPU();
+    const Case cases[] = {
+        {{1, 2, 2, 1, 1, 64}, false, SAGEATTN_PV_FP16},
+        {{2, 4, 2, 100, 100, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP8},
+        {{1, 4, 1, 130, 257, 128, SAGEATTN_DTYPE_FP16, Layout::HND}, true, SAGEATTN_PV_FP16},
+        {{1, 2, 2, 300, 77, 128, SAGEATTN_DTYPE_BF16, Layout::Strided}, true, SAGEATTN_PV_FP8},
+        {{2, 2, 1, 64, 200, 40, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP16},
+        {{1, 3, 3, 190, 190, 96, SAGEATTN_DTYPE_FP16, Layout::HND}, true, SAGEATTN_PV_FP8},
+        {{1, 2, 2, 129, 129, 200, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP8},
+        {{1, 2, 1, 70, 140, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, true, SAGEATTN_PV_FP16},
+        {{1, 2, 2, 513, 1024, 128, SAGEATTN_DTYPE_BF16, Layout::HND}, false, SAGEATTN_PV_FP8},
+        {{1, 1, 1, 33, 1, 1, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP16},
+    };
+    for (const Case& c : cases) {
+        Attention a(c.shape, Inputs{1.0f, 3.0f}, rng());
+        a.problem.causal = c.causal;
+        a.problem.pv_precision = c.pv;
+        a.with_lse();
+        const Shape& s = c.shape;
+        check(a, "b" + std::to_string(s.batch) + " h" + std::to_string(s.heads_q) + "/" + std::to_string(s.heads_kv) +
+                     " " + std::to_string(s.len_q) + "x" + std::to_string(s.len_kv) + " d" + std::to_string(s.head_dim) +
+                     (c.causal ? " causal" : "") + (c.pv == SAGEATTN_PV_FP8 ? " fp8" : " fp16"),
+              0, s.head_dim < 8 ? 0.98 : 0.999);
+    }
+}
+
+TEST(Gpu, GranularitiesAndAccumulation) {
+    REQUIRE_GPU();
+    struct M { const char* name; int32_t gran, pv, accum, smooth_v; };
+    for (const M& m : {M{"per-warp fp8", SAGEATTN_QK_PER_WARP, SAGEATTN_PV_FP8, 0, 0},
+                       M{"per-block fp16", SAGEATTN_QK_PER_BLOCK, SAGEATTN_PV_FP16, 0, 0},
+                       M{"fp8 fp32", 0, SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32, 0},
+                       M{"fp8 fp32+fp16", 0, SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP16, 0},
+                       M{"fp16 fp16+fp32 smooth V", 0, SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 1},
+                       M{"fp8 smooth V", 0, SAGEATTN_PV_FP8, 0, 1}}) {
+        Inputs in{1.0f, 3.0f};
+        in.v_mean = 2.0f;
+        Attention a(Shape{1, 2, 2, 200, 333, 128}, in, rng());
+        a.problem.qk_granularity = m.gran;
+        a.problem.pv_precision = m.pv;
+        a.problem.pv_accum = m.accum;
+        a.problem.smooth_v = m.smooth_v;
+        check(a, m.name);
+    }
+}
+
+TEST(Gpu, SharpHostileAndEmpty) {
+    REQUIRE_GPU();
+    {
+        Attention a(Shape{1, 2, 2, 256, 256, 128}, Inputs{30.0f, 4.0f}, rng());
+        a.with_lse();
+        check(a, "q, k x30 (sharp heads: 16-bit QK)", 0, 0.995);
+    }
+    for (int32_t dtype : {SAGEATTN_DTYPE_BF16, SAGEATTN_DTYPE_FP16}) {
+        Attention a(Shape{1, 2, 2, 128, 128, 64, dtype}, Inputs{100.0f, 0.0f}, rng());
+        a.problem.qk_precision = SAGEATTN_QK_INT8;
+        check(a, "q, k x100, INT8 forced: finite", 0, 0.9);
+    }
+    Inputs zero;
+    zero.zero_v_channel = true;
+    Attention z(Shape{1, 2, 2, 100, 150, 64}, zero, rng());
+    const Result r = check(z, "all-zero V channel");
+    (void)r;
+    for (int64_t i = 0; i < 100; ++i) EXPECT_EQ(z.out.storage[z.out.index(0, 0, i, 0)], 0);
+    Attention e(Shape{1, 2, 2, 90, 30, 64}, Inputs{}, rng());
+    e.problem.causal = 1;  // the first 60 rows see no key
+    e.with_lse();
+    check(e, "causal len_q > len_kv (empty rows)");
+    for (int64_t i = 0; i < 60; ++i) EXPECT_EQ(e.lse[i], -INFINITY);
+}
+
+TEST(Gpu, MasksAndVarlen) {
+    REQUIRE_GPU();
+    Shape s{2, 2, 2, 80, 100, 64};
+    {
+        Attention a(s, Inputs{1.0f, 2.0f}, rng());
+        std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));
+        std::bernoulli_distribution coin(0.6);
+        for (auto& x : keep) x = coin(rng());
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "bool mask [b,1,lq,lkv] + causal", keep.size());
+    }
+    {
+        Attention a(s, Inputs{1.0f, 2.0f}, rng());
+        std::vector<float> bias(static_cast<size_t>(s.len_kv));
+        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
+        for (auto& x : bias) x = u(rng());
+        bias[5] = -INFINITY;
+        bias[7] = -3.4028235e38f;
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, 0, 0, 1};
+        check(a, "additive fp32 mask with -inf and finfo.min", bias.size() * 4);
+    }
+    {
+        const std::vector<int32_t> cu_q{0, 1, 71, 71, 201}, cu_kv{0, 5, 69, 72, 272};
+        Attention a(Shape{1, 4, 2, 201, 272, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
+        a.problem.batch = 4;
+        a.problem.cu_seqlens_q = cu_q.data();
+        a.problem.cu_seqlens_kv = cu_kv.data();
+        a.problem.max_len_q = 130;
+        a.problem.max_len_kv = 200;
+        a.problem.causal = 1;
+        a.with_lse();
+        a.problem.lse_batch_stride = 0;
+        a.problem.lse_head_stride = 201;
+        check(a, "varlen, 4 sequences, causal");
+    }
+}
+
+}  // namespace
+}  // namespace sageattn::test
