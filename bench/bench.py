@@ -70,7 +70,8 @@ def main():
     dev = torch.cuda.get_device_name()
     print(f"device: {dev}; torch {torch.__version__}; sageattention {sageattention.__version__}")
     rows = []
-    header = f"{'d':>4} {'causal':>6} {'len':>6} {'b':>3} | {'cuDNN':>7} {'flash':>7} {'ours e2e':>8} {'kernel':>7} | {'e2e/cuDNN':>9} {'kern/cuDNN':>10} | {'cos':>8} {'relL1':>7}"
+    header = (f"{'d':>4} {'causal':>6} {'len':>6} {'b':>3} | {'cuDNN':>7} {'flash':>7} {'ours e2e':>8} {'kernel':>7} | "
+              f"{'e2e/cuDNN':>9} {'kern/cuDNN':>10} {'quant%':>6} | {'cos':>8} {'relL1':>7}")
     print(header)
     for d in args.dims:
         for causal in (False, True):
@@ -85,8 +86,13 @@ def main():
 
                 t_cudnn = sdpa(SDPBackend.CUDNN_ATTENTION)
                 t_flash = sdpa(SDPBackend.FLASH_ATTENTION)
-                kwargs = {} if args.pv == "auto" else {"pv_accum_dtype": "fp32"}
-                call = lambda: sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=causal)
+                if args.pv == "fp8":
+                    call = lambda: sageattention.sageattn_qk_int8_pv_fp8_cuda(q, k, v, tensor_layout="HND", is_causal=causal)
+                elif args.pv == "fp16":
+                    call = lambda: sageattention.sageattn_qk_int8_pv_fp16_cuda(q, k, v, tensor_layout="HND", is_causal=causal,
+                                                                               pv_accum_dtype="fp32")
+                else:
+                    call = lambda: sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=causal)
                 t_ours = timed(call)
                 t_kernel, t_all = kernel_seconds(call)
                 out = call()
@@ -104,7 +110,7 @@ def main():
                 rows.append(row)
                 print(f"{d:>4} {str(causal):>6} {n:>6} {b:>3} | {row['tops_cudnn']:7.1f} {row['tops_flash']:7.1f} "
                       f"{row['tops_ours']:8.1f} {row['tops_kernel']:7.1f} | {row['tops_ours'] / row['tops_cudnn']:9.2f} "
-                      f"{row['tops_kernel'] / row['tops_cudnn']:10.2f} | {cos:8.5f} {rel:7.4f}", flush=True)
+                      f"{row['tops_kernel'] / row['tops_cudnn']:10.2f} {100 * row['quant_share']:6.1f} | {cos:8.5f} {rel:7.4f}", flush=True)
                 del q, k, v, out
     if args.json:
         with open(args.json, "w") as f:
