@@ -84,6 +84,11 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.max_len_kv = pr.varlen ? p.max_len_kv : p.len_kv;
     k.head_dim = static_cast<int32_t>(p.head_dim), k.head_dim_pad = l.dp;
     k.bf16 = p.dtype == SAGEATTN_DTYPE_BF16, k.causal = p.causal;
+    auto vectorizable = [](const sageattn_tensor& t) {
+        return reinterpret_cast<uintptr_t>(t.data) % 16 == 0 && t.batch_stride % 8 == 0 && t.head_stride % 8 == 0 &&
+               t.token_stride % 8 == 0;
+    };
+    k.vec_q = vectorizable(p.q), k.vec_k = vectorizable(p.k), k.vec_v = vectorizable(p.v);
     k.scale = pr.scale;
     k.scale_log2 = pr.scale * alg::kLog2e;  // the CPU's rounding of the same product
     k.mask_type = p.mask.type, k.mask_dtype = p.mask.dtype, k.mask = p.mask.data;

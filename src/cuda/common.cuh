@@ -71,6 +71,36 @@ __device__ __forceinline__ float load_input(const void* base, int64_t index) {
     return ptx::load16<kBf16>(static_cast<const uint16_t*>(base) + index);
 }
 
+// Channels c0..c0+7 of one row (zeros past head_dim): one 16-byte load when the
+// view allows it (`vec`: 16-byte aligned base, strides multiples of 8), else 2-byte loads.
+template <bool kBf16>
+__device__ __forceinline__ void load_chunk(const void* base, int64_t row, int c0, int head_dim, bool vec, float (&x)[8]) {
+    const uint16_t* ptr = static_cast<const uint16_t*>(base) + row + c0;
+    if (vec && c0 + 8 <= head_dim) {
+        const uint4 u = *reinterpret_cast<const uint4*>(ptr);
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint16_t lo = static_cast<uint16_t>(w[i] & 0xffffu), hi = static_cast<uint16_t>(w[i] >> 16);
+            x[2 * i] = ptx::load16<kBf16>(&lo);
+            x[2 * i + 1] = ptx::load16<kBf16>(&hi);
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = c0 + e < head_dim ? ptx::load16<kBf16>(ptr + e) : 0.f;
+    }
+}
+
+// Reductions over the `width` lanes (a power of two) that share one row.
+__device__ __forceinline__ float group_max(float x, int width) {
+    for (int o = width / 2; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+__device__ __forceinline__ float group_sum(float x, int width) {
+    for (int o = width / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
 // §6: the mask entry of (i, j) as visibility plus a saturated log2-unit bias.
 __device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_t i, int64_t j, float* bias) {
     *bias = 0.0f;

@@ -31,6 +31,7 @@ struct Params {
     int64_t max_len_q, max_len_kv;
     int32_t head_dim, head_dim_pad;
     int32_t bf16, causal;
+    int32_t vec_q, vec_k, vec_v;  // 16-byte loads allowed (aligned base, strides multiples of 8)
     float scale, scale_log2;    // scale and scale·log2(e), rounded as on the CPU
     // Mask.
     int32_t mask_type, mask_dtype;

@@ -29,54 +29,104 @@ __device__ __forceinline__ int fp8_position(int j) {
     return half + 4 * t + e;
 }
 
+// Work split used by every kernel here: a row's head_dim_pad channels are
+// chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
+// at a time.
+struct Split {
+    int lanes_per_row, chunk, group, groups;
+    __device__ Split(int dpad, int threads) {
+        lanes_per_row = dpad / 8;
+        chunk = threadIdx.x % lanes_per_row;
+        group = threadIdx.x / lanes_per_row;
+        groups = threads / lanes_per_row;
+    }
+};
+
 template <bool kBf16>
-__global__ void kv_sums_kernel(Params p) {
+__global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
+    __shared__ float k_sum[256], v_sum[256];
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
+    for (int c = threadIdx.x; c < 256; c += blockDim.x) k_sum[c] = v_sum[c] = 0.f;
+    __syncthreads();
+    const Split w(p.head_dim_pad, blockDim.x);
+    const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
+    float ks[8] = {}, vs[8] = {}, x[8];
+    for (int j = w.group; j < n; j += w.groups) {
         if (p.smooth_k) {
-            float sum = 0.f;
-            for (int j = 0; j < n; ++j) sum += load_input<kBf16>(p.k.data, kb + j * p.k.token_stride + c);
-            atomicAdd(p.k_sum + slot + c, sum);
+            load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+            for (int e = 0; e < 8; ++e) ks[e] += x[e];
         }
         if (p.smooth_v) {
-            float sum = 0.f;
-            for (int j = 0; j < n; ++j) sum += load_input<kBf16>(p.v.data, vb + j * p.v.token_stride + c);
-            atomicAdd(p.v_sum + slot + c, sum);
+            load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+            for (int e = 0; e < 8; ++e) vs[e] += x[e];
         }
     }
+    for (int e = 0; e < 8; ++e) {
+        atomicAdd(&k_sum[c0 + e], ks[e]);
+        atomicAdd(&v_sum[c0 + e], vs[e]);
+    }
+    __syncthreads();
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
+    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
+        if (p.smooth_k) atomicAdd(p.k_sum + slot + c, k_sum[c]);
+        if (p.smooth_v) atomicAdd(p.v_sum + slot + c, v_sum[c]);
+    }
+}
+
+__device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&mean)[8], float inv) {
+    uint32_t lo = 0, hi = 0;
+    for (int e = 0; e < 4; ++e) {
+        lo |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e] - mean[e], inv))) << (8 * e);
+        hi |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e + 4] - mean[e + 4], inv))) << (8 * e);
+    }
+    return make_uint2(lo, hi);
 }
 
 // One 64-key block of one (sequence, KV head): K codes and scales, and V's channel amax.
 template <bool kBf16>
 __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
-    __shared__ float mean[256];
+    __shared__ float k_mean[256], v_mean[256];
+    __shared__ uint32_t v_amax[256];
     __shared__ float token_amax[kBlockKv];
     __shared__ float group_inv[4];
-    const int b = blockIdx.z, hk = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x)
-        mean[c] = p.smooth_k ? p.k_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
+    const float inv_len = 1.f / static_cast<float>(s.len_kv);
+    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+        const bool real = c < p.head_dim;
+        k_mean[c] = (real && p.smooth_k) ? p.k_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
+        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * inv_len : 0.f;
+        v_amax[c] = 0u;
+    }
+    if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
-
-    for (int j = warp * 16; j < warp * 16 + 16; ++j) {
+    const Split w(p.head_dim_pad, blockDim.x);
+    const int c0 = w.chunk * 8;
+    float km[8], vm[8], x[8];
+    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e], vm[e] = v_mean[c0 + e];
+    const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
+    // Every thread group walks the same rows in the same order, so the shuffles
+    // below see whole groups (rows past n still join them, with zeros).
+    const int rounds = kBlockKv / w.groups;
+    for (int r = 0; r < rounds; ++r) {
+        const int j = r * w.groups + w.group;
         float a = 0.f;
-        if (j < n)
-            for (int c = lane; c < p.head_dim; c += 32)
-                a = fmaxf(a, fabsf(load_input<kBf16>(p.k.data, kb + j * p.k.token_stride + c) - mean[c]));
-        a = warp_max(a);
-        if (lane == 0) token_amax[j] = a;
+        if (j < n) {
+            load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+            for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e] - km[e]));
+        }
+        a = group_max(a, w.lanes_per_row);
+        if (w.chunk == 0) token_amax[j] = a;
     }
     __syncthreads();
     if (threadIdx.x < 4) {
@@ -93,24 +143,25 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
         }
     }
     __syncthreads();
-    for (int j = warp * 16; j < warp * 16 + 16; ++j) {
+    for (int r = 0; r < rounds; ++r) {
+        const int j = r * w.groups + w.group;
         const float inv = group_inv[k_group(j, p.granularity)];
-        int8_t* row = p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad;
-        for (int c = lane; c < p.head_dim_pad; c += 32) {
-            const float x =
-                (j < n && c < p.head_dim) ? load_input<kBf16>(p.k.data, kb + j * p.k.token_stride + c) - mean[c] : 0.f;
-            row[c] = int8_code(x, inv);
-        }
+        if (j < n) load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+        else for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
+        *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
+            pack_codes(x, km, inv);
     }
 
     // V: the channel's amax over this block, after its mean (§4).
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
-        const float vmean = p.smooth_v ? p.v_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
-        float a = 0.f;
-        for (int j = 0; j < n; ++j) a = fmaxf(a, fabsf(load_input<kBf16>(p.v.data, vb + j * p.v.token_stride + c) - vmean));
-        atomic_max_nonneg(p.v_amax + slot + c, a);
+    float va[8] = {};
+    for (int j = w.group; j < n; j += w.groups) {
+        load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+        for (int e = 0; e < 8; ++e) va[e] = fmaxf(va[e], fabsf(x[e] - vm[e]));
     }
+    for (int e = 0; e < 8; ++e) atomicMax(&v_amax[c0 + e], __float_as_uint(va[e]));
+    __syncthreads();
+    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) atomicMax(p.v_amax + slot + c, v_amax[c]);
 }
 
 // V codes of one 64-key block, transposed to [channel][key] for the P·V B operand.
@@ -118,49 +169,65 @@ template <bool kBf16, bool kFp8>
 __global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
     constexpr int kBytes = kFp8 ? 1 : 2;
     __shared__ __align__(16) uint8_t tile[256 * kBlockKv * kBytes];
+    __shared__ float v_mean[256], v_inv[256], v_step[256], v_err[256];
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    for (int c = threadIdx.x; c < p.head_dim_pad; c += blockDim.x) {
+    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
         const bool real = c < p.head_dim;
-        const float vmean = (real && p.smooth_v) ? p.v_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
+        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float amax = real ? as_float(p.v_amax[slot + c]) : 0.f;
         if constexpr (kFp8) {
             const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-            const float a = fmaxf(amax, kAmaxFloor), inv = range / a, vscale = a / range;
-            float err = 0.f;
-            for (int j = 0; j < kBlockKv; ++j) {
-                const float x = (real && j < n) ? load_input<kBf16>(p.v.data, vb + j * p.v.token_stride + c) - vmean : 0.f;
-                const uint16_t code = ptx::e4m3x2(x * inv, 0.f);
-                tile[c * kBlockKv + fp8_position(j)] = static_cast<uint8_t>(code & 0xff);
-                err += x - ptx::e4m3x2_to_float2(code).x * vscale;
-            }
-            if (real) atomicAdd(p.v_err + slot + c, err);
+            const float a = fmaxf(amax, kAmaxFloor);
+            v_inv[c] = range / a;   // code = e4m3(v · range / a)
+            v_step[c] = a / range;  // and back
         } else {
             int e = 0;
             if (amax > 0.f) {
                 frexpf(amax, &e);
                 e = max(e - 9, -100);
             }
-            uint16_t* row = reinterpret_cast<uint16_t*>(tile) + c * kBlockKv;
-            for (int j = 0; j < kBlockKv; ++j) {
-                const float x = (real && j < n) ? load_input<kBf16>(p.v.data, vb + j * p.v.token_stride + c) - vmean : 0.f;
-                row[j] = __half_as_ushort(__float2half_rn(ldexpf(x, -e)));
+            v_inv[c] = static_cast<float>(-e);  // the exponent to apply (exact scaling)
+            v_step[c] = 0.f;
+        }
+        v_err[c] = 0.f;
+    }
+    __syncthreads();
+    const Split w(p.head_dim_pad, blockDim.x);
+    const int c0 = w.chunk * 8;
+    const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
+    float err[8] = {}, x[8];
+    for (int j = w.group; j < kBlockKv; j += w.groups) {
+        if (j < n) load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+        for (int e = 0; e < 8; ++e) {
+            const int c = c0 + e;
+            const float v = (j < n && c < p.head_dim) ? x[e] - v_mean[c] : 0.f;
+            if constexpr (kFp8) {
+                const uint16_t code = ptx::e4m3x2(v * v_inv[c], 0.f);
+                tile[c * kBlockKv + fp8_position(j)] = static_cast<uint8_t>(code & 0xff);
+                err[e] += v - ptx::e4m3x2_to_float2(code).x * v_step[c];
+            } else {
+                reinterpret_cast<uint16_t*>(tile)[c * kBlockKv + j] =
+                    __half_as_ushort(__float2half_rn(ldexpf(v, static_cast<int>(v_inv[c]))));
             }
         }
     }
+    if constexpr (kFp8)
+        for (int e = 0; e < 8; ++e) atomicAdd(&v_err[c0 + e], err[e]);
     __syncthreads();
+    if constexpr (kFp8)
+        for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) atomicAdd(p.v_err + slot + c, v_err[c]);
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
     constexpr int kWordsPerRow = kBlockKv * kBytes / 4;
     const uint32_t* src = reinterpret_cast<const uint32_t*>(tile);
-    for (int w = threadIdx.x; w < p.head_dim_pad * kWordsPerRow; w += blockDim.x) {
-        const int c = w / kWordsPerRow, word = w % kWordsPerRow;
+    for (int i = threadIdx.x; i < p.head_dim_pad * kWordsPerRow; i += blockDim.x) {
+        const int c = i / kWordsPerRow, word = i % kWordsPerRow;
         uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * kBytes;
-        reinterpret_cast<uint32_t*>(dst)[word] = src[w];
+        reinterpret_cast<uint32_t*>(dst)[word] = src[i];
     }
 }
 
@@ -168,63 +235,63 @@ __global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
 // scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
 template <bool kBf16>
 __global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
-    __shared__ float kmean[256];
-    __shared__ float row_amax[kQuantRows];
-    __shared__ float row_inv[kQuantRows];
-    const int b = blockIdx.z, h = blockIdx.y, hk = h / p.group, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __shared__ float k_mean[256];
+    __shared__ float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
+    const int b = blockIdx.z, h = blockIdx.y, hk = h / p.group;
     const Seq s = sequence(p, b);
     const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kQuantRows;
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x)
-        kmean[c] = (p.smooth_k && s.len_kv > 0) ? p.k_sum[kslot + c] / static_cast<float>(s.len_kv) : 0.f;
+    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? p.k_sum[kslot + c] / static_cast<float>(s.len_kv) : 0.f;
     __syncthreads();
-    float my_shift = 0.f;
-    for (int r = 0; r < 32; ++r) {
-        const int local = warp * 32 + r;
+    const Split w(p.head_dim_pad, blockDim.x);
+    const int c0 = w.chunk * 8;
+    float km[8], x[8], zero[8] = {};
+    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
+    const int rounds = kQuantRows / w.groups;
+    for (int r = 0; r < rounds; ++r) {
+        const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
         float a = 0.f, dot = 0.f;
-        if (i < s.len_q)
-            for (int c = lane; c < p.head_dim; c += 32) {
-                const float x = load_input<kBf16>(p.q.data, qb + i * p.q.token_stride + c);
-                a = fmaxf(a, fabsf(x));
-                dot += x * kmean[c];
-            }
-        a = warp_max(a);
-        dot = warp_sum(dot);
-        if (lane == r) my_shift = dot;
-        if (lane == 0) row_amax[local] = a;
-    }
-    __syncthreads();
-    const int local = threadIdx.x;
-    const int64_t i = i0 + local;
-    float group = 0.f;
-    for (int r = 0; r < kQuantRows; ++r) {
-        const bool same = p.granularity == 2 ||                                  // per-block: 128 rows
-                          (r / 32 == local / 32 && (p.granularity == 1 || r % 8 == local % 8));  // warp / thread
-        if (same) group = fmaxf(group, row_amax[r]);
-    }
-    const float floored = fmaxf(group, kAmaxFloor);
-    row_inv[local] = kInt8Max / floored;
-    const int64_t row = h * p.q_rows + s.pad_q + i0 + local;
-    // my_shift lives in lane r of warp w for row 32w + r: here local = 32·warp + lane.
-    p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
-    p.q_shift[row] = (i < s.len_q && p.smooth_k) ? p.scale * my_shift : 0.f;
-    if (threadIdx.x == 0) {
-        float m = 0.f;
-        for (int r = 0; r < kQuantRows; ++r) m = fmaxf(m, row_amax[r]);
-        atomic_max_nonneg(p.q_amax + b * p.heads_q + h, m);
-    }
-    __syncthreads();
-    for (int r = 0; r < 32; ++r) {
-        const int lr = warp * 32 + r;
-        const int64_t ir = i0 + lr;
-        int8_t* dst = p.q_codes + (h * p.q_rows + s.pad_q + i0 + lr) * p.head_dim_pad;
-        for (int c = lane; c < p.head_dim_pad; c += 32) {
-            const float x = (ir < s.len_q && c < p.head_dim) ? load_input<kBf16>(p.q.data, qb + ir * p.q.token_stride + c) : 0.f;
-            dst[c] = int8_code(x, row_inv[lr]);
+        if (i < s.len_q) {
+            load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+            for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e])), dot += x[e] * km[e];
         }
+        a = group_max(a, w.lanes_per_row);
+        dot = group_sum(dot, w.lanes_per_row);
+        if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot;
+    }
+    __syncthreads();
+    {
+        const int local = threadIdx.x;
+        const int64_t i = i0 + local;
+        float group = 0.f;
+        for (int r = 0; r < kQuantRows; ++r) {
+            const bool same = p.granularity == 2 ||                                                 // per-block
+                              (r / 32 == local / 32 && (p.granularity == 1 || r % 8 == local % 8));  // warp / thread
+            if (same) group = fmaxf(group, row_amax[r]);
+        }
+        const float floored = fmaxf(group, kAmaxFloor);
+        row_inv[local] = kInt8Max / floored;
+        const int64_t row = h * p.q_rows + s.pad_q + i;
+        p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
+        p.q_shift[row] = (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
+        if (local == 0) {
+            float m = 0.f;
+            for (int r = 0; r < kQuantRows; ++r) m = fmaxf(m, row_amax[r]);
+            atomic_max_nonneg(p.q_amax + b * p.heads_q + h, m);
+        }
+    }
+    __syncthreads();
+    for (int r = 0; r < rounds; ++r) {
+        const int local = r * w.groups + w.group;
+        const int64_t i = i0 + local;
+        if (i < s.len_q) load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+        else for (int e = 0; e < 8; ++e) x[e] = 0.f;
+        *reinterpret_cast<uint2*>(p.q_codes + (h * p.q_rows + s.pad_q + i) * p.head_dim_pad + c0) =
+            pack_codes(x, zero, row_inv[local]);
     }
 }
 
