@@ -45,7 +45,8 @@ def pytest_terminal_summary(terminalreporter):
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "GPU test skipped" in str(r.longrepr)]
     if skipped:
         terminalreporter.write_line(
-            f"WARNING: {len(skipped)} GPU tests were SKIPPED (no CUDA device); they must be run on a GPU machine.",
+            f"WARNING: {len(skipped)} GPU tests were SKIPPED (reasons above with -rs); "
+            "they must be run on a GPU machine with a CUDA build of libsageattn.",
             yellow=True,
             bold=True,
         )

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 import sageattention as sa
 from attn_helpers import cosine, make, qkv
@@ -105,8 +105,19 @@ def test_varlen_compiles():
     torch._dynamo.reset()
     cu = torch.tensor([0, 5, 21], dtype=torch.int32)
     q, k, v = (make((21, 2, 16), seed=s) for s in (1, 2, 3))
-    f = lambda q, k, v, cu: sa.sageattn_varlen(q, k, v, cu, cu, 16, 16, is_causal=True)  # noqa: E731
+    f = lambda q, k, v, cu: sa.sageattn_varlen(q, k, v, cu, cu, 16, 16, is_causal=True)
     torch.testing.assert_close(torch.compile(f, backend="aot_eager", fullgraph=True)(q, k, v, cu), f(q, k, v, cu))
+
+
+def test_dynamic_shapes():
+    torch._dynamo.reset()
+    f = lambda q, k, v: sa.sdpa(q, k, v, is_causal=True)  # noqa: E731
+    backend, graphs = recording("aot_eager")
+    g = torch.compile(f, backend=backend, fullgraph=True, dynamic=True)
+    for n in (24, 40, 56):  # never 16: duck sizing would tie len to head_dim
+        q, k, v = qkv(lq=n, d=16, seed=n)
+        assert torch.equal(g(q, k, v), f(q, k, v))
+    assert len(graphs) == 1 and op_count(graphs) == 1
 
 
 @pytest.mark.gpu

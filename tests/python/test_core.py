@@ -183,7 +183,7 @@ def test_bool_mask_broadcasts_without_copies(monkeypatch):
     m = rec.last.mask
     assert (m.type, m.data) == (_lib.MASK_BOOL, mask.data_ptr())
     assert (m.batch_stride, m.head_stride, m.q_stride, m.kv_stride) == (0, 0, 56, 1)
-    ref, ref_lse = reference(q, k, v, mask=mask)
+    ref, _ref_lse = reference(q, k, v, mask=mask)
     assert cosine(out, ref) >= 0.999
     assert (out[:, :, 3] == 0).all() and torch.isinf(lse[:, :, 3]).all()
 
@@ -202,6 +202,41 @@ def test_mask_through_kwargs_is_honoured_not_swallowed():
     out = sa.sageattn(q, k, v, attn_mask=mask)
     assert cosine(out, reference(q, k, v, mask=mask)[0]) >= 0.999
     assert cosine(out, reference(q, k, v)[0]) < 0.99
+
+
+def test_hard_inputs_stay_finite_and_accurate():
+    q, k, v = qkv(hq=2, lq=128, d=64, seed=3)
+    v = v.clone()
+    v[..., 5] = 0  # an all-zero V channel: a 0/0 per-channel scale in the reference
+    v[..., 6] = 3  # a constant one
+    q8, k8 = q * 8, k * 8  # a sharp softmax
+    for name, kwargs in VARIANTS:
+        out = getattr(sa, name)(q8, k8, v, **kwargs)
+        assert torch.isfinite(out).all(), name
+        assert (out[..., 5] == 0).all() and cosine(out, reference(q8, k8, v)[0]) >= 0.995, name
+
+
+def test_finfo_min_mask_and_broadcast_inputs():
+    q, k, v = qkv(hq=2, lq=64, d=32, seed=4)
+    mask = torch.full((64, 64), torch.finfo(torch.float16).min, dtype=torch.float16)
+    mask[:, :3] = 0
+    mask[7] = torch.finfo(torch.float16).min  # masked "by value": the uniform average, not zeros
+    out = sa.sageattn(q, k, v, attn_mask=mask)
+    assert cosine(out, reference(q, k, v, mask=mask)[0]) >= 0.999
+    expanded = make((1, 2, 16, 16), seed=5).expand(3, 2, 16, 16)  # batch stride 0, no copy
+    out = sa.sageattn(expanded, expanded, expanded)
+    assert torch.equal(out[2], sa.sageattn(*(expanded[:1].contiguous(),) * 3)[0])
+
+
+def test_empty_problems():
+    q, k, v = qkv(lq=16, d=16)
+    out, lse = sa.sageattn(q, k[:, :, :0], v[:, :, :0], return_lse=True)
+    assert (out == 0).all() and torch.isinf(lse).all()
+    assert sa.sageattn(q[:0], k[:0], v[:0]).shape == (0, 2, 16, 16)
+    t = make((12, 2, 16))
+    cu_q, cu_k = torch.tensor([0, 0, 5, 5, 12], dtype=torch.int32), torch.tensor([0, 3, 3, 9, 12], dtype=torch.int32)
+    out, lse = sa.sageattn_varlen(t, t, t, cu_q, cu_k, 7, 6, return_lse=True)
+    assert torch.isinf(lse[:, :5]).all() and (out[:5] == 0).all() and torch.isfinite(lse[:, 5:]).all()
 
 
 # ------------------------------------------------------------------- LSE
@@ -291,6 +326,18 @@ def test_mask_that_requires_grad_is_refused():
     mask = torch.zeros(8, 8, requires_grad=True)
     with pytest.raises(NotImplementedError, match="attn_mask"):
         sa.sageattn(q, k, v, attn_mask=mask)
+
+
+def test_threads_do_not_share_a_problem():
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = [qkv(b=1, hq=2, lq=16 + 8 * i, d=16 + 8 * i, layout="NHD" if i % 2 else "HND", seed=i) for i in range(6)]
+    layouts = ["NHD" if i % 2 else "HND" for i in range(6)]
+    expected = [sa.sageattn(*t, tensor_layout=lay) for t, lay in zip(inputs, layouts)]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda a: sa.sageattn(*a[0], tensor_layout=a[1]), zip(inputs, layouts)))
+            assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
 
 # --------------------------------------------------------------- refusals
@@ -393,13 +440,34 @@ def _need_cuda_backend():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["HND", "NHD"])
-def test_gpu_matches_cpu_emulation(layout):
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        # Pinned precisions: with "auto" the library may rightly choose differently per device.
+        ("sageattn_qk_int8_pv_fp8_cuda_sm90", {}),
+        ("sageattn_qk_int8_pv_fp8_cuda", {"pv_accum_dtype": "fp32+fp16"}),
+        ("sageattn_qk_int8_pv_fp16_cuda", {}),
+        ("sageattn_qk_int8_pv_fp16_triton", {}),
+    ],
+)
+def test_gpu_matches_cpu_emulation(layout, name, kwargs):
     _need_cuda_backend()
     q, k, v = qkv(b=2, hq=4, hkv=2, lq=300, lkv=257, d=128, dtype=BF16, layout=layout, seed=1)
-    cpu, cpu_lse = sa.sageattn(q, k, v, tensor_layout=layout, is_causal=True, return_lse=True)
-    gpu, gpu_lse = sa.sageattn(*(t.cuda() for t in (q, k, v)), tensor_layout=layout, is_causal=True, return_lse=True)
-    assert cosine(gpu.cpu(), cpu) >= 0.9999
-    assert (gpu_lse.cpu() - cpu_lse).abs().max() < 1e-3
+    fn = getattr(sa, name)
+    cpu, cpu_lse = fn(q, k, v, tensor_layout=layout, is_causal=True, return_lse=True, **kwargs)
+    gpu, gpu_lse = fn(*(t.cuda() for t in (q, k, v)), tensor_layout=layout, is_causal=True, return_lse=True, **kwargs)
+    assert cosine(gpu.cpu(), cpu) >= 0.99999
+    gpu_lse, seen = gpu_lse.cpu(), torch.isfinite(cpu_lse)  # len_q > len_kv: early rows see no key
+    assert torch.equal(torch.isfinite(gpu_lse), seen)
+    assert (gpu_lse[seen] - cpu_lse[seen]).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_auto_choice_is_accurate():
+    _need_cuda_backend()
+    q, k, v = qkv(b=2, hq=4, hkv=2, lq=300, lkv=257, d=128, dtype=BF16, seed=1)
+    gpu = sa.sageattn(*(t.cuda() for t in (q, k, v)), is_causal=True)
+    assert cosine(gpu.cpu(), reference(q, k, v, causal=True)[0]) >= 0.999
 
 
 @pytest.mark.gpu

@@ -1,0 +1,386 @@
+"""ctypes binding of the C ABI in include/sageattn/sageattn.h.
+
+This module needs no PyTorch: it loads libsageattn, mirrors its structs and
+turns status codes into Python exceptions. Everything torch-specific lives in
+_ops.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+
+ABI_VERSION = 1
+MAX_HEAD_DIM = 256
+
+# sageattn_status
+SUCCESS = 0
+ERROR_NULL_POINTER = 1
+ERROR_ABI_MISMATCH = 2
+ERROR_INVALID_DTYPE = 3
+ERROR_INVALID_SHAPE = 4
+ERROR_INVALID_HEAD_DIM = 5
+ERROR_INVALID_HEADS = 6
+ERROR_INVALID_STRIDE = 7
+ERROR_OVERFLOW = 8
+ERROR_MISALIGNED = 9
+ERROR_INVALID_SEQLENS = 10
+ERROR_INVALID_MASK = 11
+ERROR_INVALID_OPTION = 12
+ERROR_INVALID_SCALE = 13
+ERROR_WORKSPACE_TOO_SMALL = 14
+ERROR_UNSUPPORTED = 15
+ERROR_DEVICE = 16
+ERROR_OUT_OF_MEMORY = 17
+ERROR_INTERNAL = 18
+
+# sageattn_dtype
+DTYPE_FP16 = 1
+DTYPE_BF16 = 2
+DTYPE_FP32 = 3
+
+DEVICE_CPU = 0
+DEVICE_CUDA = 1
+
+ALGORITHM_QUANTIZED = 0
+ALGORITHM_EXACT = 1
+
+QK_PER_THREAD = 0
+QK_PER_WARP = 1
+QK_PER_BLOCK = 2
+
+QK_AUTO = 0
+QK_INT8 = 1
+QK_INPUT = 2
+
+PV_AUTO = 0
+PV_FP8 = 1
+PV_FP16 = 2
+
+ACCUM_AUTO = 0
+ACCUM_FP32 = 1
+ACCUM_FP32_FP32 = 2
+ACCUM_FP32_FP16 = 3
+ACCUM_FP16_FP32 = 4
+
+MASK_NONE = 0
+MASK_BOOL = 1
+MASK_ADDITIVE = 2
+
+BACKEND_CPU = 1 << 0
+BACKEND_CUDA = 1 << 1
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("batch_stride", ctypes.c_int64),
+        ("head_stride", ctypes.c_int64),
+        ("token_stride", ctypes.c_int64),
+    ]
+
+
+class Mask(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("data", ctypes.c_void_p),
+        ("batch_stride", ctypes.c_int64),
+        ("head_stride", ctypes.c_int64),
+        ("q_stride", ctypes.c_int64),
+        ("kv_stride", ctypes.c_int64),
+    ]
+
+
+class Problem(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("device_type", ctypes.c_int32),
+        ("device_index", ctypes.c_int32),
+        ("dtype", ctypes.c_int32),
+        ("algorithm", ctypes.c_int32),
+        ("batch", ctypes.c_int64),
+        ("heads_q", ctypes.c_int64),
+        ("heads_kv", ctypes.c_int64),
+        ("len_q", ctypes.c_int64),
+        ("len_kv", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64),
+        ("q", Tensor),
+        ("k", Tensor),
+        ("v", Tensor),
+        ("out", Tensor),
+        ("cu_seqlens_q", ctypes.c_void_p),
+        ("cu_seqlens_kv", ctypes.c_void_p),
+        ("max_len_q", ctypes.c_int64),
+        ("max_len_kv", ctypes.c_int64),
+        ("causal", ctypes.c_int32),
+        ("scale", ctypes.c_float),
+        ("mask", Mask),
+        ("lse", ctypes.c_void_p),
+        ("lse_batch_stride", ctypes.c_int64),
+        ("lse_head_stride", ctypes.c_int64),
+        ("lse_token_stride", ctypes.c_int64),
+        ("qk_granularity", ctypes.c_int32),
+        ("qk_precision", ctypes.c_int32),
+        ("qk_sharp_threshold", ctypes.c_float),
+        ("pv_precision", ctypes.c_int32),
+        ("pv_accum", ctypes.c_int32),
+        ("smooth_k", ctypes.c_int32),
+        ("smooth_v", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+    ]
+
+
+class BuildInfo(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("version", ctypes.c_char_p),
+        ("backends", ctypes.c_uint32),
+        ("cuda_runtime_version", ctypes.c_int32),
+        ("num_cuda_archs", ctypes.c_int32),
+        ("cuda_archs", ctypes.c_int32 * 32),
+        ("max_head_dim", ctypes.c_int32),
+        ("pv_precisions", ctypes.c_uint32),
+        ("qk_granularities", ctypes.c_uint32),
+        ("kernel_families", ctypes.c_char_p),
+    ]
+
+
+# A newer library may have appended fields to its structs, and its init
+# functions clear sizeof(its struct) bytes. The padding keeps those writes
+# inside memory we own; we then tell the library our own, smaller size.
+_SLACK = 1024
+
+
+class _ProblemBuffer(ctypes.Structure):
+    _fields_ = [("p", Problem), ("_slack", ctypes.c_ubyte * _SLACK)]
+
+
+class _BuildInfoBuffer(ctypes.Structure):
+    _fields_ = [("info", BuildInfo), ("_slack", ctypes.c_ubyte * _SLACK)]
+
+
+# ---------------------------------------------------------------- exceptions
+
+
+class SageAttnError(Exception):
+    """Base of the errors the library reports; `status` is the C status code,
+    `status_name` its name and `detail` the library's message."""
+
+    def __init__(self, status: int, status_name: str, detail: str, context: str = ""):
+        self.status = status
+        self.status_name = status_name
+        self.detail = detail
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}{status_name}: {detail}" if detail else f"{prefix}{status_name}")
+
+
+class InvalidProblemError(SageAttnError, ValueError):
+    """The problem is invalid (dtype, shape, stride, alignment, option...)."""
+
+
+class UnsupportedError(SageAttnError, NotImplementedError):
+    """Valid, but this build of the library or this device cannot run it."""
+
+
+class LibraryError(SageAttnError, RuntimeError):
+    """ABI mismatch, CUDA failure, out of memory or an internal error."""
+
+
+_VALUE_ERRORS = frozenset(
+    (
+        ERROR_NULL_POINTER,
+        ERROR_INVALID_DTYPE,
+        ERROR_INVALID_SHAPE,
+        ERROR_INVALID_HEAD_DIM,
+        ERROR_INVALID_HEADS,
+        ERROR_INVALID_STRIDE,
+        ERROR_OVERFLOW,
+        ERROR_MISALIGNED,
+        ERROR_INVALID_SEQLENS,
+        ERROR_INVALID_MASK,
+        ERROR_INVALID_OPTION,
+        ERROR_INVALID_SCALE,
+        ERROR_WORKSPACE_TOO_SMALL,
+    )
+)
+
+
+def error_for(status: int, context: str = "") -> SageAttnError:
+    """The exception for a failed call; reads sageattn_last_error(), so call it
+    on the failing thread before any other library call."""
+    detail = _last_error().decode("utf-8", "replace")
+    name = _status_name(status).decode("ascii", "replace")
+    if status in _VALUE_ERRORS:
+        cls = InvalidProblemError
+    elif status == ERROR_UNSUPPORTED:
+        cls = UnsupportedError
+    else:
+        cls = LibraryError
+    return cls(status, name, detail, context)
+
+
+# ------------------------------------------------------------------- loading
+
+
+def _library_names() -> tuple[str, ...]:
+    if sys.platform == "win32":
+        return ("sageattn.dll",)
+    if sys.platform == "darwin":
+        return ("libsageattn.dylib",)
+    return ("libsageattn.so",)
+
+
+def _candidates() -> list[str]:
+    env = os.environ.get("SAGEATTN_LIBRARY")
+    if env:
+        # An explicit choice is never second-guessed by a silent fallback.
+        return [env]
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
+    return [os.path.join(here, name) for name in _library_names()]
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    tried = _candidates()
+    path = next((p for p in tried if os.path.isfile(p)), None)
+    if path is None:
+        how = (
+            "SAGEATTN_LIBRARY does not name an existing file"
+            if os.environ.get("SAGEATTN_LIBRARY")
+            else "no libsageattn in the package folder (set SAGEATTN_LIBRARY to the library's path)"
+        )
+        raise ImportError(f"sageattention: cannot load libsageattn: {how}; tried: {', '.join(tried)}")
+    try:
+        return ctypes.CDLL(path), path
+    except OSError as e:
+        raise ImportError(f"sageattention: cannot load libsageattn from {path}: {e}") from e
+
+
+def _bind(lib: ctypes.CDLL, path: str, name: str, restype, argtypes):
+    try:
+        fn = getattr(lib, name)
+    except AttributeError as e:
+        raise ImportError(f"sageattention: {path} has no symbol {name}: it is not libsageattn, or too old") from e
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+_lib, library_path = _load()
+
+_vp = ctypes.c_void_p
+_abi_version = _bind(_lib, library_path, "sageattn_abi_version", ctypes.c_int32, [])
+_version = _bind(_lib, library_path, "sageattn_version", ctypes.c_char_p, [])
+_build_info_init = _bind(_lib, library_path, "sageattn_build_info_init", None, [_vp])
+_get_build_info = _bind(_lib, library_path, "sageattn_get_build_info", ctypes.c_int32, [_vp])
+_status_name = _bind(_lib, library_path, "sageattn_status_name", ctypes.c_char_p, [ctypes.c_int32])
+_status_string = _bind(_lib, library_path, "sageattn_status_string", ctypes.c_char_p, [ctypes.c_int32])
+_last_error = _bind(_lib, library_path, "sageattn_last_error", ctypes.c_char_p, [])
+# The hot-path functions take the problem's address as a plain integer: the
+# cheapest argument conversion ctypes has.
+problem_init = _bind(_lib, library_path, "sageattn_problem_init", None, [_vp])
+check = _bind(_lib, library_path, "sageattn_check", ctypes.c_int32, [_vp])
+workspace_size = _bind(_lib, library_path, "sageattn_workspace_size", ctypes.c_int32, [_vp, _vp])
+forward = _bind(_lib, library_path, "sageattn_forward", ctypes.c_int32, [_vp, _vp, ctypes.c_size_t, _vp])
+
+
+def _check_abi() -> None:
+    found = _abi_version()
+    if found != ABI_VERSION:
+        raise ImportError(
+            f"sageattention: {library_path} speaks ABI version {found}; this package speaks {ABI_VERSION}"
+        )
+    buf = _ProblemBuffer()
+    problem_init(ctypes.addressof(buf))
+    lib_size = buf.p.struct_size
+    ours = ctypes.sizeof(Problem)
+    if lib_size < ours or lib_size > ours + _SLACK:
+        raise ImportError(
+            f"sageattention: {library_path} has a sageattn_problem of {lib_size} bytes; "
+            f"this package's mirror of it is {ours} bytes (ABI {ABI_VERSION})"
+        )
+    # Spot-check that the defaults land where our field offsets say they do.
+    p = buf.p
+    if p.abi_version != ABI_VERSION or p.smooth_k != 1 or p.algorithm != ALGORITHM_QUANTIZED or p.scale != 0.0:
+        raise ImportError(
+            f"sageattention: {library_path}'s sageattn_problem_init wrote defaults at offsets this package "
+            "does not expect: the struct layouts differ"
+        )
+
+
+_check_abi()
+
+
+def version() -> str:
+    """The library's version string, "X.Y.Z"."""
+    return _version().decode()
+
+
+def status_name(status: int) -> str:
+    return _status_name(status).decode()
+
+
+def status_string(status: int) -> str:
+    return _status_string(status).decode()
+
+
+def build_info() -> dict:
+    """What this build of the library contains, as a plain dict."""
+    buf = _BuildInfoBuffer()
+    _build_info_init(ctypes.addressof(buf))
+    status = _get_build_info(ctypes.addressof(buf))
+    if status != SUCCESS:
+        raise error_for(status, "sageattn_get_build_info")
+    info = buf.info
+    return {
+        "version": (info.version or b"").decode(),
+        "abi_version": info.abi_version,
+        "library_path": library_path,
+        "backends": [n for bit, n in ((BACKEND_CPU, "cpu"), (BACKEND_CUDA, "cuda")) if info.backends & bit],
+        "cuda_runtime_version": info.cuda_runtime_version,
+        "cuda_archs": list(info.cuda_archs[: max(0, min(32, info.num_cuda_archs))]),
+        "max_head_dim": info.max_head_dim,
+        "pv_precisions": [n for bit, n in ((PV_FP8, "fp8"), (PV_FP16, "fp16")) if info.pv_precisions & (1 << bit)],
+        "qk_granularities": [
+            n
+            for bit, n in ((QK_PER_THREAD, "per_thread"), (QK_PER_WARP, "per_warp"), (QK_PER_BLOCK, "per_block"))
+            if info.qk_granularities & (1 << bit)
+        ],
+        "kernel_families": [f for f in (info.kernel_families or b"").decode().split(",") if f],
+    }
+
+
+# ------------------------------------------------------- per-thread problem
+
+_tls = threading.local()
+_PROBLEM_SIZE = ctypes.sizeof(Problem)
+
+
+class ThreadProblem:
+    """One thread's reusable problem struct (padded, see _SLACK) and the
+    out-parameter of sageattn_workspace_size, with their addresses."""
+
+    __slots__ = ("addr", "buffer", "p", "size", "size_addr")
+
+    def __init__(self):
+        self.buffer = _ProblemBuffer()
+        self.p = self.buffer.p
+        self.addr = ctypes.addressof(self.buffer)
+        self.size = ctypes.c_size_t(0)
+        self.size_addr = ctypes.addressof(self.size)
+
+
+def thread_problem() -> ThreadProblem:
+    """This thread's problem, reset to the library's defaults
+    (sageattn_problem_init) and sized as our mirror of the struct."""
+    try:
+        tp = _tls.problem
+    except AttributeError:
+        tp = _tls.problem = ThreadProblem()
+    problem_init(tp.addr)
+    tp.p.struct_size = _PROBLEM_SIZE
+    return tp

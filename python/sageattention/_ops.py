@@ -1,0 +1,503 @@
+"""The torch.library operators over the C ABI.
+
+`sageattention::fwd` computes attention (quantized, or the exact float64
+reference on the CPU); `sageattention::bwd` is its backward: the exact
+gradient of unquantized attention, recomputed with torch math. Both have
+fake implementations, so that torch.compile traces through them, and run on
+the current stream of the tensors' device, so that CUDA graphs capture them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import struct
+from typing import NamedTuple
+
+import torch
+
+from . import _lib
+
+# How q, k and v are laid out in memory (the `layout` argument of the ops).
+HND = 0  # [batch, heads, tokens, dim]
+NHD = 1  # [batch, tokens, heads, dim]
+VARLEN = 2  # [total tokens, heads, dim], sequences given by cu_seqlens
+
+_DTYPES = {torch.float16: _lib.DTYPE_FP16, torch.bfloat16: _lib.DTYPE_BF16}
+_MASK_DTYPES = {torch.float16: _lib.DTYPE_FP16, torch.bfloat16: _lib.DTYPE_BF16, torch.float32: _lib.DTYPE_FP32}
+_LAYOUT_NAMES = {HND: "HND", NHD: "NHD", VARLEN: "varlen"}
+# Workspace bases the library asks for: 256 bytes on CUDA, 64 on the CPU.
+_WS_ALIGN = 256
+_NO_GUARD = contextlib.nullcontext()
+
+# The original SDPA, captured before anyone can patch it.
+torch_sdpa = torch.nn.functional.scaled_dot_product_attention
+_SDPA_HAS_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2] if x.isdigit()) >= (2, 5)
+
+_library = torch.library.Library("sageattention", "DEF")
+_library.define(
+    "fwd(Tensor q, Tensor k, Tensor v, int layout, Tensor? attn_mask, Tensor? cu_seqlens_q, "
+    "Tensor? cu_seqlens_kv, int max_seqlen_q, int max_seqlen_kv, bool is_causal, float scale, "
+    "bool return_lse, int algorithm, int qk_granularity, int qk_precision, int pv_precision, "
+    "int pv_accum, bool smooth_k, bool smooth_v, bool fallback) -> (Tensor, Tensor)"
+)
+_library.define(
+    "bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, int layout, Tensor? attn_mask, "
+    "Tensor? cu_seqlens_q, Tensor? cu_seqlens_kv, int max_seqlen_q, int max_seqlen_kv, bool is_causal, "
+    "float scale) -> (Tensor, Tensor, Tensor)"
+)
+
+
+# ----------------------------------------------------------------- checking
+
+
+def _fix_last_dim(t: torch.Tensor) -> torch.Tensor:
+    """The ABI needs a contiguous last dimension; copy only when it is not."""
+    if t.stride(-1) != 1 and t.size(-1) > 1:
+        return t.contiguous()
+    return t
+
+
+def _geometry(q, k, v, layout, cu_q, cu_kv):
+    """(batch, heads_q, heads_kv, len_q, len_kv, head_dim), after checking what
+    the C ABI cannot see: dtypes agree, devices agree, shapes agree."""
+    if q.dtype not in _DTYPES:
+        raise ValueError(f"q.dtype is {q.dtype}; sageattention takes torch.float16 or torch.bfloat16")
+    if k.dtype is not q.dtype or v.dtype is not q.dtype:
+        raise ValueError(f"q, k and v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"q, k and v must be on one device; got {q.device}, {k.device}, {v.device}")
+    dims = 3 if layout == VARLEN else 4
+    if q.dim() != dims or k.dim() != dims or v.dim() != dims:
+        raise ValueError(
+            f"layout {_LAYOUT_NAMES.get(layout, layout)} takes {dims}-D q, k, v; got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have one shape; got {tuple(k.shape)} and {tuple(v.shape)}")
+    if layout == HND:
+        batch, hq, lq, d = q.shape
+        kb, hkv, lkv, kd = k.shape
+    elif layout == NHD:
+        batch, lq, hq, d = q.shape
+        kb, lkv, hkv, kd = k.shape
+    elif layout == VARLEN:
+        lq, hq, d = q.shape
+        lkv, hkv, kd = k.shape
+        batch = kb = _check_seqlens(cu_q, cu_kv, q.device)
+    else:
+        raise ValueError(f"layout = {layout}; expected 0 (HND), 1 (NHD) or 2 (varlen)")
+    if kb != batch:
+        raise ValueError(f"q has batch {batch} but k and v have batch {kb}")
+    if kd != d:
+        raise ValueError(f"q has head_dim {d} but k and v have head_dim {kd}")
+    return batch, hq, hkv, lq, lkv, d
+
+
+def _check_seqlens(cu_q, cu_kv, device) -> int:
+    if cu_q is None or cu_kv is None:
+        raise ValueError("varlen attention needs both cu_seqlens_q and cu_seqlens_k")
+    for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_kv)):
+        if cu.dtype != torch.int32 or cu.dim() != 1 or cu.numel() < 1:
+            raise ValueError(
+                f"{name} must be a 1-D torch.int32 tensor of batch + 1 entries; got {cu.dtype} {tuple(cu.shape)}"
+            )
+        if cu.device != device:
+            raise ValueError(f"{name} is on {cu.device} but q is on {device}")
+    if cu_q.numel() != cu_kv.numel():
+        raise ValueError(f"cu_seqlens_q has {cu_q.numel()} entries but cu_seqlens_k has {cu_kv.numel()}")
+    return cu_q.numel() - 1
+
+
+def _mask_shape(batch, hq, lq, lkv, layout, max_q, max_kv):
+    if layout == VARLEN:
+        return (batch, hq, max_q, max_kv)
+    return (batch, hq, lq, lkv)
+
+
+def _expand_mask(mask, device, shape):
+    """The mask as a [batch, heads_q, len_q, len_kv] view; broadcast dims get stride 0."""
+    if mask.device != device:
+        raise ValueError(f"attn_mask is on {mask.device} but q is on {device}")
+    if mask.dtype != torch.bool and mask.dtype not in _MASK_DTYPES:
+        raise ValueError(
+            f"attn_mask.dtype is {mask.dtype}; expected torch.bool (True attends) or an additive "
+            "torch.float16, torch.bfloat16 or torch.float32 mask"
+        )
+    if mask.dim() > 4:
+        raise ValueError(f"attn_mask has {mask.dim()} dims; it must broadcast to {list(shape)}")
+    try:
+        return mask.expand(shape)
+    except RuntimeError:
+        raise ValueError(f"attn_mask of shape {list(mask.shape)} does not broadcast to {list(shape)}") from None
+
+
+def _new_lse(q, layout, batch, hq, lq, return_lse):
+    """The LSE output, or None when not asked for (the op then returns an empty tensor)."""
+    if not return_lse:
+        return None
+    if layout == VARLEN:
+        return q.new_empty((hq, lq), dtype=torch.float32)
+    return q.new_empty((batch, hq, lq), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------- forward
+
+
+def _public_raw_stream(index: int) -> int:
+    return torch.cuda.current_stream(index).cuda_stream
+
+
+# The current stream's cudaStream_t. The private accessors (what torch's own
+# generated code calls) skip building a Stream object on every call.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", _public_raw_stream)
+_current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
+
+# batch .. head_dim and the q, k, v, out views are adjacent in the struct:
+# one pack_into writes all 22 of them, the bulk of the per-call work.
+_SHAPE_AND_VIEWS = struct.Struct("=6q" + "Q3q" * 4)
+_SHAPE_OFFSET = _lib.Problem.batch.offset
+assert _lib.Problem.q.offset == _SHAPE_OFFSET + 48 and _lib.Problem.out.offset == _lib.Problem.q.offset + 96
+
+
+def _run(q, k, v, out, lse, layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale, options):
+    """Fills this thread's problem struct and runs it; returns the status.
+    A failure's message stays readable through sageattn_last_error()."""
+    tp = _lib.thread_problem()
+    p = tp.p
+    qs, ks, vs, os = q.stride(), k.stride(), v.stride(), out.stride()
+    if layout == HND:
+        b, h, n = 0, 1, 2
+    elif layout == NHD:
+        b, h, n = 0, 2, 1
+    else:  # varlen [tokens, heads, dim]: a batch stride of 0 (unused)
+        b, h, n = -1, 1, 0
+        qs, ks, vs, os = qs + (0,), ks + (0,), vs + (0,), os + (0,)
+    _SHAPE_AND_VIEWS.pack_into(
+        tp.buffer, _SHAPE_OFFSET, *geom,
+        q.data_ptr(), qs[b], qs[h], qs[n],
+        k.data_ptr(), ks[b], ks[h], ks[n],
+        v.data_ptr(), vs[b], vs[h], vs[n],
+        out.data_ptr(), os[b], os[h], os[n],
+    )  # fmt: skip
+    p.dtype = _DTYPES[q.dtype]
+    if layout == VARLEN:
+        p.cu_seqlens_q = cu_q.data_ptr()
+        p.cu_seqlens_kv = cu_kv.data_ptr()
+        p.max_len_q, p.max_len_kv = max_q, max_kv
+    p.causal = 1 if is_causal else 0
+    p.scale = scale
+    if mask is not None:
+        m = p.mask
+        if mask.dtype == torch.bool:
+            m.type = _lib.MASK_BOOL
+        else:
+            m.type, m.dtype = _lib.MASK_ADDITIVE, _MASK_DTYPES[mask.dtype]
+        m.data = mask.data_ptr()
+        m.batch_stride, m.head_stride, m.q_stride, m.kv_stride = mask.stride()
+    if lse is not None:
+        p.lse = lse.data_ptr()
+        if layout == VARLEN:
+            p.lse_batch_stride, p.lse_head_stride, p.lse_token_stride = 0, lse.stride(0), lse.stride(1)
+        else:
+            p.lse_batch_stride, p.lse_head_stride, p.lse_token_stride = lse.stride()
+    (p.algorithm, p.qk_granularity, p.qk_precision, p.pv_precision, p.pv_accum, p.smooth_k, p.smooth_v) = options
+
+    if q.is_cuda:
+        index = q.get_device()
+        p.device_type = _lib.DEVICE_CUDA
+        p.device_index = index
+        stream = _raw_stream(index)
+    else:
+        p.num_threads = torch.get_num_threads()
+        stream = None
+    status = _lib.workspace_size(tp.addr, tp.size_addr)
+    if status != _lib.SUCCESS:
+        return status
+    nbytes = tp.size.value
+    ws_ptr = None
+    if nbytes:
+        # Allocated through torch (caching allocator, graph pools; on CUDA it is
+        # recycled in stream order, after the kernel) and aligned by hand,
+        # since no allocator promises the library's alignment.
+        ws = torch.empty(nbytes + _WS_ALIGN, dtype=torch.uint8, device=q.device)
+        base = ws.data_ptr()
+        ws_ptr = base + (-base % _WS_ALIGN)
+    return _lib.forward(tp.addr, ws_ptr, nbytes, stream)
+
+
+def _forward(
+    q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale, return_lse,
+    algorithm, qk_granularity, qk_precision, pv_precision, pv_accum, smooth_k, smooth_v, fallback,
+):
+    """The work of the `fwd` op; returns (out, lse), lse None unless asked for."""
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        q, k, v = _fix_last_dim(q), _fix_last_dim(k), _fix_last_dim(v)
+    geom = _geometry(q, k, v, layout, cu_q, cu_kv)
+    batch, hq, _, lq, lkv, _ = geom
+    mask = None
+    if attn_mask is not None:
+        mask = _expand_mask(attn_mask, q.device, _mask_shape(batch, hq, lq, lkv, layout, max_q, max_kv))
+    out = torch.empty_like(q)
+    lse = _new_lse(q, layout, batch, hq, lq, return_lse)
+    options = (algorithm, qk_granularity, qk_precision, pv_precision, pv_accum, int(smooth_k), int(smooth_v))
+    args = (layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale, options)
+
+    guard = _NO_GUARD
+    if q.is_cuda and q.get_device() != _current_device():
+        guard = torch.cuda.device(q.get_device())
+    with guard:
+        status = _run(q, k, v, out, lse, *args)
+        if status == _lib.ERROR_MISALIGNED:
+            # A view whose start or rows are off the kernel's alignment: fresh copies are not.
+            fresh = [t.clone(memory_format=torch.contiguous_format) for t in (q, k, v)]
+            status = _run(*fresh, out, lse, *args)
+        if status == _lib.SUCCESS:
+            return out, lse
+        error = _lib.error_for(status, "sageattention")
+        if fallback and not return_lse and status in (_lib.ERROR_UNSUPPORTED, _lib.ERROR_MISALIGNED):
+            out.copy_(torch_attention(q, k, v, layout, mask, cu_q, cu_kv, is_causal, scale))
+            return out, lse
+    raise error
+
+
+def _fwd_kernel(*args):
+    out, lse = _forward(*args)
+    return out, lse if lse is not None else out.new_empty((0,), dtype=torch.float32)
+
+
+def _fwd_fake(
+    q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale, return_lse,
+    algorithm, qk_granularity, qk_precision, pv_precision, pv_accum, smooth_k, smooth_v, fallback,
+):
+    q, k, v = _fix_last_dim(q), _fix_last_dim(k), _fix_last_dim(v)
+    batch, hq, _, lq, lkv, _ = _geometry(q, k, v, layout, cu_q, cu_kv)
+    if attn_mask is not None:
+        _expand_mask(attn_mask, q.device, _mask_shape(batch, hq, lq, lkv, layout, max_q, max_kv))
+    lse = _new_lse(q, layout, batch, hq, lq, return_lse)
+    return torch.empty_like(q), lse if lse is not None else q.new_empty((0,), dtype=torch.float32)
+
+
+_library.impl("fwd", _fwd_kernel, "CPU")
+_library.impl("fwd", _fwd_kernel, "CUDA")
+torch.library.register_fake("sageattention::fwd", _fwd_fake, lib=_library)
+
+
+# ------------------------------------------------------------- torch math
+
+
+def _to_hnd(t: torch.Tensor, layout: int) -> torch.Tensor:
+    return t.transpose(1, 2) if layout == NHD else t
+
+
+def _causal_keep(lq: int, lkv: int, device) -> torch.Tensor:
+    """Bottom-right aligned causal mask: query i sees keys j <= i + lkv - lq."""
+    return torch.ones(lq, lkv, dtype=torch.bool, device=device).tril(lkv - lq)
+
+
+def _sdpa_hnd(q, k, v, mask, is_causal, scale):
+    """Attention of [b, h, n, d] views with torch's own SDPA and our semantics
+    (bottom-right causal, GQA, scale 0 = default)."""
+    lq, lkv = q.size(-2), k.size(-2)
+    if is_causal and (mask is not None or lq != lkv):
+        keep = _causal_keep(lq, lkv, q.device)
+        if mask is None:
+            mask = keep
+        elif mask.dtype == torch.bool:
+            mask = mask & keep
+        else:
+            mask = mask.masked_fill(~keep, float("-inf"))
+        is_causal = False
+    if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+        mask = mask.to(q.dtype)
+    kwargs = {"scale": scale if scale != 0.0 else None}
+    if k.size(1) != q.size(1):
+        if _SDPA_HAS_GQA:
+            kwargs["enable_gqa"] = True
+        else:
+            group = q.size(1) // k.size(1)
+            k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    return torch_sdpa(q, k, v, attn_mask=mask, is_causal=is_causal, **kwargs)
+
+
+def torch_attention(q, k, v, layout, mask, cu_q, cu_kv, is_causal, scale):
+    """What `fwd` computes, done by torch's own SDPA: the fallback for
+    problems the library cannot run on this device. `mask` is already
+    expanded to [batch, heads_q, len_q, len_kv] (varlen: max lengths).
+    Returns out in q's layout."""
+    if layout != VARLEN:
+        out = _sdpa_hnd(_to_hnd(q, layout), _to_hnd(k, layout), _to_hnd(v, layout), mask, is_causal, scale)
+        return _to_hnd(out, layout)
+    out = torch.empty_like(q)
+    starts_q, starts_kv = cu_q.tolist(), cu_kv.tolist()
+    for b in range(len(starts_q) - 1):
+        q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_kv[b], starts_kv[b + 1]
+        seq_mask = mask[b : b + 1, :, : q1 - q0, : k1 - k0] if mask is not None else None
+        seq = [t.transpose(0, 1).unsqueeze(0) for t in (q[q0:q1], k[k0:k1], v[k0:k1])]
+        out[q0:q1] = _sdpa_hnd(*seq, seq_mask, is_causal, scale)[0].transpose(0, 1)
+    return out
+
+
+# --------------------------------------------------------------- backward
+
+# Float32 bytes of one query-chunk's score-sized temporaries; bounds the
+# backward's memory whatever the sequence length.
+_BWD_CHUNK_BYTES = 256 << 20
+
+
+def _grad_hnd(do, glse, q, k, v, mask, is_causal, scale):
+    """Exact gradients of softmax(scale·q·kᵀ + mask)·v (and of its LSE), in
+    float32, for [b, h, n, d] views; K/V heads shared by query groups (GQA)."""
+    f32 = torch.float32
+    batch, hq, lq, d = q.shape
+    hkv, lkv = k.size(1), k.size(2)
+    group = hq // hkv
+    scale = scale if scale != 0.0 else 1.0 / math.sqrt(d)
+    qf = q.to(f32).unflatten(1, (hkv, group))
+    kf = k.to(f32).unsqueeze(2)
+    vf = v.to(f32).unsqueeze(2)
+    dof = do.to(f32).unflatten(1, (hkv, group))
+    glf = glse.to(f32).unflatten(1, (hkv, group)) if glse is not None else None
+    m = mask.expand(batch, hq, lq, lkv).unflatten(1, (hkv, group)) if mask is not None else None
+    dq = torch.empty_like(qf)
+    dk = torch.zeros(batch, hkv, lkv, d, dtype=f32, device=q.device)
+    dv = torch.zeros_like(dk)
+    rows = max(1, _BWD_CHUNK_BYTES // max(1, 16 * batch * hq * lkv))
+    cols = torch.arange(lkv, device=q.device)
+    for r0 in range(0, lq, rows):
+        r1 = min(lq, r0 + rows)
+        qc, doc = qf[..., r0:r1, :], dof[..., r0:r1, :]
+        s = (qc @ kf.transpose(-1, -2)) * scale
+        if m is not None:
+            mc = m[..., r0:r1, :]
+            s = s.masked_fill(~mc, float("-inf")) if mc.dtype == torch.bool else s + mc.to(f32)
+        if is_causal:
+            visible = cols <= torch.arange(r0, r1, device=q.device).unsqueeze(1) + (lkv - lq)
+            s = s.masked_fill(~visible, float("-inf"))
+        top = s.amax(-1, keepdim=True)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # rows that see no key
+        e = torch.exp(s - top)
+        z = e.sum(-1, keepdim=True)
+        pr = e / torch.where(z > 0, z, torch.ones_like(z))
+        o = pr @ vf
+        dv += (pr.transpose(-1, -2) @ doc).sum(2)
+        ds = doc @ vf.transpose(-1, -2) - (doc * o).sum(-1, keepdim=True)
+        if glf is not None:
+            ds = ds + glf[..., r0:r1].unsqueeze(-1)
+        ds = pr * ds
+        dq[..., r0:r1, :] = (ds @ kf) * scale
+        dk += (ds.transpose(-1, -2) @ qc).sum(2) * scale
+    return dq.flatten(1, 2), dk, dv
+
+
+def _bwd_kernel(grad_out, grad_lse, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale):
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if layout != VARLEN:
+        h = lambda t: _to_hnd(t, layout)
+        gq, gk, gv = _grad_hnd(h(grad_out), grad_lse, h(q), h(k), h(v), attn_mask, is_causal, scale)
+        h(dq).copy_(gq)
+        h(dk).copy_(gk)
+        h(dv).copy_(gv)
+        return dq, dk, dv
+    starts_q, starts_kv = cu_q.tolist(), cu_kv.tolist()
+    batch = len(starts_q) - 1
+    dk.zero_()
+    dv.zero_()
+    for b in range(batch):
+        q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_kv[b], starts_kv[b + 1]
+        mask = None
+        if attn_mask is not None:
+            mask = attn_mask.expand(batch, q.size(1), max_q, max_kv)[b : b + 1, :, : q1 - q0, : k1 - k0]
+        seq = lambda t, a, z: t[a:z].transpose(0, 1).unsqueeze(0)
+        glse = grad_lse[:, q0:q1].unsqueeze(0) if grad_lse is not None else None
+        gq, gk, gv = _grad_hnd(
+            seq(grad_out, q0, q1), glse, seq(q, q0, q1), seq(k, k0, k1), seq(v, k0, k1), mask, is_causal, scale
+        )
+        dq[q0:q1] = gq[0].transpose(0, 1)
+        dk[k0:k1] = gk[0].transpose(0, 1)
+        dv[k0:k1] = gv[0].transpose(0, 1)
+    return dq, dk, dv
+
+
+def _bwd_fake(grad_out, grad_lse, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+_library.impl("bwd", _bwd_kernel, "CPU")
+_library.impl("bwd", _bwd_kernel, "CUDA")
+torch.library.register_fake("sageattention::bwd", _bwd_fake, lib=_library)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale = inputs[:11]
+    if attn_mask is not None and attn_mask.requires_grad:
+        raise NotImplementedError("sageattention does not differentiate attn_mask; detach it or use torch's SDPA")
+    ctx.save_for_backward(q, k, v, attn_mask, cu_q, cu_kv)
+    ctx.args = (layout, max_q, max_kv, is_causal, scale)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, attn_mask, cu_q, cu_kv = ctx.saved_tensors
+    layout, max_q, max_kv, is_causal, scale = ctx.args
+    if grad_lse is not None and grad_lse.numel() == 0:
+        grad_lse = None
+    dq, dk, dv = torch.ops.sageattention.bwd.default(
+        grad_out, grad_lse, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale
+    )
+    return (dq, dk, dv) + (None,) * 17
+
+
+torch.library.register_autograd("sageattention::fwd", _backward, setup_context=_setup_context, lib=_library)
+
+
+# ------------------------------------------------------------------ calling
+
+_fwd_op = torch.ops.sageattention.fwd.default
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_Tensor = torch.Tensor
+
+
+class Options(NamedTuple):
+    """The `fwd` arguments from `scale` to `smooth_v`, in schema order."""
+
+    scale: float = 0.0  # 0 = 1/sqrt(head_dim)
+    return_lse: bool = False
+    algorithm: int = _lib.ALGORITHM_QUANTIZED
+    qk_granularity: int = _lib.QK_PER_THREAD
+    qk_precision: int = _lib.QK_AUTO
+    pv_precision: int = _lib.PV_AUTO
+    pv_accum: int = _lib.ACCUM_AUTO
+    smooth_k: bool = True
+    smooth_v: bool = False
+
+
+DEFAULT_OPTIONS = Options()
+
+
+def attention(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback=False):
+    """Runs the `fwd` op; returns (out, lse). Without options.return_lse,
+    lse is None or an empty tensor: callers must not use it."""
+    args = (q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, *options, fallback)
+    if (
+        _is_compiling()
+        or _dispatch_modes()
+        or type(q) is not _Tensor
+        or type(k) is not _Tensor
+        or type(v) is not _Tensor
+        or not (q.is_cuda or q.is_cpu)
+        or (
+            torch.is_grad_enabled()
+            and (
+                q.requires_grad
+                or k.requires_grad
+                or v.requires_grad
+                or (attn_mask is not None and attn_mask.requires_grad)
+            )
+        )
+    ):
+        return _fwd_op(*args)
+    # Plain eager tensors, nothing to differentiate, no dispatch mode watching:
+    # the op would only route to this same code, through a dispatcher and an
+    # autograd layer that cost more host time than the rest of the call.
+    return _forward(*args)
