@@ -10,9 +10,7 @@
 #include "cuda/launch.hpp"
 #include "cuda/params.hpp"
 
-#ifndef SAGEATTN_CUDA_ARCH_LIST
-#define SAGEATTN_CUDA_ARCH_LIST 0
-#endif
+#include "sageattn_build_config.h"
 
 namespace sageattn::cuda {
 namespace {
