@@ -15,7 +15,7 @@ echo "== C++ tests (Release)"
 cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSAGEATTN_BUILD_TESTS=ON \
   -DSAGEATTN_CUDA_ARCHS="${SAGEATTN_CUDA_ARCHS:-80;89}" >/dev/null
 cmake --build build -j "$jobs"
-(cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^\[ (seed|accuracy|sharp|rejected) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
+(cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^([0-9]+: )?\[ (seed|accuracy|sharp|rejected|gpu) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
 (cd build && ctest -j "$jobs" --output-on-failure)
 
 echo "== C++ invalid-input, numeric and feature tests under AddressSanitizer + UBSan"
