@@ -175,6 +175,10 @@ sageattn_status prepare(Problem& pr) {
                     p.device_index, cc);
     if (p.algorithm == SAGEATTN_ALGORITHM_EXACT)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "algorithm = exact runs on the CPU only");
+    // Sequences and heads are grid dimensions z and y.
+    if (p.batch > 65535 || p.heads_q > 65535)
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "batch = %lld, heads_q = %lld: the CUDA kernels take at most 65535 of each",
+                    static_cast<long long>(p.batch), static_cast<long long>(p.heads_q));
     // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there.
     const bool fp8_native = cc >= 89 && cc != 90;
     if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = fp8_native ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;

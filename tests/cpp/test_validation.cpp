@@ -100,7 +100,6 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"num_threads -1", [](auto& p) { p.num_threads = -1; }, SAGEATTN_ERROR_INVALID_OPTION, "num_threads"},
         {"algorithm 5", [](auto& p) { p.algorithm = 5; }, SAGEATTN_ERROR_INVALID_OPTION, "algorithm"},
         {"device_type 4", [](auto& p) { p.device_type = 4; }, SAGEATTN_ERROR_INVALID_OPTION, "device_type"},
-        {"CUDA device not usable here", [](auto& p) { p.device_type = SAGEATTN_DEVICE_CUDA; }, SAGEATTN_ERROR_UNSUPPORTED, "CUDA"},
         {"mask type 3", [](auto& p) { p.mask.type = 3; }, SAGEATTN_ERROR_INVALID_MASK, "mask.type"},
         {"additive mask dtype", [this](auto& p) { p.mask = sageattn_mask{2, 0, mask.data(), 0, 0, 45, 1}; }, SAGEATTN_ERROR_INVALID_MASK, "mask.dtype"},
         {"mask data NULL", [](auto& p) { p.mask = sageattn_mask{1, 0, nullptr, 0, 0, 45, 1}; }, SAGEATTN_ERROR_NULL_POINTER, "mask.data"},
@@ -120,6 +119,21 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         cu_kv = {0, 20, 45};
         expect(bad);
     }
+}
+
+TEST_F(Validation, CudaProblemsWhereNoneCanRun) {
+    // With no CUDA backend, or no usable device, a CUDA problem is refused with a
+    // sentence; where one can run, the same problem passes the checks.
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    const sageattn_status s = sageattn_check(&p);
+    if (s == SAGEATTN_SUCCESS) {
+        std::printf("[ rejected ] (a CUDA device is usable here: the CUDA problem passes its checks)\n");
+        return;
+    }
+    EXPECT_EQ(s, SAGEATTN_ERROR_UNSUPPORTED) << sageattn_last_error();
+    EXPECT_NE(std::string(sageattn_last_error()).find("CUDA"), std::string::npos) << sageattn_last_error();
+    std::printf("[ rejected ] %-44s %-36s %s\n", "CUDA problem on this machine", sageattn_status_name(s), sageattn_last_error());
 }
 
 TEST_F(Validation, EveryStatusHasANameAndSentence) {
