@@ -7,9 +7,12 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
 #include "cuda/ptx/cp_async.cuh"
+#include "cuda/ptx/ldmatrix.cuh"
 #include "cuda/ptx/mma.cuh"
 
 namespace sageattn::cuda {
@@ -133,13 +136,16 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
             int acc[kNT][4];
 #pragma unroll
             for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0;
+            // One ldmatrix.x4 brings the B fragments of two k32 steps of an n8 tile.
+            const uint8_t* k_lane = k_smem + (lane % 8) * Smem::kKRow8 + 16 * (lane / 8);
 #pragma unroll
-            for (int ks = 0; ks < DP / 32; ++ks)
+            for (int pair = 0; pair < DP / 64; ++pair)
 #pragma unroll
                 for (int nt = 0; nt < kNT; ++nt) {
-                    const uint8_t* krow = k_smem + (nt * 8 + g) * Smem::kKRow8 + ks * 32;
-                    ptx::mma_s8(acc[nt], qa[ks], *reinterpret_cast<const uint32_t*>(krow + 4 * t),
-                                *reinterpret_cast<const uint32_t*>(krow + 16 + 4 * t));
+                    uint32_t bf[4];
+                    ptx::ldmatrix_x4(bf, k_lane + nt * 8 * Smem::kKRow8 + 64 * pair);
+                    ptx::mma_s8(acc[nt], qa[2 * pair], bf[0], bf[1]);
+                    ptx::mma_s8(acc[nt], qa[2 * pair + 1], bf[2], bf[3]);
                 }
             const float k_scale = p.k_scale[(kcode_base + j0) / kBlockKv * 4 + t];
             const float f0 = q_scale[0] * k_scale, f1 = q_scale[1] * k_scale;
@@ -203,14 +209,14 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
 
         // P̃, rounded to the P·V type; l sums the rounded values, l_exact the others (§6).
         uint32_t pk[kNT][2];  // per n8 tile: rows g and g+8, two elements each (fp8 in the low 16 bits)
+        // exp2(s − (m − offset)); with no visible key yet every s is −inf and so is the result 0.
+        float m_shift[2];
+        for (int r = 0; r < 2; ++r) m_shift[r] = m[r] == -INFINITY ? 0.f : m[r] - p_offset;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
             for (int r = 0; r < 2; ++r) {
                 float x[2];
-                for (int e = 0; e < 2; ++e) {
-                    const float v = sc[nt][2 * r + e];
-                    x[e] = v == -INFINITY ? 0.f : ptx::exp2_approx((v - m[r]) + p_offset);
-                }
+                for (int e = 0; e < 2; ++e) x[e] = ptx::exp2_approx(sc[nt][2 * r + e] - m_shift[r]);
                 l_exact[r] = l_exact[r] + x[0] + x[1];
                 if constexpr (kFp8) {
                     const uint16_t packed = ptx::e4m3x2(x[0], x[1]);
@@ -223,49 +229,60 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                     l[r] += back.x + back.y;
                 }
             }
-        // O = O·alpha + P·V per n8 tile of the output (§6's inner accumulator per block).
+        // O = O·alpha + P·V per n8 tile of the output (§6).
+        const uint8_t* v_lane = v_smem + (lane % 8) * Smem::kVRow + 16 * (lane / 8);
+        auto pv_block = [&](auto direct_tag) {
+            constexpr bool kDirect = decltype(direct_tag)::value;
 #pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-            float inner[4] = {0.f, 0.f, 0.f, 0.f};
-            const uint8_t* vrow = v_smem + (ot * 8 + g) * Smem::kVRow;
-            if constexpr (kFp8) {
+            for (int ot = 0; ot < kOT; ++ot) {
+                o[ot][0] *= alpha[0], o[ot][1] *= alpha[0], o[ot][2] *= alpha[1], o[ot][3] *= alpha[1];
+                float block[4] = {0.f, 0.f, 0.f, 0.f};
                 uint32_t inner16[2] = {0u, 0u};
+                auto mma_f32 = [&](const uint32_t(&a)[4], uint32_t b0, uint32_t b1) {
+                    if constexpr (kFp8) {
+                        if constexpr (kDirect) ptx::mma_e4m3_f32(o[ot], a, b0, b1);
+                        else ptx::mma_e4m3_f32(block, a, b0, b1);
+                    } else {
+                        if constexpr (kDirect) ptx::mma_16bit_f32<false>(o[ot], a, b0, b1);
+                        else ptx::mma_16bit_f32<false>(block, a, b0, b1);
+                    }
+                };
+                const uint8_t* vrow = v_lane + ot * 8 * Smem::kVRow;
+                if constexpr (kFp8) {
+                    uint32_t bf[4];  // b0, b1 of the two k32 steps
+                    ptx::ldmatrix_x4(bf, vrow);
 #pragma unroll
-                for (int ks = 0; ks < kBlockKv / 32; ++ks) {
-                    const uint32_t a[4] = {pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16),
-                                           pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16),
-                                           pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16),
-                                           pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16)};
-                    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(vrow + ks * 32 + 4 * t);
-                    const uint32_t b1 = *reinterpret_cast<const uint32_t*>(vrow + ks * 32 + 16 + 4 * t);
-                    if (p.pv_accum == 3) ptx::mma_e4m3_f16acc(inner16, a, b0, b1);
-                    else ptx::mma_e4m3_f32(inner, a, b0, b1);
-                }
-                if (p.pv_accum == 3) {
-                    const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
-                    inner[0] = lo.x, inner[1] = lo.y, inner[2] = hi.x, inner[3] = hi.y;
-                }
-            } else {
-                uint32_t inner16[2] = {0u, 0u};
-                const uint16_t* v16 = reinterpret_cast<const uint16_t*>(vrow);
+                    for (int ks = 0; ks < kBlockKv / 32; ++ks) {
+                        const uint32_t a[4] = {pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16),
+                                               pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16),
+                                               pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16),
+                                               pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16)};
+                        if (p.pv_accum == 3) ptx::mma_e4m3_f16acc(inner16, a, bf[2 * ks], bf[2 * ks + 1]);
+                        else mma_f32(a, bf[2 * ks], bf[2 * ks + 1]);
+                    }
+                } else {
+                    const uint16_t* v16 = reinterpret_cast<const uint16_t*>(v_smem + (ot * 8 + g) * Smem::kVRow);
 #pragma unroll
-                for (int ks = 0; ks < kBlockKv / 16; ++ks) {
-                    const uint32_t a[4] = {pk[2 * ks][0], pk[2 * ks][1], pk[2 * ks + 1][0], pk[2 * ks + 1][1]};
-                    const uint32_t b0 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 2 * t);
-                    const uint32_t b1 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 8 + 2 * t);
-                    if (p.pv_accum == 4) ptx::mma_f16_f16acc(inner16, a, b0, b1);
-                    else ptx::mma_16bit_f32<false>(inner, a, b0, b1);
+                    for (int ks = 0; ks < kBlockKv / 16; ++ks) {
+                        const uint32_t a[4] = {pk[2 * ks][0], pk[2 * ks][1], pk[2 * ks + 1][0], pk[2 * ks + 1][1]};
+                        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 2 * t);
+                        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 8 + 2 * t);
+                        if (p.pv_accum == 4) ptx::mma_f16_f16acc(inner16, a, b0, b1);
+                        else mma_f32(a, b0, b1);
+                    }
                 }
-                if (p.pv_accum == 4) {
-                    const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
-                    inner[0] = lo.x, inner[1] = lo.y, inner[2] = hi.x, inner[3] = hi.y;
+                if constexpr (!kDirect) {
+                    if (p.pv_accum == 3 || p.pv_accum == 4) {
+                        const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
+                        block[0] = lo.x, block[1] = lo.y, block[2] = hi.x, block[3] = hi.y;
+                    }
+                    o[ot][0] += block[0], o[ot][1] += block[1], o[ot][2] += block[2], o[ot][3] += block[3];
                 }
             }
-            o[ot][0] = o[ot][0] * alpha[0] + inner[0];
-            o[ot][1] = o[ot][1] * alpha[0] + inner[1];
-            o[ot][2] = o[ot][2] * alpha[1] + inner[2];
-            o[ot][3] = o[ot][3] * alpha[1] + inner[3];
-        }
+        };
+        // "fp32" accumulates straight into the rescaled O; the two-level modes sum each block apart first.
+        if (p.pv_accum == 1) pv_block(std::true_type{});
+        else pv_block(std::false_type{});
         __syncthreads();  // this stage is free for the block after next
     }
 
