@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "cuda/common.cuh"
@@ -358,7 +359,14 @@ template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream) {
     constexpr int kSmem = AttnSmem<DP, kFp8>::kBytes;
     auto kernel = attention_kernel<DP, kBf16, kFp8>;
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    // Once per device and instance: the attribute persists, and the call costs host time.
+    static std::atomic<bool> configured[64];
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device >= 64 || !configured[device].load(std::memory_order_relaxed)) {
+        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess && device < 64)
+            configured[device].store(true, std::memory_order_relaxed);
+    }
     const int64_t tiles = (p.max_len_q + kTileQ - 1) / kTileQ;
     if (tiles == 0) return;
     kernel<<<dim3(static_cast<unsigned>(tiles), p.heads_q, p.batch), 128, kSmem, stream>>>(p);

@@ -153,23 +153,47 @@ sageattn_status cuda_error(cudaError_t e, const char* what) {
     return fail(SAGEATTN_ERROR_DEVICE, "%s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
+// The devices' count and compute capabilities, read once per process: they do
+// not change, and every call needs them (host time per call matters at small sizes).
+struct Devices {
+    cudaError_t error = cudaSuccess;
+    int count = 0;
+    int cc[64] = {};
+};
+
+const Devices& devices() {
+    static const Devices d = [] {
+        Devices r;
+        r.error = cudaGetDeviceCount(&r.count);
+        if (r.error != cudaSuccess) {
+            cudaGetLastError();  // not sticky: clear it
+            r.count = 0;
+        }
+        for (int i = 0; i < r.count && i < 64; ++i) {
+            int major = 0, minor = 0;
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
+            r.cc[i] = major * 10 + minor;
+        }
+        return r;
+    }();
+    return d;
+}
+
 }  // namespace
 
 sageattn_status prepare(Problem& pr) {
     sageattn_problem& p = pr.p;
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || (e == cudaSuccess && count == 0))
+    const Devices& dev = devices();
+    const cudaError_t e = dev.error;
+    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || (e == cudaSuccess && dev.count == 0))
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "device_type = CUDA, but no usable CUDA device is visible (%s)",
                     e == cudaSuccess ? "0 devices" : cudaGetErrorString(e));
     if (e != cudaSuccess) return cuda_error(e, "cudaGetDeviceCount");
-    if (p.device_index >= count)
+    if (p.device_index >= dev.count || p.device_index >= 64)
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "device_index = %d, but %d CUDA device(s) are visible", p.device_index,
-                    count);
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, p.device_index);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, p.device_index);
-    const int cc = major * 10 + minor;
+                    dev.count);
+    const int cc = dev.cc[p.device_index];
     if (cc < 80)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "device %d is sm_%d; sageattn's kernels need sm_80 or newer",
                     p.device_index, cc);

@@ -70,6 +70,27 @@ def main():
                 sa.sageattn(q, k, v)
         us = per_call(graph.replay, max(1, args.calls // repeats), sync) / repeats
         print(f"graph  {'sageattn':32s} {us:7.2f} us/call (kernel time included)")
+        # Host time alone: submit a burst short enough that the launch queue never
+        # fills (the host never waits for the GPU), time the submission, then sync.
+        print(f"host   {'sageattn, eager':32s} {host_only(lambda: sa.sageattn(q, k, v)):7.2f} us/call (submission only)")
+        print(f"host   {'sdpa, eager':32s} {host_only(lambda: sa.sdpa(q, k, v)):7.2f} us/call (submission only)")
+        print(f"host   {'torch sdpa, eager':32s} {host_only(lambda: sa._ops.torch_sdpa(q, k, v)):7.2f} us/call (submission only)")
+        replay_us = host_only(graph.replay, burst=5) / repeats
+        print(f"host   {'sageattn, graph replay':32s} {replay_us:7.2f} us/call (one replay of {repeats} calls)")
+
+
+def host_only(fn, burst=50, trials=20):
+    """Median host time per call of a burst of calls submitted with the GPU idle."""
+    times = []
+    for _ in range(trials):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(burst):
+            fn()
+        times.append((time.perf_counter() - start) / burst)
+        torch.cuda.synchronize()
+    times.sort()
+    return times[len(times) // 2] * 1e6
 
 
 if __name__ == "__main__":
