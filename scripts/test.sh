@@ -29,3 +29,6 @@ if [ -d tests/python ]; then
   SAGEATTN_LIBRARY="$PWD/build/libsageattn.so" PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" \
     python3 -m pytest tests/python -q -rs
 fi
+
+echo "== Wheel: build a CPU-only wheel, install it into a fresh venv, run it from outside the tree"
+bash tests/wheel/test_wheel.sh

@@ -27,7 +27,13 @@ from .core import (
 )
 from .sdpa import patch_sdpa, patched_sdpa, sdpa, unpatch_sdpa
 
-__version__ = _library_version()
+try:
+    # A wheel carries _version.py, written by its build: the wheel's version,
+    # with the CUDA major as a local label ("0.1.0+cu13", "0.1.0+cpu").
+    from ._version import __version__
+except ImportError:
+    # A source checkout: the loaded library's own version ("0.1.0").
+    __version__ = _library_version()
 
 __all__ = [
     "InvalidProblemError",

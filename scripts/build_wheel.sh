@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the sageattention wheel and checks it: one wheel, tagged
+# py3-none-<platform>, for every CPython >= 3.9 and every PyTorch >= 2.4.
+#
+#   scripts/build_wheel.sh [OUT_DIR]        (default OUT_DIR: dist/)
+#
+# Environment (docs/INSTALL.md):
+#   SAGEATTN_CUDA        ON (default here: the CUDA backend, built with the nvcc
+#                        found as CMake finds it), or OFF for a CPU-only wheel
+#   SAGEATTN_CUDA_ARCHS  CMake CUDA architectures; default: pyproject.toml's list
+#                        (80-real;86-real;89-real;90: sm_80/86/89/90 + compute_90 PTX)
+#   CUDACXX              the nvcc to build with; its CUDA major names the wheel
+#                        (0.1.0+cu13) and is the CUDA runtime linked into it
+#   CMAKE_BUILD_PARALLEL_LEVEL   parallel compile jobs (default: the CPU count)
+#
+# The build runs in pip's isolated build environment: scikit-build-core (and
+# CMake/Ninja from PyPI where the machine's are missing or too old), no PyTorch.
+# Then: the wheel's path, `auditwheel show`, and tests/wheel/check_wheel.py
+# (tag, version label, contents, and libsageattn.so's DT_NEEDED: glibc,
+# libstdc++ and libgcc only -- no libcudart, no libtorch).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="${1:-$root/dist}"
+python="${PYTHON:-python3}"
+export SAGEATTN_CUDA="${SAGEATTN_CUDA:-ON}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+
+version="$("$python" "$root/scripts/wheel_version.py")"
+label="${version##*+}"
+echo "== building sageattention $version (SAGEATTN_CUDA=$SAGEATTN_CUDA${SAGEATTN_CUDA_ARCHS:+, SAGEATTN_CUDA_ARCHS=$SAGEATTN_CUDA_ARCHS})"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+start=$SECONDS
+"$python" -m pip wheel "$root" --no-deps -w "$work" ${SAGEATTN_WHEEL_VERBOSE:+-v}
+elapsed=$((SECONDS - start))
+wheels=("$work"/sageattention-*.whl)
+if [ "${#wheels[@]}" -ne 1 ] || [ ! -f "${wheels[0]}" ]; then
+  echo "build_wheel.sh: expected one wheel, found: ${wheels[*]}" >&2
+  exit 1
+fi
+mkdir -p "$out"
+wheel="$(cd "$out" && pwd)/$(basename "${wheels[0]}")"
+mv -f "${wheels[0]}" "$wheel"
+echo "== built in ${elapsed}s: $wheel ($(du -h "$wheel" | cut -f1))"
+
+echo "== auditwheel show"
+"$python" -m auditwheel --version >/dev/null 2>&1 || "$python" -m pip install -q auditwheel
+"$python" -m auditwheel show "$wheel"
+
+echo "== wheel checks"
+"$python" "$root/tests/wheel/check_wheel.py" "$wheel" --label "$label" --auditwheel
+echo "$wheel"

@@ -1,0 +1,52 @@
+"""Smoke test of an installed sageattention wheel: run it with the
+interpreter the wheel is installed in, from outside the source tree, with
+SAGEATTN_LIBRARY and PYTHONPATH unset (tests/wheel/test_wheel.sh does).
+
+    python -I smoke.py LABEL        # LABEL: the wheel's local label, cu13 or cpu
+"""
+
+import importlib.metadata
+import os
+import sys
+import sysconfig
+
+import sageattention
+import torch
+
+label = sys.argv[1]
+site = os.path.realpath(sysconfig.get_paths()["platlib"])
+pkg = os.path.realpath(os.path.dirname(sageattention.__file__))
+assert "SAGEATTN_LIBRARY" not in os.environ, "SAGEATTN_LIBRARY must be unset"
+assert pkg == os.path.join(site, "sageattention"), (
+    f"sageattention imported from {pkg}, not from {site}"
+)
+lib = os.path.realpath(sageattention.library_path)
+assert lib == os.path.join(pkg, "lib", "libsageattn.so"), f"library loaded from {lib}"
+
+dist_version = importlib.metadata.version("sageattention")
+assert sageattention.__version__ == dist_version, (
+    sageattention.__version__,
+    dist_version,
+)
+base, _, local = dist_version.partition("+")
+assert local == label, f"version {dist_version}: expected the label +{label}"
+info = sageattention.build_info()
+assert info["version"] == base, (info["version"], base)
+assert ("cuda" in info["backends"]) == (label != "cpu"), info["backends"]
+
+torch.manual_seed(0)
+q, k, v = (torch.randn(1, 2, 64, 64, dtype=torch.bfloat16) for _ in range(3))
+out = sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=True)
+ref = sageattention.reference_attention(q, k, v, tensor_layout="HND", is_causal=True)
+assert out.shape == ref.shape == q.shape and out.dtype == q.dtype
+assert torch.isfinite(out).all()
+cos = torch.nn.functional.cosine_similarity(
+    out.double().flatten(), ref.double().flatten(), dim=0
+).item()
+assert cos > 0.999, f"cosine similarity {cos} against reference_attention"
+
+print(f"sageattention {sageattention.__version__} from {pkg}")
+print(
+    f"  library {info['version']} ({', '.join(info['backends'])}), torch {torch.__version__}, "
+    f"Python {sys.version.split()[0]}; CPU attention vs reference: cosine {cos:.6f}"
+)
