@@ -141,6 +141,16 @@ def _check_tensors(fn: str, q, k, v) -> None:
             raise TypeError(f"{fn}(): {name} must be a torch.Tensor, not {type(t).__name__}")
 
 
+# The reference options the CUDA-named entry points take, by parameter name.
+_CUDA_OPTIONS = ("qk_quant_gran", "sm_scale", "pv_accum_dtype", "smooth_k", "smooth_v", "return_lse")
+
+
+def _explicit(args: dict, names: tuple = _CUDA_OPTIONS) -> dict:
+    """The options a function received as named parameters (those it has)."""
+    return {name: args[name] for name in names if name in args}
+
+
+
 def _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, pv_table):
     _check_tensors(fn, q, k, v)
     layout = _choice(fn, "tensor_layout", tensor_layout, _LAYOUTS)
@@ -215,14 +225,7 @@ def sageattn_qk_int8_pv_fp16_cuda(
 ) -> torch.Tensor:
     """INT8 Q/K, FP16 P·V. pv_accum_dtype: "fp32", "fp16+fp32" or "fp16"
     (run as fp16+fp32). smooth_v is honoured in every mode."""
-    explicit = {
-        "qk_quant_gran": qk_quant_gran,
-        "sm_scale": sm_scale,
-        "pv_accum_dtype": pv_accum_dtype,
-        "smooth_k": smooth_k,
-        "smooth_v": smooth_v,
-        "return_lse": return_lse,
-    }
+    explicit = _explicit(locals())
     mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp16_cuda"
     return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "fp16")
@@ -243,14 +246,7 @@ def sageattn_qk_int8_pv_fp8_cuda(
     **kwargs: Any,
 ) -> torch.Tensor:
     """INT8 Q/K, FP8 P·V. pv_accum_dtype: "fp32", "fp32+fp32" or "fp32+fp16"."""
-    explicit = {
-        "qk_quant_gran": qk_quant_gran,
-        "sm_scale": sm_scale,
-        "pv_accum_dtype": pv_accum_dtype,
-        "smooth_k": smooth_k,
-        "smooth_v": smooth_v,
-        "return_lse": return_lse,
-    }
+    explicit = _explicit(locals())
     mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp8_cuda"
     return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "fp8")
@@ -271,13 +267,7 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
 ) -> torch.Tensor:
     """INT8 Q/K, FP8 P·V, the reference's Hopper entry point; runs on any
     device the library supports. pv_accum_dtype: "fp32+fp32" or "fp32"."""
-    explicit = {
-        "qk_quant_gran": qk_quant_gran,
-        "sm_scale": sm_scale,
-        "pv_accum_dtype": pv_accum_dtype,
-        "smooth_k": smooth_k,
-        "return_lse": return_lse,
-    }
+    explicit = _explicit(locals())
     mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp8_cuda_sm90"
     return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "sm90")
