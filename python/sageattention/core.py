@@ -150,7 +150,6 @@ def _explicit(args: dict, names: tuple = _CUDA_OPTIONS) -> dict:
     return {name: args[name] for name in names if name in args}
 
 
-
 def _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, pv_table):
     _check_tensors(fn, q, k, v)
     layout = _choice(fn, "tensor_layout", tensor_layout, _LAYOUTS)
