@@ -164,7 +164,9 @@ typedef struct sageattn_problem {
     sageattn_tensor q, k, v, out;
 
     /* Variable length: both or neither. batch+1 int32 prefix sums on the
-     * problem's device, starting at 0, non-decreasing, ending <= len_q/len_kv. */
+     * problem's device, starting at 0, non-decreasing, ending <= len_q/len_kv.
+     * The CPU checks them; on CUDA they stay on the device (checking them would
+     * synchronise), so the kernels clamp each length to [0, max_len] instead. */
     const int32_t* cu_seqlens_q;
     const int32_t* cu_seqlens_kv;
     int64_t max_len_q; /* >= every sequence's length */
