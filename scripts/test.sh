@@ -32,3 +32,6 @@ fi
 
 echo "== Wheel: build a CPU-only wheel, install it into a fresh venv, run it from outside the tree"
 bash tests/wheel/test_wheel.sh
+
+echo "== Release files: workflow, bake file and Dockerfile checked statically (no Docker engine here)"
+bash tests/release/check_release_files.sh
