@@ -43,31 +43,24 @@ Layout layout_of(const Problem& pr) {
 template <class T>
 T* at(void* ws, size_t offset) { return reinterpret_cast<T*>(static_cast<char*>(ws) + offset); }
 
-// Symmetric INT8 of §3: codes = rint(x · 127/a), a = max(amax, floor). Returns a/127.
-float quantize_int8(const float* x, int64_t n, float amax, int8_t* codes) {
-    const float a = std::max(amax, alg::kAmaxFloor);
-    const float inv = alg::kInt8Max / a;
-    for (int64_t c = 0; c < n; ++c) {
-        const float r = std::nearbyint(x[c] * inv);
-        codes[c] = static_cast<int8_t>(std::min(alg::kInt8Max, std::max(-alg::kInt8Max, r)));
-    }
-    return a / alg::kInt8Max;
-}
-
-// Quantizes rows [n][d] into groups given by group_of(row); scale_out[row] gets its group's scale.
+// Quantizes rows [n][d] into groups given by group_of(row) with symmetric INT8
+// (§3): a = max(group amax, floor), codes = rint(x · 127/a) clamped to ±127;
+// scale_out[row] gets its group's a/127.
 template <class GroupOf>
 void quantize_rows(const float* rows, int64_t n, int64_t d, int64_t groups, const GroupOf& group_of, int8_t* codes,
                    float* scale_out) {
-    std::vector<float> amax(static_cast<size_t>(groups), 0.0f), scale(static_cast<size_t>(groups));
+    std::vector<float> amax(static_cast<size_t>(groups), 0.0f);
     for (int64_t i = 0; i < n; ++i) {
         float& a = amax[group_of(i)];
         for (int64_t c = 0; c < d; ++c) a = std::max(a, std::fabs(rows[i * d + c]));
     }
-    for (int64_t g = 0; g < groups; ++g) scale[g] = std::max(amax[g], alg::kAmaxFloor) / alg::kInt8Max;
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t g = group_of(i);
-        quantize_int8(rows + i * d, d, amax[g], codes + i * d);
-        scale_out[i] = scale[g];
+        const float a = std::max(amax[group_of(i)], alg::kAmaxFloor), inv = alg::kInt8Max / a;
+        for (int64_t c = 0; c < d; ++c) {
+            const float r = std::nearbyint(rows[i * d + c] * inv);
+            codes[i * d + c] = static_cast<int8_t>(std::min(alg::kInt8Max, std::max(-alg::kInt8Max, r)));
+        }
+        scale_out[i] = a / alg::kInt8Max;
     }
 }
 

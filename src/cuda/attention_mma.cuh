@@ -248,10 +248,9 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                         else ptx::mma_16bit_f32<false>(block, a, b0, b1);
                     }
                 };
-                const uint8_t* vrow = v_lane + ot * 8 * Smem::kVRow;
                 if constexpr (kFp8) {
                     uint32_t bf[4];  // b0, b1 of the two k32 steps
-                    ptx::ldmatrix_x4(bf, vrow);
+                    ptx::ldmatrix_x4(bf, v_lane + ot * 8 * Smem::kVRow);
 #pragma unroll
                     for (int ks = 0; ks < kBlockKv / 32; ++ks) {
                         const uint32_t a[4] = {pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16),
