@@ -47,7 +47,7 @@ def kernel_seconds(fn, iters=10):
             continue
         total = e.device_time_total / 1e6 / iters
         ours += total
-        if "attention_kernel" in e.key:
+        if "attention_kernel" in e.key or "attention_wgmma_kernel" in e.key:
             attn += total
     return attn, ours
 

@@ -120,6 +120,17 @@ Launch pick(bool bf16, bool fp8) {
     return fp8 ? launch_attention<DP, false, true> : launch_attention<DP, false, false>;
 }
 
+#if defined(SAGEATTN_WITH_WGMMA)
+constexpr bool kHaveWgmma = true;
+Launch wgmma_launcher(int dp, bool bf16) {
+    if (dp == 64) return bf16 ? launch_attention_wgmma<64, true> : launch_attention_wgmma<64, false>;
+    return bf16 ? launch_attention_wgmma<128, true> : launch_attention_wgmma<128, false>;
+}
+#else
+constexpr bool kHaveWgmma = false;
+Launch wgmma_launcher(int, bool) { return nullptr; }
+#endif
+
 Launch attention_launcher(int dp, bool bf16, bool fp8) {
     if (dp == 64) return pick<64>(bf16, fp8);
     if (dp == 128) return pick<128>(bf16, fp8);
@@ -203,8 +214,9 @@ sageattn_status prepare(Problem& pr) {
     if (p.batch > 65535 || p.heads_q > 65535)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "batch = %lld, heads_q = %lld: the CUDA kernels take at most 65535 of each",
                     static_cast<long long>(p.batch), static_cast<long long>(p.heads_q));
-    // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there.
-    const bool fp8_native = cc >= 89 && cc != 90;
+    // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there,
+    // unless the sm_90a kernel (FP8 wgmma) takes the problem.
+    const bool fp8_native = (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && p.head_dim <= 128);
     if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = fp8_native ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
     if (p.pv_precision == SAGEATTN_PV_FP8 && cc < 89)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "pv_precision = fp8 needs sm_89 or newer; device %d is sm_%d",
@@ -231,7 +243,21 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     const Params params = params_of(pr, l, workspace);
     launch_quantize(params, stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
-    attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);
+    // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ, FP8 P·V, "fp32+fp32"), and
+    // the mma.sync kernel the heads §5 flags for 16-bit Q·Kᵀ.
+    const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && params.pv_fp8 &&
+                       p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 && l.dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT;
+    if (wgmma) {
+        wgmma_launcher(l.dp, params.bf16)(params, stream);
+        if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
+        if (p.qk_precision == SAGEATTN_QK_AUTO) {
+            Params sharp = params;
+            sharp.sharp_only = 1;
+            attention_launcher(l.dp, params.bf16, true)(sharp, stream);
+        }
+    } else {
+        attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);
+    }
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel");
     return SAGEATTN_SUCCESS;
 }

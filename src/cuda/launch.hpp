@@ -12,4 +12,9 @@ void launch_quantize(const Params& p, cudaStream_t stream);
 template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream);
 
+// sm_90a only (built when the SM list names 90): INT8 and FP8 wgmma, FP8 P·V with
+// "fp32+fp32" accumulation, head_dim_pad 64 or 128; skips the heads §5 flags.
+template <int DP, bool kBf16>
+void launch_attention_wgmma(const Params& p, cudaStream_t stream);
+
 }  // namespace sageattn::cuda

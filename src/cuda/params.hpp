@@ -40,6 +40,7 @@ struct Params {
     // Options.
     int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
     float sharp_threshold;
+    int32_t sharp_only;  // 1: the mma.sync kernel runs only the heads §5 flags (the Hopper kernel took the rest)
     // Workspace (docs/ALGORITHM.md §3-§5 state).
     float* k_sum;        // [batch][heads_kv][dpad]   zeroed
     float* v_sum;        // [batch][heads_kv][dpad]   zeroed
