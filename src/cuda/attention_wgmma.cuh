@@ -14,12 +14,15 @@
 
 #include <cuda_runtime.h>
 
+#include <cudaTypedefs.h>
+
 #include <atomic>
 
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
-#include "cuda/ptx/cp_async.cuh"
 #include "cuda/ptx/cvt.cuh"
+#include "cuda/ptx/mbarrier.cuh"
+#include "cuda/ptx/tma.cuh"
 #include "cuda/ptx/wgmma.cuh"
 
 namespace sageattn::cuda {
@@ -32,17 +35,26 @@ struct WgmmaConfig {
     static constexpr int kVSwizzle = kBlockKv;   // FP8 Vᵀ rows of 64 keys
     static constexpr int kQBytes = kTileQ * DP;
     static constexpr int kKBytes = kBlockKv * DP;
-    static constexpr int kVBytes = DP * kBlockKv;
-    static constexpr int kStages = 4;  // block j computes, j - 1's Vᵀ in use, j + 1 and j + 2 in flight
-    static constexpr int kStage = kKBytes + kVBytes;
-    static constexpr int kBytes = kQBytes + kStages * kStage + 1024;  // + slack to align the base to 1024
+    // Vᵀ has 8 more rows of ones: P·V's last 8 columns are then P̃'s row sums (§6's l).
+    static constexpr int kPvN = DP + 8;
+    static constexpr int kVBytes = kPvN * kBlockKv;
+    // Block j computes while j - 1's Vᵀ is in use and j + 1 .. j + kAhead are in flight; the
+    // rest is slack that lets one warpgroup run up to kStages - kAhead - 2 blocks ahead of the other.
+    static constexpr int kStages = 6;
+    static constexpr int kAhead = 3;
+    static constexpr int kStage = (kKBytes + kVBytes + 1023) / 1024 * 1024;
+    static constexpr int kBarriers = kQBytes + kStages * kStage;  // full[kStages], empty[kStages], q
+    static constexpr int kBytes = kBarriers + (2 * kStages + 1) * 8 + 1024;  // + slack to align the base to 1024
 };
 
-template <int DP, bool kBf16, int kWarpgroups>
-__global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(Params p) {
+template <int DP, bool kBf16, bool kLse, int kWarpgroups>
+__global__ void __launch_bounds__(128 * kWarpgroups, 1)
+    attention_wgmma_kernel(const Params p, const __grid_constant__ CUtensorMap q_map,
+                           const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
     using Cfg = WgmmaConfig<DP, kWarpgroups>;
-    constexpr int kNT = kBlockKv / 8;  // n8 tiles of S per block
-    constexpr int kOT = DP / 8;        // n8 tiles of O
+    constexpr int kNT = kBlockKv / 8;   // n8 tiles of S per block
+    constexpr int kOT = DP / 8;         // n8 tiles of O
+    constexpr int kPT = Cfg::kPvN / 8;  // n8 tiles of P·V: O's and one of row sums
     extern __shared__ __align__(16) uint8_t smem_raw[];
     uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
     uint8_t* q_smem = smem;
@@ -60,7 +72,9 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
         if (p.qk_precision == 0 && sigma > p.sharp_threshold) return;
     }
 
-    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
+    // the wgmma descriptors built from it in uniform registers.
+    const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0), tid = threadIdx.x % 128;
     const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int64_t qw0 = q0 + wg * 64;  // this warpgroup's first row
     const int64_t row[2] = {qw0 + warp * 16 + g, qw0 + warp * 16 + g + 8};
@@ -76,31 +90,37 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
     }
     const int64_t kcode_base = hk * p.kv_rows + s.pad_kv;
 
-    // Q codes of the tile, once; rows past the sequence are zeros.
-    {
-        const int8_t* src = p.q_codes + (h * p.q_rows + s.pad_q + q0) * DP;
-        for (int i = threadIdx.x; i < Cfg::kTileQ * DP / 16; i += Cfg::kThreads) {
-            const int r = i / (DP / 16), c = i % (DP / 16);
-            uint8_t* dst = q_smem + ptx::swizzled<Cfg::kQKSwizzle>(r, c);
-            if (q0 + r < lq) ptx::cp_async_16(dst, src + i * 16);
-            else *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-        }
+    // The rows of ones under every stage's Vᵀ (e4m3 1.0 = 0x38); the copies never touch them.
+    for (int i = threadIdx.x; i < Cfg::kStages * 8 * kBlockKv / 16; i += Cfg::kThreads) {
+        const int stage = i / (8 * kBlockKv / 16), at = i % (8 * kBlockKv / 16);
+        reinterpret_cast<uint4*>(kv_smem + stage * Cfg::kStage + Cfg::kKBytes + DP * kBlockKv)[at] =
+            make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
+    }
+    // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
+    // their bytes), and empty once every thread's P·V on it has completed.
+    uint64_t* full = reinterpret_cast<uint64_t*>(smem + Cfg::kBarriers);
+    uint64_t* empty = full + Cfg::kStages;
+    uint64_t* q_full = empty + Cfg::kStages;
+    const bool producer = threadIdx.x == 0;
+    if (producer) {
+        for (int i = 0; i < Cfg::kStages; ++i) ptx::mbarrier_init(full + i, 1), ptx::mbarrier_init(empty + i, Cfg::kThreads);
+        ptx::mbarrier_init(q_full, 1);
+        ptx::mbarrier_init_fence();
+    }
+    ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
+    __syncthreads();
+    // Q codes of the tile, once. Rows past the sequence hold whatever follows (or zeros past the
+    // workspace): finite codes whose scores the visibility rule drops.
+    if (producer) {
+        ptx::mbarrier_arrive_expect_tx(q_full, Cfg::kQBytes);
+        ptx::tma_load_2d(q_smem, &q_map, 0, static_cast<int32_t>(h * p.q_rows + s.pad_q + q0), q_full);
     }
     // K codes [key][channel] and Vᵀ codes [channel][key] of block j0 into a stage.
     auto load_block = [&](int stage, int64_t j0) {
         uint8_t* k_dst = kv_smem + stage * Cfg::kStage;
-        uint8_t* v_dst = k_dst + Cfg::kKBytes;
-        const int8_t* k_src = p.k_codes + (kcode_base + j0) * DP;
-        for (int i = threadIdx.x; i < kBlockKv * DP / 16; i += Cfg::kThreads) {
-            const int r = i / (DP / 16), c = i % (DP / 16);
-            ptx::cp_async_16(k_dst + ptx::swizzled<Cfg::kQKSwizzle>(r, c), k_src + i * 16);
-        }
-        for (int i = threadIdx.x; i < DP * kBlockKv / 16; i += Cfg::kThreads) {
-            const int c = i / (kBlockKv / 16), w = i % (kBlockKv / 16);
-            const uint8_t* v_src = p.v_codes + (hk * DP + c) * p.kv_rows + s.pad_kv + j0;
-            ptx::cp_async_16(v_dst + ptx::swizzled<Cfg::kVSwizzle>(c, w), v_src + w * 16);
-        }
-        ptx::cp_async_commit();
+        ptx::mbarrier_arrive_expect_tx(full + stage, Cfg::kKBytes + DP * kBlockKv);
+        ptx::tma_load_2d(k_dst, &k_map, 0, static_cast<int32_t>(kcode_base + j0), full + stage);
+        ptx::tma_load_2d(k_dst + Cfg::kKBytes, &v_map, static_cast<int32_t>(s.pad_kv + j0), hk * DP, full + stage);
     };
 
     float o[kOT * 4];
@@ -113,30 +133,37 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
     const int64_t blocks = (kv_end + kBlockKv - 1) / kBlockKv;
     // Block j's K and Vᵀ live in stage j % kStages. Iteration j issues S_j = Q·K_jᵀ and
     // P_{j-1}·V_{j-1} together, then runs block j's softmax while the tensor cores
-    // do P·V; the copies run two blocks ahead.
-    auto load_or_skip = [&](int64_t j) {
-        if (j < blocks) load_block(static_cast<int>(j % Cfg::kStages), j * kBlockKv);
-        else ptx::cp_async_commit();  // an empty group keeps the wait counts uniform
+    // do P·V; the copies run kAhead blocks ahead. No block-wide barrier: the warpgroups
+    // meet only through the stages' full and empty barriers.
+    auto produce = [&](int64_t n) {
+        if (!producer || n >= blocks) return;
+        const int stage = static_cast<int>(n % Cfg::kStages);
+        if (n >= Cfg::kStages) ptx::mbarrier_wait(empty + stage, static_cast<uint32_t>((n / Cfg::kStages - 1) & 1));
+        load_block(stage, n * kBlockKv);
     };
-    load_or_skip(0);  // with the Q codes
-    load_or_skip(1);
+    auto consume = [&](int64_t j) {
+        ptx::mbarrier_wait(full + j % Cfg::kStages, static_cast<uint32_t>((j / Cfg::kStages) & 1));
+    };
+    for (int n = 0; n < Cfg::kAhead; ++n) produce(n);
+    ptx::mbarrier_wait(q_full, 0);
 
-    // Block j's softmax: from the INT8 scores to P̃ in FP8 as the A operand of P·V (§6).
-    uint32_t a_next[kBlockKv / 32][4];
-    auto softmax = [&](int64_t j0, int (&acc)[kNT * 4], float (&alpha)[2]) {
+    // Block j's softmax: from the INT8 scores to P̃ in FP8 (pk), then packed as the A
+    // operand of P·V (a) once the tensor cores are done with the previous block's (§6).
+    uint32_t a[kBlockKv / 32][4];
+    uint32_t pk[kNT][2];
+    // Block j's K scale for this thread's columns, read before the scores are waited for.
+    auto k_scale_of = [&](int64_t j) { return p.k_scale[(kcode_base / kBlockKv + j) * 4 + t]; };
+    auto softmax = [&](int64_t j0, int (&acc)[kNT * 4], float (&alpha)[2], float k_scale) {
+        // s = code product · (q scale · k scale): one factor per row, as every column of a
+        // thread shares its K group ((key mod 8) / 2 = t).
         float sc[kNT * 4];
-        const float k_scale = p.k_scale[(kcode_base + j0) / kBlockKv * 4 + t];
-        const float f0 = q_scale[0] * k_scale, f1 = q_scale[1] * k_scale;
+        const float f[2] = {q_scale[0] * k_scale, q_scale[1] * k_scale};
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-            sc[4 * nt + 0] = static_cast<float>(acc[4 * nt + 0]) * f0;
-            sc[4 * nt + 1] = static_cast<float>(acc[4 * nt + 1]) * f0;
-            sc[4 * nt + 2] = static_cast<float>(acc[4 * nt + 2]) * f1;
-            sc[4 * nt + 3] = static_cast<float>(acc[4 * nt + 3]) * f1;
-        }
-        // Visibility and additive bias (§1, §6); blocks wholly inside every bound skip the checks.
+        for (int i = 0; i < kNT * 4; ++i) sc[i] = static_cast<float>(acc[i]);
+        // Visibility and additive bias (§1, §6). Blocks wholly inside every bound skip the
+        // checks and keep the scale for the exponent's FFMA (max(s) = f·max(code product) for f ≥ 0).
         float block_max[2] = {-INFINITY, -INFINITY};
-        const bool interior = p.mask_type == 0 && j0 + kBlockKv <= lkv && qw0 + 64 <= lq &&
+        const bool interior = p.mask_type == 0 && p.scale > 0.f && j0 + kBlockKv <= lkv && qw0 + 64 <= lq &&
                               (!p.causal || j0 + kBlockKv - 1 <= qw0 + lkv - lq);
         if (interior) {
 #pragma unroll
@@ -144,7 +171,10 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
                 block_max[0] = fmaxf(block_max[0], fmaxf(sc[4 * nt + 0], sc[4 * nt + 1]));
                 block_max[1] = fmaxf(block_max[1], fmaxf(sc[4 * nt + 2], sc[4 * nt + 3]));
             }
+            block_max[0] *= f[0], block_max[1] *= f[1];
         } else {
+#pragma unroll
+            for (int i = 0; i < kNT * 4; ++i) sc[i] *= f[i % 4 / 2];
 #pragma unroll
             for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -166,47 +196,57 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
             const float m_new = fmaxf(m[r], block_max[r]);
             alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
             m[r] = m_new;
-            l[r] *= alpha[r];
-            l_exact[r] *= alpha[r];
+            if constexpr (kLse) l_exact[r] *= alpha[r];
             m_shift[r] = m[r] == -INFINITY ? 0.f : m[r] - p_offset;
         }
-        // P̃ in FP8; l sums the rounded values, l_exact the others (§6).
-        uint32_t pk[kNT][2];
+        // P̃ = exp2(s − m + offset) in FP8; l_exact sums the unrounded values for the LSE (§6),
+        // l (the rounded ones) comes from the tensor cores.
+        const float g0 = interior ? f[0] : 1.f, g1 = interior ? f[1] : 1.f;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                const float x0 = ptx::exp2_approx(sc[4 * nt + 2 * r] - m_shift[r]);
-                const float x1 = ptx::exp2_approx(sc[4 * nt + 2 * r + 1] - m_shift[r]);
-                l_exact[r] = l_exact[r] + x0 + x1;
-                const uint16_t packed = ptx::e4m3x2(x0, x1);
-                const float2 back = ptx::e4m3x2_to_float2(packed);
-                l[r] += back.x + back.y;
-                pk[nt][r] = packed;
+                const float gr = r == 0 ? g0 : g1;
+                const float x0 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r], gr, -m_shift[r]));
+                const float x1 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r + 1], gr, -m_shift[r]));
+                if constexpr (kLse) l_exact[r] = l_exact[r] + x0 + x1;
+                pk[nt][r] = ptx::e4m3x2(x0, x1);
             }
+    };
+    auto pack = [&]() {
 #pragma unroll
         for (int ks = 0; ks < kBlockKv / 32; ++ks) {
-            a_next[ks][0] = pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16);
-            a_next[ks][1] = pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16);
-            a_next[ks][2] = pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16);
-            a_next[ks][3] = pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16);
+            a[ks][0] = pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16);
+            a[ks][1] = pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16);
+            a[ks][2] = pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16);
+            a[ks][3] = pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16);
         }
     };
-    auto issue_s = [&](int (&acc)[kNT * 4], int64_t j) {
-        const uint64_t k_desc = ptx::make_desc<Cfg::kQKSwizzle>(kv_smem + (j % Cfg::kStages) * Cfg::kStage);
+    // Descriptors are computed before the wgmma fence: an operand defined between the
+    // MMAs of one commit group would serialize them.
+    auto k_desc_of = [&](int64_t j) { return ptx::make_desc<Cfg::kQKSwizzle>(kv_smem + (j % Cfg::kStages) * Cfg::kStage); };
+    auto v_desc_of = [&](int64_t j) {
+        return ptx::make_desc<Cfg::kVSwizzle>(kv_smem + (j % Cfg::kStages) * Cfg::kStage + Cfg::kKBytes);
+    };
+    // The descriptors depend on warp-uniform values only, so they stay in uniform registers.
+    struct Descs {
+        uint64_t k, v;
+    };
+    auto descs_of = [&](int64_t j_s, int64_t j_pv) { return Descs{k_desc_of(j_s), v_desc_of(j_pv)}; };
+    auto issue_s = [&](int (&acc)[kNT * 4], const Descs& d) {
 #pragma unroll
-        for (int ks = 0; ks < DP / 32; ++ks) ptx::wgmma_s8_ss<kBlockKv>(acc, q_desc + 2 * ks, k_desc + 2 * ks, ks > 0);
+        for (int ks = 0; ks < DP / 32; ++ks) ptx::wgmma_s8_ss<kBlockKv>(acc, q_desc + 2 * ks, d.k + 2 * ks, ks > 0);
         ptx::wgmma_commit();
     };
     // This block's P·V apart (the FP8 tensor core's accumulator is short): O = O·alpha + it.
-    auto issue_pv = [&](float (&ob)[kOT * 4], const uint32_t (&a)[kBlockKv / 32][4], int64_t j) {
-        const uint64_t v_desc =
-            ptx::make_desc<Cfg::kVSwizzle>(kv_smem + (j % Cfg::kStages) * Cfg::kStage + Cfg::kKBytes);
+    auto issue_pv = [&](float (&ob)[kPT * 4], const uint32_t (&a)[kBlockKv / 32][4], const Descs& d) {
 #pragma unroll
-        for (int ks = 0; ks < kBlockKv / 32; ++ks) ptx::wgmma_e4m3_rs<DP>(ob, a[ks], v_desc + 2 * ks, ks > 0);
+        for (int ks = 0; ks < kBlockKv / 32; ++ks) ptx::wgmma_e4m3_rs<Cfg::kPvN>(ob, a[ks], d.v + 2 * ks, ks > 0);
         ptx::wgmma_commit();
     };
-    auto fold = [&](const float (&ob)[kOT * 4], const float (&alpha)[2]) {
+    auto fold = [&](const float (&ob)[kPT * 4], const float (&alpha)[2]) {
+        l[0] = l[0] * alpha[0] + ob[4 * kOT + 0];
+        l[1] = l[1] * alpha[1] + ob[4 * kOT + 2];
 #pragma unroll
         for (int ot = 0; ot < kOT; ++ot) {
             o[4 * ot + 0] = o[4 * ot + 0] * alpha[0] + ob[4 * ot + 0];
@@ -218,55 +258,50 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
 
     if (blocks > 0) {
         int acc[kNT * 4];
-        float ob[kOT * 4];
-        uint32_t a_prev[kBlockKv / 32][4];
+        float ob[kPT * 4];
         float alpha_prev[2];
-        ptx::cp_async_wait<1>();
-        ptx::fence_proxy_async();
-        __syncthreads();
-        load_or_skip(2);
+        produce(Cfg::kAhead);
+        const float ks0 = k_scale_of(0);
+        consume(0);
+        const Descs d0 = descs_of(0, 0);
         ptx::wgmma_fence();
-        issue_s(acc, 0);
+        issue_s(acc, d0);
         ptx::wgmma_wait<0>();
         ptx::fence_operand(acc);
-        softmax(0, acc, alpha_prev);
+        softmax(0, acc, alpha_prev, ks0);
+        pack();
         for (int64_t j = 1; j < blocks; ++j) {
-#pragma unroll
-            for (int ks = 0; ks < kBlockKv / 32; ++ks)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) a_prev[ks][i] = a_next[ks][i];
-            ptx::cp_async_wait<1>();
-            ptx::fence_proxy_async();
-            __syncthreads();  // block j has landed; every warpgroup is done with block j - 2
-            load_or_skip(j + 2);
-            ptx::fence_operand(a_prev);
+            produce(j + Cfg::kAhead);
+            const float ks = k_scale_of(j);
+            consume(j);
+            const Descs d = descs_of(j, j - 1);
+            ptx::fence_operand(a);
             ptx::wgmma_fence();
-            issue_s(acc, j);
-            issue_pv(ob, a_prev, j - 1);
+            issue_s(acc, d);
+            issue_pv(ob, a, d);
             ptx::wgmma_wait<1>();
             ptx::fence_operand(acc);
             float alpha[2];
-            softmax(j * kBlockKv, acc, alpha);
-            ptx::wgmma_wait<0>();
+            softmax(j * kBlockKv, acc, alpha, ks);
+            ptx::wgmma_wait0_keep(a);
             ptx::fence_operand(ob);
-            ptx::fence_operand(a_prev);
+            ptx::mbarrier_arrive(empty + (j - 1) % Cfg::kStages);
+            pack();  // P̃ of block j replaces that of j - 1 only now: the tensor cores read it until the wait
             fold(ob, alpha_prev);
             alpha_prev[0] = alpha[0], alpha_prev[1] = alpha[1];
         }
-        ptx::fence_operand(a_next);
+        const Descs d = descs_of(blocks - 1, blocks - 1);
+        ptx::fence_operand(a);
         ptx::wgmma_fence();
-        issue_pv(ob, a_next, blocks - 1);
+        issue_pv(ob, a, d);
         ptx::wgmma_wait<0>();
         ptx::fence_operand(ob);
         fold(ob, alpha_prev);
     }
-    ptx::cp_async_wait<0>();
 
     // Epilogue (§6): the row sums of the quad, then out = acc/l · v_scale + v_offset.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 1);
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 2);
     }
@@ -293,7 +328,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
                 out[ob_base + row[r] * p.out_token_stride + c] = ptx::store16<kBf16>(value);
             }
         }
-    if (p.lse && t == 0)
+    if (kLse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= lq) continue;
             const bool empty = m[r] == -INFINITY;
@@ -305,22 +340,66 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1) attention_wgmma_kernel(P
         }
 }
 
+// cuTensorMapEncodeTiled from the driver, found once (the library does not link libcuda).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+    static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+        void* f = nullptr;
+        cudaDriverEntryPointQueryResult found{};
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found) !=
+                cudaSuccess ||
+            found != cudaDriverEntryPointSuccess)
+            f = nullptr;
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+    }();
+    return fn;
+}
+
+// A 2-D byte tensor of `rows` rows `row_bytes` apart, read in boxes of box_cols x box_rows.
+inline bool byte_map(CUtensorMap* map, const void* base, uint64_t cols, uint64_t rows, uint64_t row_bytes,
+                     uint32_t box_cols, uint32_t box_rows, int swizzle_bytes) {
+    const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+    if (encode == nullptr) return false;
+    const cuuint64_t dims[2] = {cols, rows};
+    const cuuint64_t strides[1] = {row_bytes};
+    const cuuint32_t box[2] = {box_cols, box_rows};
+    const cuuint32_t unit[2] = {1, 1};
+    const CUtensorMapSwizzle swizzle = swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+    return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(base), dims, strides, box, unit,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <int DP, bool kBf16>
-void launch_attention_wgmma(const Params& p, cudaStream_t stream) {
+bool launch_attention_wgmma(const Params& p, cudaStream_t stream) {
     constexpr int kWarpgroups = 2;
     using Cfg = WgmmaConfig<DP, kWarpgroups>;
-    auto kernel = attention_wgmma_kernel<DP, kBf16, kWarpgroups>;
-    static std::atomic<bool> configured[64];
+    // Tile coordinates are 32-bit.
+    const int64_t q_cells = static_cast<int64_t>(p.heads_q) * p.q_rows, kv_cells = static_cast<int64_t>(p.heads_kv) * p.kv_rows;
+    if (q_cells >= (int64_t{1} << 31) || kv_cells >= (int64_t{1} << 31) || int64_t{p.heads_kv} * DP >= (int64_t{1} << 31))
+        return false;
+    CUtensorMap q_map, k_map, v_map;
+    if (!byte_map(&q_map, p.q_codes, DP, static_cast<uint64_t>(q_cells), DP, DP, Cfg::kTileQ, Cfg::kQKSwizzle) ||
+        !byte_map(&k_map, p.k_codes, DP, static_cast<uint64_t>(kv_cells), DP, DP, kBlockKv, Cfg::kQKSwizzle) ||
+        !byte_map(&v_map, p.v_codes, static_cast<uint64_t>(p.kv_rows), static_cast<uint64_t>(p.heads_kv) * DP,
+                  static_cast<uint64_t>(p.kv_rows), kBlockKv, DP, Cfg::kVSwizzle))
+        return false;
+    auto kernel = p.lse ? attention_wgmma_kernel<DP, kBf16, true, kWarpgroups>
+                        : attention_wgmma_kernel<DP, kBf16, false, kWarpgroups>;
+    // Once per device and instance: the attribute persists, and the call costs host time.
+    static std::atomic<bool> configured[2][64];
+    std::atomic<bool>* done = configured[p.lse ? 1 : 0];
     int device = 0;
     cudaGetDevice(&device);
-    if (device >= 64 || !configured[device].load(std::memory_order_relaxed)) {
+    if (device >= 64 || !done[device].load(std::memory_order_relaxed)) {
         if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kBytes) == cudaSuccess &&
             device < 64)
-            configured[device].store(true, std::memory_order_relaxed);
+            done[device].store(true, std::memory_order_relaxed);
     }
     const int64_t tiles = (p.max_len_q + Cfg::kTileQ - 1) / Cfg::kTileQ;
-    if (tiles == 0) return;
-    kernel<<<dim3(static_cast<unsigned>(tiles), p.heads_q, p.batch), Cfg::kThreads, Cfg::kBytes, stream>>>(p);
+    if (tiles == 0) return true;
+    kernel<<<dim3(static_cast<unsigned>(tiles), p.heads_q, p.batch), Cfg::kThreads, Cfg::kBytes, stream>>>(
+        p, q_map, k_map, v_map);
+    return true;
 }
 
 }  // namespace sageattn::cuda

@@ -113,6 +113,7 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
 }
 
 using Launch = void (*)(const Params&, cudaStream_t);
+using TryLaunch = bool (*)(const Params&, cudaStream_t);
 
 template <int DP>
 Launch pick(bool bf16, bool fp8) {
@@ -122,13 +123,13 @@ Launch pick(bool bf16, bool fp8) {
 
 #if defined(SAGEATTN_WITH_WGMMA)
 constexpr bool kHaveWgmma = true;
-Launch wgmma_launcher(int dp, bool bf16) {
+TryLaunch wgmma_launcher(int dp, bool bf16) {
     if (dp == 64) return bf16 ? launch_attention_wgmma<64, true> : launch_attention_wgmma<64, false>;
     return bf16 ? launch_attention_wgmma<128, true> : launch_attention_wgmma<128, false>;
 }
 #else
 constexpr bool kHaveWgmma = false;
-Launch wgmma_launcher(int, bool) { return nullptr; }
+TryLaunch wgmma_launcher(int, bool) { return nullptr; }
 #endif
 
 Launch attention_launcher(int dp, bool bf16, bool fp8) {
@@ -247,8 +248,7 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     // the mma.sync kernel the heads §5 flags for 16-bit Q·Kᵀ.
     const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && params.pv_fp8 &&
                        p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 && l.dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT;
-    if (wgmma) {
-        wgmma_launcher(l.dp, params.bf16)(params, stream);
+    if (wgmma && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
         if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;

@@ -13,8 +13,10 @@ template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream);
 
 // sm_90a only (built when the SM list names 90): INT8 and FP8 wgmma, FP8 P·V with
-// "fp32+fp32" accumulation, head_dim_pad 64 or 128; skips the heads §5 flags.
+// "fp32+fp32" accumulation, head_dim_pad 64 or 128; skips the heads §5 flags. False when
+// the problem is beyond it (32-bit tile coordinates) or the driver has no tensor-map encoder:
+// the caller then runs the mma.sync kernel.
 template <int DP, bool kBf16>
-void launch_attention_wgmma(const Params& p, cudaStream_t stream);
+bool launch_attention_wgmma(const Params& p, cudaStream_t stream);
 
 }  // namespace sageattn::cuda

@@ -3,7 +3,7 @@ kernel uses. The operand lists are long (one register per accumulator element),
 so they are generated rather than typed. Run from this folder; the output is committed."""
 
 SHAPES_S8 = (64,)          # Q·Kᵀ: m64 x N keys x k32, INT8 operands from shared memory
-SHAPES_E4M3 = (64, 128)    # P·V: m64 x N channels x k32, P from registers, Vᵀ from shared memory
+SHAPES_E4M3 = (72, 136)    # P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
 
 
 def regs(first, count):
@@ -83,6 +83,19 @@ template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\\n" ::"n"(kPending) : "memory");
 }
+// wgmma_wait<0> that also keeps the 8 registers of a register A operand live up to
+// the wait, so that the register allocator does not hand them to other values while
+// the tensor cores may still read them (which would serialize every wgmma).
+__device__ __forceinline__ void wgmma_wait0_keep(uint32_t (&a)[2][4]) {
+    asm volatile(
+        "wgmma.wait_group.sync.aligned 0;\\n"
+        "mov.b32 %0, %0;\\nmov.b32 %1, %1;\\nmov.b32 %2, %2;\\nmov.b32 %3, %3;\\n"
+        "mov.b32 %4, %4;\\nmov.b32 %5, %5;\\nmov.b32 %6, %6;\\nmov.b32 %7, %7;\\n"
+        : "+r"(a[0][0]), "+r"(a[0][1]), "+r"(a[0][2]), "+r"(a[0][3]), "+r"(a[1][0]), "+r"(a[1][1]), "+r"(a[1][2]),
+          "+r"(a[1][3])
+        :
+        : "memory");
+}
 // Ordinary (and cp.async) writes to shared memory become visible to the tensor cores.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); }
 
@@ -91,7 +104,8 @@ template <class T, int N>
 __device__ __forceinline__ void fence_operand(T (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-        if constexpr (sizeof(T) == 4 && std::is_same_v<T, float>) asm volatile("" : "+f"(r[i])::"memory");
+        if constexpr (std::is_same_v<T, float>) asm volatile("" : "+f"(r[i])::"memory");
+        else if constexpr (sizeof(T) == 8) asm volatile("" : "+l"(r[i])::"memory");
         else asm volatile("" : "+r"(r[i])::"memory");
     }
 }

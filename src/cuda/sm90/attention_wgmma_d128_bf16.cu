@@ -2,5 +2,5 @@
 #include "cuda/attention_wgmma.cuh"
 
 namespace sageattn::cuda {
-template void launch_attention_wgmma<128, true>(const Params&, cudaStream_t);
+template bool launch_attention_wgmma<128, true>(const Params&, cudaStream_t);
 }  // namespace sageattn::cuda

@@ -2,5 +2,5 @@
 #include "cuda/attention_wgmma.cuh"
 
 namespace sageattn::cuda {
-template void launch_attention_wgmma<64, false>(const Params&, cudaStream_t);
+template bool launch_attention_wgmma<64, false>(const Params&, cudaStream_t);
 }  // namespace sageattn::cuda
