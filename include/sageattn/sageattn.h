@@ -228,6 +228,13 @@ SAGEATTN_API sageattn_status sageattn_get_build_info(sageattn_build_info* info);
 /* Validates the problem and whether this build can run it; touches no data
  * except, on the CPU, cu_seqlens. */
 SAGEATTN_API sageattn_status sageattn_check(const sageattn_problem* problem);
+/* Validates the problem as sageattn_check does and writes the workspace bytes
+ * it needs (0 on failure). The size depends on the device, dtype, sizes,
+ * algorithm and options only, never on data pointers, strides, the mask, lse,
+ * causal, scale or num_threads, so a caller may keep it per shape and make one
+ * call, sageattn_forward, per attention (which checks the size it is given).
+ * One exception: on the CPU a varlen problem's size follows its packed key
+ * count, cu_seqlens_kv[batch]. */
 SAGEATTN_API sageattn_status sageattn_workspace_size(const sageattn_problem* problem, size_t* bytes);
 /* Runs the problem. `workspace` lives on the problem's device, is at least
  * sageattn_workspace_size() bytes and aligned to 256 bytes on CUDA, 64 on the

@@ -124,18 +124,23 @@ def _options(fn: str, kwargs: tuple, explicit: tuple, pv_table: str) -> _ops.Opt
 _cached_options = functools.lru_cache(maxsize=512)(_options)
 
 
-def _resolve(fn: str, kwargs: dict, explicit: dict, pv_table: str) -> _ops.Options:
-    _check_kwargs(fn, kwargs)
-    kw, ex = tuple(kwargs.items()), tuple(explicit.items())
+def _resolve(fn: str, kwargs: dict, explicit: tuple, pv_table: str) -> _ops.Options:
+    """The options of one call; explicit: (name, value) pairs of the named parameters."""
+    kw = ()
+    if kwargs:
+        _check_kwargs(fn, kwargs)
+        kw = tuple(kwargs.items())
     if torch.compiler.is_compiling():  # traced once per graph: no cache needed, nor wanted by dynamo
-        return _options(fn, kw, ex, pv_table)
+        return _options(fn, kw, explicit, pv_table)
     try:
-        return _cached_options(fn, kw, ex, pv_table)
+        return _cached_options(fn, kw, explicit, pv_table)
     except TypeError:  # an unhashable value: parse it uncached
-        return _options(fn, kw, ex, pv_table)
+        return _options(fn, kw, explicit, pv_table)
 
 
 def _check_tensors(fn: str, q, k, v) -> None:
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor):
+        return
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{fn}(): {name} must be a torch.Tensor, not {type(t).__name__}")
@@ -145,9 +150,10 @@ def _check_tensors(fn: str, q, k, v) -> None:
 _CUDA_OPTIONS = ("qk_quant_gran", "sm_scale", "pv_accum_dtype", "smooth_k", "smooth_v", "return_lse")
 
 
-def _explicit(args: dict, names: tuple = _CUDA_OPTIONS) -> dict:
-    """The options a function received as named parameters (those it has)."""
-    return {name: args[name] for name in names if name in args}
+def _explicit(args: dict, names: tuple = _CUDA_OPTIONS) -> tuple:
+    """The options a function received as named parameters (those it has),
+    as (name, value) pairs."""
+    return tuple([(name, args[name]) for name in names if name in args])
 
 
 def _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, pv_table):
@@ -176,8 +182,8 @@ def sageattn(
     out in q's layout, and with return_lse the float32 natural-log LSE
     [batch, heads_q, len_q]. kwargs: see docs/PYTHON.md (attn_mask, ...).
     """
-    explicit = {"sm_scale": sm_scale, "return_lse": return_lse}
-    mask = kwargs.pop("attn_mask", None)
+    explicit = (("sm_scale", sm_scale), ("return_lse", return_lse))
+    mask = kwargs.pop("attn_mask", None) if kwargs else None
     return _dense("sageattn", q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "any")
 
 
@@ -196,14 +202,14 @@ def sageattn_qk_int8_pv_fp16_triton(
 ) -> torch.Tensor:
     """Per-block INT8 Q/K, FP16 P·V accumulated in fp16 per block and added
     into fp32. attn_mask: bool (True attends) or additive fp16/bf16/fp32."""
-    explicit = {
-        "quantization_backend": quantization_backend,
-        "sm_scale": sm_scale,
-        "smooth_k": smooth_k,
-        "return_lse": return_lse,
-        "qk_quant_gran": kwargs.pop("qk_quant_gran", "per_block"),
-        "pv_accum_dtype": kwargs.pop("pv_accum_dtype", "fp16+fp32"),
-    }
+    explicit = (
+        ("quantization_backend", quantization_backend),
+        ("sm_scale", sm_scale),
+        ("smooth_k", smooth_k),
+        ("return_lse", return_lse),
+        ("qk_quant_gran", kwargs.pop("qk_quant_gran", "per_block")),
+        ("pv_accum_dtype", kwargs.pop("pv_accum_dtype", "fp16+fp32")),
+    )
     fn = "sageattn_qk_int8_pv_fp16_triton"
     return _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "fp16")
 
@@ -304,7 +310,7 @@ def sageattn_varlen(
     cu_q = _cu_seqlens(fn, "cu_seqlens_q", cu_seqlens_q)
     cu_k = _cu_seqlens(fn, "cu_seqlens_k", cu_seqlens_k)
     mask = kwargs.pop("attn_mask", None)
-    o = _resolve(fn, kwargs, {"sm_scale": sm_scale, "smooth_k": smooth_k}, "any")
+    o = _resolve(fn, kwargs, (("sm_scale", sm_scale), ("smooth_k", smooth_k)), "any")
     out, lse = _ops.attention(
         q, k, v, _ops.VARLEN, mask, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), bool(is_causal), o
     )
@@ -332,7 +338,7 @@ def reference_attention(
     _check_tensors(fn, q, k, v)
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     layout = _ops.VARLEN if varlen else _choice(fn, "tensor_layout", tensor_layout, _LAYOUTS)
-    o = _resolve(fn, {}, {"sm_scale": sm_scale, "return_lse": return_lse}, "any")
+    o = _resolve(fn, {}, (("sm_scale", sm_scale), ("return_lse", return_lse)), "any")
     if varlen:
         cu_seqlens_q = _cu_seqlens(fn, "cu_seqlens_q", cu_seqlens_q)
         cu_seqlens_k = _cu_seqlens(fn, "cu_seqlens_k", cu_seqlens_k)

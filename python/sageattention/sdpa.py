@@ -41,19 +41,19 @@ def _runs_here(query, key, value, attn_mask, dropout_p, is_causal, scale, enable
         or (attn_mask is not None and attn_mask.requires_grad)
     ):
         return False  # torch's fused backward is exact and fast; ours would be neither
-    dims = query.dim()
-    if dims < 2 or dims > 4 or key.dim() != dims or value.dim() != dims:
-        return False
     shape_q, shape_k = query.shape, key.shape
+    dims = len(shape_q)
+    if dims < 2 or dims > 4 or value.shape != shape_k or len(shape_k) != dims:
+        return False
     head_dim = shape_q[-1]
-    if head_dim < 1 or head_dim > _lib.MAX_HEAD_DIM or shape_k[-1] != head_dim or value.shape != shape_k:
+    if head_dim < 1 or head_dim > _lib.MAX_HEAD_DIM or shape_k[-1] != head_dim:
         return False  # other head dims, or a value head_dim of its own
-    if shape_q[:-3] != shape_k[:-3]:
+    if dims == 4 and shape_q[0] != shape_k[0]:
         return False  # broadcast batch dims
     if dims > 2 and shape_q[-3] != shape_k[-3]:
-        if not enable_gqa or shape_q[-3] % shape_k[-3] != 0:
+        if not enable_gqa or shape_k[-3] == 0 or shape_q[-3] % shape_k[-3] != 0:
             return False  # torch raises for these; let it
-    if shape_q[-2] == 0 or shape_k[-2] == 0 or 0 in shape_q[:-3]:
+    if shape_q[-2] == 0 or shape_k[-2] == 0 or (dims == 4 and shape_q[0] == 0):
         return False
     if scale is not None and (scale == 0.0 or not math.isfinite(scale)):
         return False  # the ABI reads scale 0 as 1/sqrt(head_dim)
@@ -89,7 +89,7 @@ def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, s
         attn_mask = torch.ones(len_q, len_kv, dtype=torch.bool, device=q.device).tril()
         causal = False
     options = _ops.DEFAULT_OPTIONS if scale is None else _ops.Options(scale=float(scale))
-    out, _ = _ops.attention(q, k, v, _ops.HND, attn_mask, None, None, 0, 0, causal, options, True)
+    out, _ = _ops.attention_checked(q, k, v, _ops.HND, attn_mask, None, None, 0, 0, causal, options, True)
     return out.view(query.shape) if dims < 4 else out
 
 

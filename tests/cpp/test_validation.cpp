@@ -172,6 +172,44 @@ TEST_F(Validation, StructSizeCompatibility) {
     EXPECT_EQ(sageattn_check(&big.p), SAGEATTN_ERROR_ABI_MISMATCH);
 }
 
+TEST_F(Validation, WorkspaceSizeIgnoresPointersAndStrides) {
+    // sageattn.h promises this so that callers (the Python package) may keep the
+    // size per shape and make one call, sageattn_forward, per attention.
+    auto size_of = [](const sageattn_problem& p) {
+        size_t bytes = 0;
+        EXPECT_EQ(sageattn_workspace_size(&p, &bytes), SAGEATTN_SUCCESS) << sageattn_last_error();
+        return bytes;
+    };
+    const size_t bytes = size_of(a.problem);
+    ASSERT_GT(bytes, 0u);
+    for (Layout layout : {Layout::NHD, Layout::Strided}) {
+        Shape s = a.shape;
+        s.layout = layout;
+        Attention other{s, Inputs{}, r};  // other buffers, other strides
+        EXPECT_EQ(size_of(other.problem), bytes);
+    }
+    sageattn_problem p = a.problem;
+    a.with_lse();
+    p.lse = a.problem.lse;
+    p.lse_batch_stride = a.problem.lse_batch_stride;
+    p.lse_head_stride = a.problem.lse_head_stride;
+    p.lse_token_stride = a.problem.lse_token_stride;
+    p.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, mask.data(), 0, 0, 45, 1};
+    p.causal = 1;
+    p.scale = 0.5f;
+    p.num_threads = 3;
+    EXPECT_EQ(size_of(p), bytes);
+    // The CPU's one exception: a varlen problem's size follows its packed key count.
+    p = a.problem;
+    p.batch = 2;
+    p.cu_seqlens_q = cu.data();
+    p.cu_seqlens_kv = cu_kv.data();
+    p.max_len_q = p.max_len_kv = 64;
+    const size_t all_keys = size_of(p);
+    cu_kv[2] = 30;
+    EXPECT_LT(size_of(p), all_keys);
+}
+
 TEST(BuildInfo, DescribesThisBuild) {
     sageattn_build_info info;
     sageattn_build_info_init(&info);
