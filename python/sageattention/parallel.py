@@ -446,6 +446,13 @@ def _check_inputs(fn: str, q, k, v, layout, heads_divisor: int, sm_scale, kwargs
         )
     if "attn_mask" in kwargs:
         raise NotImplementedError(f"{fn}(): attn_mask is not supported in sequence-parallel attention")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        # The exchanges carry no gradient back to the ranks that sent the data:
+        # refuse rather than return partial gradients.
+        raise NotImplementedError(
+            f"{fn}(): sequence-parallel attention is forward-only; call it under torch.no_grad() or "
+            "torch.inference_mode(), or detach q, k and v"
+        )
     # Every other option as sageattn would take it: unknown names and values are refused here.
     core._resolve(fn, kwargs, {"sm_scale": sm_scale, "return_lse": True}, "any")
 

@@ -65,6 +65,8 @@ def run_case(case, rank, world, device, groups):
     ql, kl, vl = (_shard(t, sd, rank, world, case, ulysses).to(device) for t in (q, k, v))
     if case.get("corrupt_k"):  # k and v of another head_dim than q, on every rank
         kl, vl = kl[..., :-1], vl[..., :-1]
+    if case.get("requires_grad"):
+        ql.requires_grad_(True)
     mode = case.get("all_to_all")  # None, "p2p" (forced), "missing" (a gloo build without all-to-all)
     real_all_to_all = parallel.dist.all_to_all_single
     if mode == "missing":

@@ -176,6 +176,7 @@ BAD = [
     (dict(fn="ring", causal=True, sharding="zigzag", splits=[60, 40]), "ValueError", "zigzag sharding of 100"),
     (dict(fn="ulysses", causal=True, sharding="zigzag", splits=[60, 40]), "ValueError", "zigzag sharding of 100"),
     (dict(fn="ring", kwargs={"seq_lens": [10, 90]}), "ValueError", "seq_lens"),
+    (dict(fn="hybrid", ulysses=2, requires_grad=True), "NotImplementedError", "forward-only"),
 ]
 
 
