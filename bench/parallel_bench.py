@@ -115,7 +115,10 @@ def main():
     k = torch.randn((1, hkv, n, d), generator=g, device=DEVICE, dtype=dtype)
     v = torch.randn((1, hkv, n, d), generator=g, device=DEVICE, dtype=dtype)
     device_name = torch.cuda.get_device_name() if CUDA else "CPU"
-    nccl = ".".join(map(str, torch.cuda.nccl.version())) if CUDA else None
+    nccl = None
+    if CUDA:
+        version = torch.cuda.nccl.version()
+        nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
     say(f"{world} × {device_name} | torch {torch.__version__} | NCCL {nccl} | sageattention "
         f"{sageattention.__version__} ({sageattention.library_path})")
     say(f"b 1, heads {args.heads}/{hkv}, seq {n}, head_dim {d}, {args.dtype}; "
@@ -213,9 +216,13 @@ def ulysses_comm(ql, kl, vl, lens, world):
     each) and the output back (all-to-all + unpacking copy)."""
     group, me = dist.group.WORLD, dist.get_rank()
     back = parallel._seq_to_heads(ql, "HND", group, world, lens)  # the output's shape, token-major
+    heads = parallel._kv_heads(ql.size(1), kl.size(1), world)  # GQA: K/V heads replicated as the call does
+    index = None if heads is None else torch.tensor(heads, device=kl.device)
 
     def comm():
         for t in (ql, kl, vl):
+            if t is not ql and index is not None:
+                t = t.index_select(1, index)
             parallel._seq_to_heads(t, "HND", group, world, lens)
         recv = parallel._heads_to_seq(back, group, world, me, lens)
         recv.permute(2, 0, 3, 1, 4).flatten(1, 2).contiguous()
