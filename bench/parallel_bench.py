@@ -128,7 +128,7 @@ def main():
     for causal in [c == "yes" for c in args.causal]:
         single = None
 
-        def one():
+        def one(causal=causal):
             nonlocal single
             single = sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=causal)
 
@@ -147,19 +147,19 @@ def main():
             lens = [sum(e - s for s, e in r) for r in parallel.sequence_shards(n, world, sharding)]
             out = None
 
+            shard = {"tensor_layout": "HND", "is_causal": causal, "seq_lens": lens}
             if mode == "ulysses":
 
-                def call():
+                def call(qkv=(ql, kl, vl), kw=shard):
                     nonlocal out
-                    out = parallel.ulysses_attention(ql, kl, vl, tensor_layout="HND", is_causal=causal, seq_lens=lens)
+                    out = parallel.ulysses_attention(*qkv, **kw)
 
                 comm = ulysses_comm(ql, kl, vl, lens, world)
             else:
 
-                def call():
+                def call(qkv=(ql, kl, vl), kw=dict(shard, sharding=sharding)):
                     nonlocal out
-                    out = parallel.ring_attention(ql, kl, vl, tensor_layout="HND", is_causal=causal,
-                                                  sharding=sharding, seq_lens=lens)
+                    out = parallel.ring_attention(*qkv, **kw)
 
                 comm = ring_comm(kl, vl, world, rank)
             t2 = timed(call, args.warmup, args.iters)

@@ -24,7 +24,7 @@ the merge into other ring implementations.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -155,7 +155,7 @@ def gather_sequence(
     of shard_sequence; the group's rank order is the sequence rank order).
     "contiguous" shards of any lengths are concatenated in rank order."""
     _check_sharding(sharding)
-    group, world, rank = _group(group, "gather_sequence")
+    group, world, _ = _group(group, "gather_sequence")
     dim = dim % x.dim()
     lens = [n for (n,) in _all_lengths((x.size(dim),), group, x.device)]
     n_all = sum(lens)

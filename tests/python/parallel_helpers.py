@@ -95,7 +95,7 @@ def run_case(case, rank, world, device, groups):
             )
         else:
             raise ValueError(f"unknown case fn {fn!r}")
-    except Exception as e:  # noqa: BLE001 - the test decides whether it was expected
+    except Exception as e:  # the test decides whether it was expected
         if not case.get("expect_error"):
             raise
         return {"error": type(e).__name__, "message": str(e)}
@@ -139,7 +139,7 @@ def worker(rank, world, port, backend, tasks, results):
                 break
             try:
                 results.put((rank, "ok", run_case(case, rank, world, device, groups)))
-            except BaseException:  # noqa: BLE001 - reported to the test process
+            except BaseException:  # reported to the test process
                 results.put((rank, "error", traceback.format_exc()))
     finally:
         dist.destroy_process_group()
@@ -197,7 +197,7 @@ class Pool:
         for t in self.tasks:
             try:
                 t.put(None)
-            except Exception:  # noqa: BLE001
+            except Exception:  # a queue already closed
                 pass
         for p in self.procs:
             p.join(timeout=10)
