@@ -207,6 +207,8 @@ GPU = [
     dict(fn="ring", b=2, hq=8, hkv=2, n=3001, d=64, seed=56, causal=True, sharding="zigzag", dtype=F16),
     dict(fn="ring", b=1, hq=8, n=1500, nkv=2500, d=128, seed=57),
     dict(fn="hybrid", ulysses=2, b=1, hq=8, n=2001, d=128, seed=58, causal=True, sharding="zigzag"),
+    dict(fn="hybrid", ulysses=1, b=1, hq=8, hkv=4, n=2001, d=128, seed=59, causal=True, sharding="zigzag",
+         layout="NHD"),
 ]
 
 
