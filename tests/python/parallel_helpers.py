@@ -132,9 +132,15 @@ def worker(rank, world, port, backend, tasks, results):
         device = torch.device("cpu")
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     groups = {}
+    parent = os.getppid()
     try:
         while True:
-            case = tasks.get()
+            try:
+                case = tasks.get(timeout=5)
+            except queue.Empty:
+                if os.getppid() != parent:  # the test process is gone (killed): do not linger on the GPUs
+                    break
+                continue
             if case is None:
                 break
             try:
