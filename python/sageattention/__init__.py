@@ -2,7 +2,8 @@
 
 The reference SageAttention 2.x API (sageattn, sageattn_varlen, ...), a
 drop-in replacement for torch's scaled_dot_product_attention (sdpa,
-patch_sdpa), and the exact float64 reference, all over libsageattn's C ABI.
+patch_sdpa), the exact float64 reference, all over libsageattn's C ABI, and
+sequence parallelism across processes (sageattention.parallel).
 Importing fails with an ImportError that names the cause when the library
 cannot be loaded or speaks another ABI.
 """
@@ -26,6 +27,7 @@ from .core import (
     sageattn_varlen,
 )
 from .sdpa import patch_sdpa, patched_sdpa, sdpa, unpatch_sdpa
+from . import parallel  # sequence parallelism over torch.distributed (docs/PARALLEL.md)
 
 try:
     # A wheel carries _version.py, written by its build: the wheel's version,
@@ -42,6 +44,7 @@ __all__ = [
     "UnsupportedError",
     "build_info",
     "library_path",
+    "parallel",
     "patch_sdpa",
     "patched_sdpa",
     "reference_attention",
