@@ -18,3 +18,18 @@ q, k, v = (torch.randn(a.batch, a.heads, a.len, a.dim, device="cuda", dtype=torc
 for _ in range(a.calls):
     sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=a.causal)
 torch.cuda.synchronize()
+
+# Device time per kernel of one call (median over a few), largest first.
+with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+    for _ in range(5):
+        sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=a.causal)
+    torch.cuda.synchronize()
+total = 0.0
+rows = []
+for e in prof.key_averages():
+    t = e.device_time_total / 5
+    if t > 0:
+        rows.append((t, e.key[:90]))
+        total += t
+for t, key in sorted(rows, reverse=True):
+    print(f"{t:10.1f} us  {100 * t / total:5.1f}%  {key}")

@@ -346,10 +346,7 @@ __global__ void __launch_bounds__(128, DP <= 128 ? 3 : 2) attention_kernel(Param
     const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTileQ;
     if (q0 >= s.len_q) return;
     // §5: one flag per (sequence, head), uniform over the CTA.
-    const int hk = h / p.group;
-    const float qmax = as_float(p.q_amax[b * p.heads_q + h]), kmax = as_float(p.k_amax[b * p.heads_kv + hk]);
-    const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
-    const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sigma > p.sharp_threshold);
+    const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sharp_scores(p, b, h));
     if (p.sharp_only && !sharp) return;
     if (sharp) attend<DP, kBf16, kFp8, true>(p, smem, b, h, s, q0);
     else attend<DP, kBf16, kFp8, false>(p, smem, b, h, s, q0);

@@ -65,12 +65,8 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     const int64_t q0 = static_cast<int64_t>(blockIdx.x) * Cfg::kTileQ;
     if (q0 >= s.len_q) return;
     const int hk = h / p.group;
-    {
-        // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ.
-        const float qmax = as_float(p.q_amax[b * p.heads_q + h]), kmax = as_float(p.k_amax[b * p.heads_kv + hk]);
-        const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
-        if (p.qk_precision == 0 && sigma > p.sharp_threshold) return;
-    }
+    // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ.
+    if (p.qk_precision == 0 && sharp_scores(p, b, h)) return;
 
     // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
     // the wgmma descriptors built from it in uniform registers.

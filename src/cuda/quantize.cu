@@ -42,14 +42,17 @@ struct Split {
     }
 };
 
+// Keys per CTA of the sums: enough that the atomics at the end are few.
+constexpr int kSumRows = 512;
+
 template <bool kBf16>
 __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
     __shared__ float k_sum[256], v_sum[256];
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
-    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
+    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kSumRows;
     if (j0 >= s.len_kv) return;
-    const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
+    const int n = static_cast<int>(min64(kSumRows, s.len_kv - j0));
     for (int c = threadIdx.x; c < 256; c += blockDim.x) k_sum[c] = v_sum[c] = 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
@@ -231,6 +234,89 @@ __global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
     }
 }
 
+// FP8 V codes of one 64-key block, transposed to [channel][key] in the order of
+// fp8_position. A thread takes the four keys that share one 32-bit word of the
+// output ({2t, 2t+1, 2t+8, 2t+9} of a 16-key group) over 8 channels, so every
+// shared-memory store is a whole word; words are placed at word ^ (channel / 8)
+// so that a warp's stores spread over the banks.
+template <bool kBf16>
+__global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
+    __shared__ uint32_t tile[256 * kBlockKv / 4];
+    __shared__ float v_mean[256], v_inv[256], v_step[256];
+    __shared__ float warp_err[8][256];  // per warp: Σ rounding error per channel
+    const int b = blockIdx.z, hk = blockIdx.y;
+    const Seq s = sequence(p, b);
+    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
+    if (j0 >= s.len_kv) return;
+    const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
+    const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
+    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+        const bool real = c < p.head_dim;
+        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * (1.f / static_cast<float>(s.len_kv)) : 0.f;
+        const float a = fmaxf(real ? as_float(p.v_amax[slot + c]) : 0.f, kAmaxFloor);
+        v_inv[c] = range / a;   // code = e4m3(v · range / a)
+        v_step[c] = a / range;  // and back
+    }
+    __syncthreads();
+    const int dp = p.head_dim_pad, chunks = dp / 8;
+    const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
+    // A thread's units all have the same chunk (blockDim is a multiple of chunks).
+    float err_sum[8] = {};
+    for (int unit = threadIdx.x; unit < 2 * dp; unit += blockDim.x) {
+        const int chunk = unit % chunks, word = unit / chunks, c0 = chunk * 8;
+        const int first = 16 * (word / 4) + 2 * (word % 4);
+        const int keys[4] = {first, first + 1, first + 8, first + 9};
+        float x[4][8];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            if (keys[r] < n) load_chunk<kBf16>(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v, x[r]);
+            else
+#pragma unroll
+                for (int e = 0; e < 8; ++e) x[r][e] = 0.f;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const int c = c0 + e;
+            const bool real = c < p.head_dim;
+            float v[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? x[r][e] - v_mean[c] : 0.f;
+            const float inv = v_inv[c], step = v_step[c];
+            const uint16_t lo = ptx::e4m3x2(v[0] * inv, v[1] * inv), hi = ptx::e4m3x2(v[2] * inv, v[3] * inv);
+            const float2 blo = ptx::e4m3x2_to_float2(lo), bhi = ptx::e4m3x2_to_float2(hi);
+            const float err = (v[0] - blo.x * step) + (v[1] - blo.y * step) + (v[2] - bhi.x * step) + (v[3] - bhi.y * step);
+            err_sum[e] += err;
+            tile[c * (kBlockKv / 4) + (word ^ (chunk & 15))] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+        }
+    }
+    // Lanes with the same chunk are `chunks` apart in a warp: sum them, then the warps.
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+        for (int o = chunks; o < 32; o <<= 1) err_sum[e] += __shfl_xor_sync(0xffffffffu, err_sum[e], o);
+    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+        for (int w = 0; w < 8; ++w) warp_err[w][c] = 0.f;
+    __syncthreads();
+    if (lane < chunks)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) warp_err[warp][lane * 8 + e] = err_sum[e];
+    __syncthreads();
+    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
+        float sum = 0.f;
+        for (int w = 0; w < 8; ++w) sum += warp_err[w][c];
+        atomicAdd(p.v_err + slot + c, sum);
+    }
+    // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
+    for (int i = threadIdx.x; i < dp * 4; i += blockDim.x) {
+        const int c = i / 4, part = i % 4, key = (c / 8) & 15;
+        const uint32_t* row = tile + c * (kBlockKv / 4);
+        const uint4 w = make_uint4(row[(4 * part) ^ key], row[(4 * part + 1) ^ key], row[(4 * part + 2) ^ key],
+                                   row[(4 * part + 3) ^ key]);
+        *reinterpret_cast<uint4*>(p.v_codes + (hk * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
+    }
+}
+
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
 // scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
 template <bool kBf16>
@@ -300,9 +386,10 @@ void quantize_typed(const Params& p, bool fp8, cudaStream_t stream) {
     const int64_t kv_blocks = (p.max_len_kv + kBlockKv - 1) / kBlockKv;
     const dim3 kv_grid(static_cast<unsigned>(kv_blocks), p.heads_kv, p.batch);
     if (kv_blocks > 0) {
-        if (p.smooth_k || p.smooth_v) kv_sums_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
+        const dim3 sum_grid(static_cast<unsigned>((p.max_len_kv + kSumRows - 1) / kSumRows), p.heads_kv, p.batch);
+        if (p.smooth_k || p.smooth_v) kv_sums_kernel<kBf16><<<sum_grid, 256, 0, stream>>>(p);
         k_quant_kernel<kBf16><<<kv_grid, 128, 0, stream>>>(p);
-        if (fp8) v_quant_kernel<kBf16, true><<<kv_grid, 256, 0, stream>>>(p);
+        if (fp8) v_quant_fp8_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
         else v_quant_kernel<kBf16, false><<<kv_grid, 256, 0, stream>>>(p);
     }
     const int64_t q_blocks = (p.max_len_q + kQuantRows - 1) / kQuantRows;
