@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _lib
+from . import _counting, _lib
 
 # How q, k and v are laid out in memory (the `layout` argument of the ops).
 HND = 0  # [batch, heads, tokens, dim]
@@ -253,10 +253,14 @@ def _forward(
             fresh = [t.clone(memory_format=torch.contiguous_format) for t in (q, k, v)]
             status = _run(*fresh, out, lse, *args)
         if status == _lib.SUCCESS:
+            if _counting.active is not None:
+                _counting.active.ran()
             return out, lse
         error = _lib.error_for(status, "sageattention")
         if fallback and not return_lse and status in (_lib.ERROR_UNSUPPORTED, _lib.ERROR_MISALIGNED):
             out.copy_(torch_attention(q, k, v, layout, mask, cu_q, cu_kv, is_causal, scale))
+            if _counting.active is not None:
+                _counting.active.fell_back(f"kernel: {error.status_name}")
             return out, lse
     raise error
 
