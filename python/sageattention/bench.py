@@ -130,14 +130,15 @@ def exact_rows(q, k, v, rows=None, attn_mask=None, is_causal=False, scale=None, 
     return out.reshape(tuple(lead) + tuple(out.shape[1:]))
 
 
-def error_stats(out, ref) -> dict:
-    """cosine, relative L1, max |err| and PSNR (peak: ref's max |value|) of out against ref."""
+def error_stats(out, ref, peak=None) -> dict:
+    """cosine, relative L1, max |err| and PSNR of out against ref. The PSNR's
+    peak is `peak` (e.g. 2 for images in [-1, 1]), by default ref's max |value|."""
     o, r = out.double().flatten(), ref.double().flatten()
     diff = o - r
     cos = F.cosine_similarity(o, r, dim=0).item()
     rel = (diff.abs().sum() / r.abs().sum().clamp_min(1e-300)).item()
     mse = diff.pow(2).mean().item()
-    peak = r.abs().max().item()
+    peak = r.abs().max().item() if peak is None else peak
     psnr = float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse) if peak > 0 else float("-inf")
     return {"cosine": cos, "rel_l1": rel, "max_abs": diff.abs().max().item(), "psnr_db": psnr}
 
