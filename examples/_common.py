@@ -122,9 +122,11 @@ def _as_dict(outputs):
 def compare_model(step, outputs, args, peaks=None, log=print) -> dict:
     """Times `step()` (one forward) with each torch backend, with
     sageattention.patch_sdpa() and (for the Amdahl bound) with no attention
-    at all; compares `outputs()` (a tensor or a dict name -> tensor) of each
-    run with torch's first working backend (PSNR peak: `peaks[name]`, by
-    default the reference's max |value|). Returns every number."""
+    at all; compares `outputs(detail)` (a tensor or a dict name -> tensor) of
+    each run with torch's first working backend (PSNR peak: `peaks[name]`, by
+    default the reference's max |value|). `detail` is True for that reference
+    and for sageattention, False for torch's other backends (the noise floor
+    needs no costly extras). Returns every number."""
     peaks = peaks or {}
     device = args.device
     result = {"torch": {}, "device": torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU",
@@ -134,7 +136,7 @@ def compare_model(step, outputs, args, peaks=None, log=print) -> dict:
         try:
             with torch.no_grad(), torch_backend(name):
                 seconds = timed(step, device, args.warmup, args.iters)
-                out = _as_dict(outputs())
+                out = _as_dict(outputs(reference is None))
         except RuntimeError as e:  # this backend cannot run some call of the model
             log(f"torch {name:<9}: unavailable here ({str(e).splitlines()[0][:120]})")
             result["torch"][name] = {"error": str(e).splitlines()[0][:300]}
@@ -157,7 +159,7 @@ def compare_model(step, outputs, args, peaks=None, log=print) -> dict:
         with sageattention.count_calls() as counts:  # one forward, counted
             step()
         ours_seconds = timed(step, device, args.warmup, args.iters)
-        ours_out = _as_dict(outputs())
+        ours_out = _as_dict(outputs(True))
     result["sageattention"] = {
         "seconds": ours_seconds,
         "speedup_vs_best_torch": best / ours_seconds,

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     def step():
         return model(**inputs).last_hidden_state
 
-    def outputs():
+    def outputs(detail):
         hidden = step()
         return {"last hidden state": hidden, "layers' contribution": seen["last layer"] - seen["embeddings"]}
 

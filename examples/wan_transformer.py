@@ -144,9 +144,9 @@ def main(argv=None) -> int:
     def step():
         return model(**inputs, return_dict=False)[0]
 
-    def outputs():
+    def outputs(detail):
         out = {"model output": step()}
-        if args.steps > 1 or vae is not None:
+        if detail and (args.steps > 1 or vae is not None):
             latent = sample(model, inputs, args.steps) if args.steps > 1 else out["model output"]
             if args.steps > 1:
                 out[f"latent after {args.steps} steps"] = latent

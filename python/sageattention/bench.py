@@ -130,17 +130,33 @@ def exact_rows(q, k, v, rows=None, attn_mask=None, is_causal=False, scale=None, 
     return out.reshape(tuple(lead) + tuple(out.shape[1:]))
 
 
-def error_stats(out, ref, peak=None) -> dict:
+def error_stats(out, ref, peak=None, chunk=1 << 24) -> dict:
     """cosine, relative L1, max |err| and PSNR of out against ref. The PSNR's
-    peak is `peak` (e.g. 2 for images in [-1, 1]), by default ref's max |value|."""
-    o, r = out.double().flatten(), ref.double().flatten()
-    diff = o - r
-    cos = F.cosine_similarity(o, r, dim=0).item()
-    rel = (diff.abs().sum() / r.abs().sum().clamp_min(1e-300)).item()
-    mse = diff.pow(2).mean().item()
-    peak = r.abs().max().item() if peak is None else peak
+    peak is `peak` (e.g. 2 for images in [-1, 1]), by default ref's max |value|.
+    Sums in float64, a chunk at a time, so that a decoded video fits."""
+    o_all, r_all = out.detach().reshape(-1), ref.detach().reshape(-1)
+    if o_all.numel() != r_all.numel():
+        raise ValueError(f"out has {o_all.numel()} elements, ref {r_all.numel()}")
+    dot = oo = rr = l1 = r1 = sq = 0.0
+    max_err = max_ref = 0.0
+    for i in range(0, max(1, o_all.numel()), chunk):
+        o, r = o_all[i : i + chunk].double(), r_all[i : i + chunk].double()
+        diff = o - r
+        dot += torch.dot(o, r).item()
+        oo += torch.dot(o, o).item()
+        rr += torch.dot(r, r).item()
+        l1 += diff.abs().sum().item()
+        r1 += r.abs().sum().item()
+        sq += torch.dot(diff, diff).item()
+        if diff.numel():
+            max_err = max(max_err, diff.abs().max().item())
+            max_ref = max(max_ref, r.abs().max().item())
+    n = max(1, o_all.numel())
+    cos = dot / max(math.sqrt(oo) * math.sqrt(rr), 1e-300)
+    mse = sq / n
+    peak = max_ref if peak is None else peak
     psnr = float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse) if peak > 0 else float("-inf")
-    return {"cosine": cos, "rel_l1": rel, "max_abs": diff.abs().max().item(), "psnr_db": psnr}
+    return {"cosine": cos, "rel_l1": l1 / max(r1, 1e-300), "max_abs": max_err, "psnr_db": psnr}
 
 
 # ------------------------------------------------------------------ running
