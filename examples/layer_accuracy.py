@@ -122,7 +122,10 @@ def table(records, modes, top=None) -> str:
                  "causal" if r["causal"] else (r["mask"] or "–")]
         for m in modes:
             st = r["modes"].get(m)
-            cells += [f"{st['cosine']:.6f}", f"{st['rel_l1']:.4f}", f"{st['worst_head_cosine']:.6f}"] if st else ["–"] * 3
+            if st:
+                cells += [f"{st['cosine']:.6f}", f"{st['rel_l1']:.4f}", f"{st['worst_head_cosine']:.6f}"]
+            else:
+                cells += ["–"] * 3
         first = r["modes"].get(modes[0], {})
         cells += [f"{r['torch']['cosine']:.6f}", f"{r['torch']['rel_l1']:.4f}", first.get("ran_on", "–")]
         lines.append("| " + " | ".join(cells) + " |")

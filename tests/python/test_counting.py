@@ -1,6 +1,5 @@
 """sageattention.count_calls(): where attention calls ran, and why some did not."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
