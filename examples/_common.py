@@ -20,13 +20,11 @@ import torch
 import torch.nn.functional as F
 
 import sageattention
-from sageattention.bench import error_stats, synchronize, timed
+from sageattention.bench import TORCH_BACKENDS, error_stats, timed, torch_backend
 
 # Exit status of a run where no attention call ran on sageattention.
 ALL_FELL_BACK = 3
 
-_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
-             "math": "MATH"}
 
 
 def add_common_args(ap: argparse.ArgumentParser) -> None:
@@ -36,7 +34,7 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=None, help="untimed forwards per variant (default 2; tiny 0)")
     ap.add_argument("--iters", type=int, default=None, help="timed forwards per variant (default 5; tiny 1)")
-    ap.add_argument("--backends", nargs="+", default=None, choices=["default"] + sorted(_BACKENDS),
+    ap.add_argument("--backends", nargs="+", default=None, choices=["default"] + sorted(TORCH_BACKENDS),
                     help="torch SDPA backends to time; the fastest is the baseline "
                          "(default: default cudnn flash on CUDA, default on the CPU)")
     ap.add_argument("--no-attention-share", action="store_true",
@@ -87,18 +85,6 @@ def cast_like_pipelines_(model: torch.nn.Module, dtype) -> None:
 
 def seeded_generator(device, seed) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
-
-
-@contextlib.contextmanager
-def torch_backend(name):
-    """torch's SDPA restricted to one backend; "default" leaves torch's own choice."""
-    if name == "default":
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel([getattr(SDPBackend, _BACKENDS[name])]):
-        yield
 
 
 def _identity_attention(query, key, value, *args, **kwargs):
@@ -216,4 +202,3 @@ def describe(args, text, log=print) -> None:
     else:
         log("weights: RANDOM (no checkpoint is downloaded), at the architecture's real layer sizes: the timings "
             "are the real model's; the accuracy is indicative (trained attention is sharper than random)")
-    synchronize(args.device)

@@ -26,6 +26,7 @@ in examples/ measure with.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -160,20 +161,28 @@ def error_stats(out, ref, peak=None, chunk=1 << 24) -> dict:
 
 # ------------------------------------------------------------------ running
 
-_TORCH_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+TORCH_BACKENDS = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                    "math": "MATH"}
+
+
+@contextlib.contextmanager
+def torch_backend(name):
+    """torch's SDPA restricted to one backend inside the block; "default"
+    leaves torch's own choice."""
+    if name == "default":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([getattr(SDPBackend, TORCH_BACKENDS[name])]):
+        yield
 
 
 def torch_sdpa_call(backend, q, k, v, causal):
     """A call of torch's SDPA restricted to one backend ("default": torch's own choice)."""
-    if backend == "default":
-        return lambda: torch_sdpa(q, k, v, is_causal=causal)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    chosen = getattr(SDPBackend, _TORCH_BACKENDS[backend])
 
     def call():
-        with sdpa_kernel([chosen]):
+        with torch_backend(backend):
             return torch_sdpa(q, k, v, is_causal=causal)
 
     return call
@@ -429,7 +438,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lens", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
     ap.add_argument("--pv", default="auto", choices=["auto", "fp16", "fp8"], help="force a P·V path")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backends", nargs="+", choices=sorted(_TORCH_BACKENDS) + ["default"], default=None,
+    ap.add_argument("--backends", nargs="+", choices=sorted(TORCH_BACKENDS) + ["default"], default=None,
                     help="torch SDPA backends to time (default: cudnn flash on CUDA, default on the CPU)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
