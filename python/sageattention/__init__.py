@@ -8,6 +8,7 @@ Importing fails with an ImportError that names the cause when the library
 cannot be loaded or speaks another ABI.
 """
 
+from ._counting import CallCounts, count_calls
 from ._lib import (
     InvalidProblemError,
     LibraryError,
@@ -38,11 +39,13 @@ except ImportError:
     __version__ = _library_version()
 
 __all__ = [
+    "CallCounts",
     "InvalidProblemError",
     "LibraryError",
     "SageAttnError",
     "UnsupportedError",
     "build_info",
+    "count_calls",
     "library_path",
     "parallel",
     "patch_sdpa",

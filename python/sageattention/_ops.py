@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _lib
+from . import _counting, _lib
 
 # How q, k and v are laid out in memory (the `layout` argument of the ops).
 HND = 0  # [batch, heads, tokens, dim]
@@ -320,6 +320,8 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
     lse = None if plan.lse_shape is None else torch.empty(plan.lse_shape, dtype=_F32, device=plan.device)
     status = plan.run(q, k, v, out, lse, attn_mask, cu_q, cu_kv)
     if status == _lib.SUCCESS:
+        if _counting.active is not None:
+            _counting.active.ran()
         return out, lse
     mask = None if attn_mask is None else attn_mask.expand(plan.mask_shape)
     args = (layout, plan.geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options)
@@ -347,6 +349,8 @@ def _first_forward(plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, m
     if len(plans) >= _MAX_PLANS:
         plans.clear()
     plans[key] = plan
+    if _counting.active is not None:
+        _counting.active.ran()
     return out, lse
 
 
@@ -364,11 +368,15 @@ def _failed(status, q, k, v, out, lse, args, fallback):
             fresh = [t.clone(memory_format=torch.contiguous_format) for t in (q, k, v)]
             status = _Plan(*fresh, out, lse, *args).run(*fresh, out, lse, mask, cu_q, cu_kv)
             if status == _lib.SUCCESS:
+                if _counting.active is not None:
+                    _counting.active.ran()
                 return out, lse
         error = _lib.error_for(status, "sageattention")
         return_lse, scale = options[1], options[0]
         if fallback and not return_lse and status in (_lib.ERROR_UNSUPPORTED, _lib.ERROR_MISALIGNED):
             out.copy_(torch_attention(q, k, v, layout, mask, cu_q, cu_kv, is_causal, scale))
+            if _counting.active is not None:
+                _counting.active.fell_back(f"kernel: {error.status_name}")
             return out, lse
     raise error
 

@@ -14,64 +14,71 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _lib, _ops
+from . import _counting, _lib, _ops
 
 _F16, _BF16 = torch.float16, torch.bfloat16
 _Tensor = torch.Tensor
+_is_compiling = torch.compiler.is_compiling
 
 
-def _runs_here(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa) -> bool:
-    """True when the library computes exactly what torch's SDPA would.
+def _why_torch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """None when the library computes exactly what torch's SDPA would, else
+    why torch's SDPA must (a constant string, counted by count_calls()).
     Metadata only, so that torch.compile traces it without a graph break;
     cheap checks first, since this runs on every call."""
     if type(query) is not _Tensor or type(key) is not _Tensor or type(value) is not _Tensor:
-        return False  # subclasses (DTensor, nested, ...) keep their own dispatch
+        return "sdpa: tensor subclass"  # DTensor, nested, ...: they keep their own dispatch
     dtype = query.dtype
     if (dtype is not _F16 and dtype is not _BF16) or key.dtype is not dtype or value.dtype is not dtype:
-        return False
-    if dropout_p != 0.0 or not (query.is_cuda or query.is_cpu):
-        return False
+        return "sdpa: dtype not fp16/bf16"
+    if dropout_p != 0.0:
+        return "sdpa: dropout"
+    if not (query.is_cuda or query.is_cpu):
+        return "sdpa: device"
     device = query.device
     if key.device != device or value.device != device:
-        return False
+        return "sdpa: device"
     if torch.is_grad_enabled() and (
         query.requires_grad
         or key.requires_grad
         or value.requires_grad
         or (attn_mask is not None and attn_mask.requires_grad)
     ):
-        return False  # torch's fused backward is exact and fast; ours would be neither
+        return "sdpa: needs grad"  # torch's fused backward is exact and fast; ours would be neither
     shape_q, shape_k = query.shape, key.shape
     dims = len(shape_q)
-    if dims < 2 or dims > 4 or value.shape != shape_k or len(shape_k) != dims:
-        return False
+    if dims < 2 or dims > 4 or len(shape_k) != dims or value.dim() != dims:
+        return "sdpa: shape"
     head_dim = shape_q[-1]
-    if head_dim < 1 or head_dim > _lib.MAX_HEAD_DIM or shape_k[-1] != head_dim:
-        return False  # other head dims, or a value head_dim of its own
+    if head_dim < 1 or head_dim > _lib.MAX_HEAD_DIM or shape_k[-1] != head_dim or value.shape != shape_k:
+        return "sdpa: head_dim"  # other head dims, or a value head_dim of its own
     if dims == 4 and shape_q[0] != shape_k[0]:
-        return False  # broadcast batch dims
+        return "sdpa: shape"  # broadcast batch dims
     if dims > 2 and shape_q[-3] != shape_k[-3]:
         if not enable_gqa or shape_k[-3] == 0 or shape_q[-3] % shape_k[-3] != 0:
-            return False  # torch raises for these; let it
+            return "sdpa: shape"  # torch raises for these; let it
     if shape_q[-2] == 0 or shape_k[-2] == 0 or (dims == 4 and shape_q[0] == 0):
-        return False
+        return "sdpa: empty"
     if scale is not None and (scale == 0.0 or not math.isfinite(scale)):
-        return False  # the ABI reads scale 0 as 1/sqrt(head_dim)
+        return "sdpa: scale"  # the ABI reads scale 0 as 1/sqrt(head_dim)
     if attn_mask is not None:
         if is_causal or type(attn_mask) is not _Tensor:
-            return False  # torch raises for mask + is_causal
+            return "sdpa: mask"  # torch raises for mask + is_causal
         if attn_mask.device != device or attn_mask.dim() > dims or attn_mask.dim() < 2:
-            return False  # torch rejects masks of fewer than 2 dims
+            return "sdpa: mask"  # torch rejects masks of fewer than 2 dims
         if attn_mask.dtype is not torch.bool and attn_mask.dtype is not dtype and attn_mask.dtype is not torch.float32:
-            return False
-    return True
+            return "sdpa: mask"
+    return None
 
 
 def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
     """torch.nn.functional.scaled_dot_product_attention, run by sageattention
     where it can be computed exactly as torch defines it (quantized), and by
     torch's own SDPA otherwise. See docs/PYTHON.md for the rules."""
-    if not _runs_here(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    why = _why_torch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    if why is not None:
+        if not _is_compiling() and _counting.active is not None:
+            _counting.active.fell_back(why)
         extra = {"enable_gqa": True} if enable_gqa else {}  # older torch has no such argument
         return _ops.torch_sdpa(
             query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale, **extra
