@@ -101,7 +101,11 @@ def arch_coverage(cc: int, archs: list[int]) -> tuple[bool, str]:
     return False, f"sm_{cc} is not among the compiled targets ({', '.join(f'sm_{a}' for a in archs) or 'none'})"
 
 
-def kernel_path(cc: int) -> str:
+def kernel_path(cc: int, families: str = "") -> str:
+    """The kernels `sageattn` takes on a GPU of compute capability `cc`, given the
+    library's kernel families (build_info)."""
+    if cc == 90 and "cuda-wgmma-sm90a" in families:
+        return "CUDA sm_90a wgmma kernel, INT8 Q·Kᵀ, FP8 P·V (head_dim <= 128; larger: mma kernels, FP16 P·V)"
     if cc in (80, 86, 87, 90):
         return "CUDA mma kernels, INT8 Q·Kᵀ, FP16 P·V"
     if cc == 89 or 120 <= cc < 130:
@@ -182,7 +186,7 @@ def _torch_section(rep: Report, torch, info: dict) -> list[tuple[int, str, int]]
         major, minor = torch.cuda.get_device_capability(i)
         cc = major * 10 + minor
         covered, how = arch_coverage(cc, archs) if has_cuda_backend else (False, "the library has no CUDA backend")
-        path = kernel_path(cc) if covered else "none (the kernels cannot run on this GPU)"
+        path = kernel_path(cc, info.get("kernel_families") or "") if covered else "none (the kernels cannot run on this GPU)"
         listed.append({"index": i, "name": name, "compute_capability": f"{major}.{minor}",
                        "arch_covered": covered, "arch_detail": how, "sageattn_path": path})
         rep.lines.append((f"GPU {i}", f"{name}, compute capability {major}.{minor}"))

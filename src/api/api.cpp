@@ -96,7 +96,11 @@ sageattn_status sageattn_get_build_info(sageattn_build_info* info) {
     info->backends |= SAGEATTN_BACKEND_CUDA;
     info->cuda_runtime_version = sageattn::cuda::runtime_version();
     info->num_cuda_archs = sageattn::cuda::compiled_archs(info->cuda_archs, 32);
+#ifdef SAGEATTN_WITH_WGMMA
+    info->kernel_families = "cpu,cuda-mma,cuda-wgmma-sm90a";
+#else
     info->kernel_families = "cpu,cuda-mma";
+#endif
 #endif
     info->max_head_dim = SAGEATTN_MAX_HEAD_DIM;
     info->pv_precisions = (1u << SAGEATTN_PV_FP8) | (1u << SAGEATTN_PV_FP16);

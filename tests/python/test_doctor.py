@@ -86,6 +86,7 @@ def test_arch_coverage_heuristic():
     assert not ok and "sm_75" in how
     assert "FP16 P·V" in kernel_path(80) and "FP16 P·V" in kernel_path(90)
     assert "FP8 P·V" in kernel_path(89) and "FP8 P·V" in kernel_path(120)
+    assert "wgmma" in kernel_path(90, "cpu,cuda-mma,cuda-wgmma-sm90a") and "wgmma" not in kernel_path(90, "cpu,cuda-mma")
 
 
 def test_doctor_without_torch():
