@@ -10,10 +10,11 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
 # The CUDA kernels build wherever nvcc is (no GPU needed); CI compiles them for
-# SAGEATTN_CUDA_ARCHS (default here sm_80 and sm_89) and their tests skip without a GPU.
+# SAGEATTN_CUDA_ARCHS (default here sm_80, sm_89 and sm_90, which brings the sm_90a
+# Hopper kernel) and their tests skip without a GPU.
 echo "== C++ tests (Release)"
 cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSAGEATTN_BUILD_TESTS=ON \
-  -DSAGEATTN_CUDA_ARCHS="${SAGEATTN_CUDA_ARCHS:-80;89}" >/dev/null
+  -DSAGEATTN_CUDA_ARCHS="${SAGEATTN_CUDA_ARCHS:-80;89;90-real}" >/dev/null
 cmake --build build -j "$jobs"
 (cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^([0-9]+: )?\[ (seed|accuracy|sharp|rejected|gpu) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
 (cd build && ctest -j "$jobs" --output-on-failure)
