@@ -44,7 +44,8 @@ struct WgmmaConfig {
     static constexpr int kAhead = 3;
     static constexpr int kStage = (kKBytes + kVBytes + 1023) / 1024 * 1024;
     static constexpr int kBarriers = kQBytes + kStages * kStage;  // full[kStages], empty[kStages], q
-    static constexpr int kBytes = kBarriers + (2 * kStages + 1) * 8 + 1024;  // + slack to align the base to 1024
+    static constexpr int kColumns = kBarriers + (2 * kStages + 1) * 8;  // v_scale[DP], v_offset[DP]
+    static constexpr int kBytes = kColumns + 2 * DP * 4 + 1024;  // + slack to align the base to 1024
 };
 
 template <int DP, bool kBf16, bool kLse, int kWarpgroups>
@@ -141,6 +142,20 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
         ptx::mbarrier_wait(full + j % Cfg::kStages, static_cast<uint32_t>((j / Cfg::kStages) & 1));
     };
     for (int n = 0; n < Cfg::kAhead; ++n) produce(n);
+    // The epilogue's per-channel V scale and offset (§4, §6), while the first copies fly.
+    float* v_scale_smem = reinterpret_cast<float*>(smem + Cfg::kColumns);
+    float* v_offset_smem = v_scale_smem + DP;
+    {
+        const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
+        const float inv_len = lkv > 0 ? 1.f / static_cast<float>(lkv) : 0.f;
+        for (int c = threadIdx.x; c < DP; c += Cfg::kThreads) {
+            const bool real = c < p.head_dim;
+            v_scale_smem[c] = real ? fmaxf(as_float(p.v_amax[slot + c]), kAmaxFloor) / 448.0f : 0.f;
+            v_offset_smem[c] =
+                real ? (p.smooth_v ? p.v_sum[slot + c] * inv_len : 0.f) + p.v_err[slot + c] * inv_len : 0.f;
+        }
+    }
+    __syncthreads();
     ptx::mbarrier_wait(q_full, 0);
 
     // Block j's softmax: from the INT8 scores to P̃ in FP8 (pk), then packed as the A
@@ -301,29 +316,36 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 1);
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 2);
     }
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
-    const float inv_len = lkv > 0 ? 1.f / static_cast<float>(lkv) : 0.f;
     uint16_t* out = static_cast<uint16_t*>(p.out);
     const int64_t ob_base = out_base(p, b, s) + h * p.out_head_stride;
     float inv_l[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) inv_l[r] = m[r] == -INFINITY ? 0.f : 1.f / l[r];
+    // Channel pairs (2t, 2t + 1) as one 32-bit store where the view allows it.
+    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) & 3) == 0 && p.out_token_stride % 2 == 0 &&
+                       p.out_head_stride % 2 == 0 && p.out_batch_stride % 2 == 0;
 #pragma unroll
-    for (int ot = 0; ot < kOT; ++ot)
+    for (int r = 0; r < 2; ++r) {
+        if (row[r] >= lq) continue;
+        uint16_t* out_row = out + ob_base + row[r] * p.out_token_stride;
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int c = ot * 8 + 2 * t + e;
+        for (int ot = 0; ot < kOT; ++ot) {
+            const int c = ot * 8 + 2 * t;
             if (c >= p.head_dim) continue;
-            const float amax = as_float(p.v_amax[slot + c]);
-            const float v_scale = fmaxf(amax, kAmaxFloor) / 448.0f;
-            const float v_offset = (p.smooth_v ? p.v_sum[slot + c] * inv_len : 0.f) + p.v_err[slot + c] * inv_len;
+            float value[2];
 #pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                if (row[r] >= lq) continue;
-                const float value = m[r] == -INFINITY ? 0.f : o[4 * ot + 2 * r + e] * inv_l[r] * v_scale + v_offset;
-                out[ob_base + row[r] * p.out_token_stride + c] = ptx::store16<kBf16>(value);
+            for (int e = 0; e < 2; ++e)
+                value[e] = m[r] == -INFINITY ? 0.f
+                                             : o[4 * ot + 2 * r + e] * inv_l[r] * v_scale_smem[c + e] + v_offset_smem[c + e];
+            const uint16_t lo = ptx::store16<kBf16>(value[0]), hi = ptx::store16<kBf16>(value[1]);
+            if (pairs && c + 1 < p.head_dim) {
+                *reinterpret_cast<uint32_t*>(out_row + c) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+            } else {
+                out_row[c] = lo;
+                if (c + 1 < p.head_dim) out_row[c + 1] = hi;
             }
         }
+    }
     if (kLse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= lq) continue;
