@@ -125,6 +125,8 @@ TEST(Gpu, ShapesLayoutsAndPrecisions) {
         {{1, 2, 2, 129, 129, 200, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP8},
         {{1, 2, 1, 70, 140, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, true, SAGEATTN_PV_FP16},
         {{1, 2, 2, 513, 1024, 128, SAGEATTN_DTYPE_BF16, Layout::HND}, false, SAGEATTN_PV_FP8},
+        // d64 from 2048 query rows on: the sm_90a kernel's three-warpgroup (192-row) tiles.
+        {{1, 2, 1, 2100, 2300, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, true, SAGEATTN_PV_FP8},
         {{1, 1, 1, 33, 1, 1, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP16},
     };
     for (const Case& c : cases) {
