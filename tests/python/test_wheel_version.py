@@ -2,6 +2,7 @@
 toolkit by SAGEATTN_CUDA_MAJOR (scripts/build_wheel.sh), against stand-in
 nvcc scripts that only answer --version: no toolkit is downloaded or run."""
 
+import glob
 import importlib.util
 import os
 import subprocess
@@ -97,3 +98,19 @@ def test_command_line(tmp_path):
     r = subprocess.run([sys.executable, _SCRIPT, "--nvcc-for-major", "13"], env=env,
                        capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "no CUDA 13.0+ nvcc" in r.stderr and not r.stdout
+
+
+def test_build_wheel_stops_without_a_toolkit_of_that_major(tmp_path):
+    # scripts/build_wheel.sh's SAGEATTN_CUDA_MAJOR branch, up to the build: a
+    # machine with only CUDA 13 gets the reason before anything is compiled.
+    if any(glob.glob(p.format(major=12)) for p in ("/usr/local/cuda-{major}*", "/opt/cuda-{major}*",
+                                                   "/opt/nvidia/cuda-{major}*")):
+        pytest.skip("this machine has a CUDA 12 toolkit: the script would build with it")
+    nvcc = _toolkit(tmp_path / "cuda-13.0", "13.0")
+    env = {"PATH": os.path.dirname(nvcc) + os.pathsep + "/usr/bin:/bin", "PYTHON": sys.executable,
+           "SAGEATTN_CUDA_MAJOR": "12", "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", os.path.join(_ROOT, "scripts", "build_wheel.sh"), str(tmp_path / "dist")],
+                       env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no CUDA 12.8+ nvcc" in r.stderr and f"{nvcc} (CUDA 13.0)" in r.stderr
+    assert "building sageattention" not in r.stdout and not (tmp_path / "dist").exists()
