@@ -9,6 +9,11 @@
 #                        found as CMake finds it), or OFF for a CPU-only wheel
 #   SAGEATTN_CUDA_ARCHS  CMake CUDA architectures; default: pyproject.toml's list
 #                        (80-real;86-real;89-real;90: sm_80/86/89/90 + compute_90 PTX)
+#   SAGEATTN_CUDA_MAJOR  13 or 12: build the +cu13 or the +cu12 wheel with a
+#                        toolkit of that major found on this machine (CUDACXX,
+#                        PATH, CUDA_PATH, CUDA_HOME, /usr/local/cuda-MAJOR.*, ...;
+#                        scripts/wheel_version.py --nvcc-for-major says which,
+#                        or what to install). Unset: whatever CUDACXX / nvcc is.
 #   CUDACXX              the nvcc to build with; its CUDA major names the wheel
 #                        (0.1.0+cu13) and is the CUDA runtime linked into it
 #   CMAKE_BUILD_PARALLEL_LEVEL   parallel compile jobs (default: the CPU count)
@@ -25,6 +30,14 @@ python="${PYTHON:-python3}"
 export SAGEATTN_CUDA="${SAGEATTN_CUDA:-ON}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
+case "${SAGEATTN_CUDA^^}" in OFF|0|FALSE|NO|N) cpu_only=1 ;; *) cpu_only= ;; esac
+if [ -n "${SAGEATTN_CUDA_MAJOR:-}" ] && [ -z "$cpu_only" ]; then
+  # The compiler decides the label, the runtime linked in and the toolkit CMake
+  # uses (FindCUDAToolkit follows the compiler): naming it is all it takes.
+  CUDACXX="$("$python" "$root/scripts/wheel_version.py" --nvcc-for-major "$SAGEATTN_CUDA_MAJOR")"
+  export CUDACXX
+  echo "== CUDA $SAGEATTN_CUDA_MAJOR: $CUDACXX ($("$CUDACXX" --version | grep -o 'release [0-9.]*'))"
+fi
 version="$("$python" "$root/scripts/wheel_version.py")"
 label="${version##*+}"
 echo "== building sageattention $version (SAGEATTN_CUDA=$SAGEATTN_CUDA${SAGEATTN_CUDA_ARCHS:+, SAGEATTN_CUDA_ARCHS=$SAGEATTN_CUDA_ARCHS})"

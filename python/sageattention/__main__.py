@@ -1,7 +1,9 @@
 """`python -m sageattention doctor [--no-bench] [--quick] [--json]`.
 
-Imports nothing of the package up front, so the doctor can report why
-`import sageattention` fails.
+Python imports the package before it runs this module; when the library
+cannot be loaded, the package keeps the error instead of raising it (only
+under `python -m sageattention`, see __init__.py), so the doctor can report
+why `import sageattention` fails and what to do.
 """
 
 import sys

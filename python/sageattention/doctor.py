@@ -8,7 +8,9 @@ Every problem found gets a plain sentence and what to do about it. Exit code:
 0 when everything checked passed, 1 otherwise.
 
 This module imports the package inside a try, so it still runs, and reports
-why, when `import sageattention` fails.
+why, when `import sageattention` fails; run as `python -m sageattention doctor`
+it gets that error from the package, which keeps it for the doctor instead of
+raising it.
 """
 
 from __future__ import annotations
@@ -293,6 +295,12 @@ def run(no_bench: bool = False, quick: bool = False) -> Report:
     lib = None
     try:
         import sageattention as sa
+
+        if sa.__dict__.get("_import_error") is not None:
+            # Run as `python -m sageattention`: the package kept its import
+            # error for us instead of raising it (sageattention/__init__.py).
+            failed, sa = sa.__dict__["_import_error"], None
+            raise failed
     except ImportError as e:
         text = str(e)
         missing_torch = getattr(e, "name", None) == "torch" or "No module named 'torch'" in text

@@ -63,14 +63,39 @@ def test_doctor_usage():
 def test_doctor_missing_library(tmp_path, module):
     missing = str(tmp_path / "no-such-libsageattn.so")
     r = _run(["--no-bench", "--quick"], library=missing, module=module)
-    assert r.returncode == 1
-    out = r.stdout + r.stderr
-    assert missing in out
-    assert "SAGEATTN_LIBRARY does not name an existing file" in out
-    if not module:
-        # The doctor itself reports it, with what to do.
-        assert "The library cannot be loaded" in r.stdout
-        assert "verdict: 1 problem(s) found" in r.stdout
+    assert r.returncode == 1, r.stdout + r.stderr
+    # The doctor itself reports it, as one sentence with what to do; no traceback.
+    assert "Traceback" not in r.stderr, r.stderr
+    assert missing in r.stdout
+    assert "SAGEATTN_LIBRARY does not name an existing file" in r.stdout
+    assert "The library cannot be loaded" in r.stdout and "make it name an existing libsageattn" in r.stdout
+    assert "verdict: 1 problem(s) found" in r.stdout
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["script", "module"])
+def test_doctor_library_not_a_library(tmp_path, module):
+    bogus = tmp_path / "libsageattn.so"
+    bogus.write_text("not a shared library\n")
+    r = _run(["--no-bench", "--quick", "--json"], library=str(bogus), module=module)
+    assert r.returncode == 1, r.stdout + r.stderr
+    d = json.loads(r.stdout)
+    assert d["ok"] is False and str(bogus) in d["import_error"]
+    assert len(d["problems"]) == 1 and d["problems"][0].startswith("The library cannot be loaded")
+
+
+def test_import_still_raises(tmp_path):
+    # Outside `python -m sageattention`, importing raises the same clear error.
+    missing = str(tmp_path / "no-such-libsageattn.so")
+    for code in ("import sageattention", "from sageattention import sageattn",
+                 "import runpy; runpy.run_module('sageattention.bench')"):
+        r = subprocess.run([sys.executable, "-c", code], env=_env(missing), check=False,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, (code, r.stdout, r.stderr)
+        assert "ImportError: sageattention: cannot load libsageattn: SAGEATTN_LIBRARY does not name" in r.stderr, r.stderr
+    # Another module run with -m gets the error too: only the doctor's entry defers it.
+    r = subprocess.run([sys.executable, "-m", "sageattention.bench", "--help"], env=_env(missing),
+                       check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "cannot load libsageattn" in r.stderr, r.stderr
 
 
 def test_arch_coverage_heuristic():
