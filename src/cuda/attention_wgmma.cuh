@@ -40,8 +40,8 @@ struct WgmmaConfig {
     static constexpr int kVBytes = kPvN * kBlockKv;
     // Block j computes while j - 1's Vᵀ is in use and j + 1 .. j + kAhead are in flight; the
     // rest is slack that lets one warpgroup run up to kStages - kAhead - 2 blocks ahead of the other.
-    static constexpr int kStages = 6;
-    static constexpr int kAhead = 3;
+    static constexpr int kStages = 8;
+    static constexpr int kAhead = 5;
     static constexpr int kStage = (kKBytes + kVBytes + 1023) / 1024 * 1024;
     static constexpr int kBarriers = kQBytes + kStages * kStage;  // full[kStages], empty[kStages], q
     static constexpr int kColumns = kBarriers + (2 * kStages + 1) * 8;  // v_scale[DP], v_offset[DP]
