@@ -214,10 +214,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                 for (int e = 0; e < 4; ++e) {
                     const int r = e / 2;
                     const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-                    bool visible = j < lkv && row[r] < lq && (!p.causal || j <= row[r] + lkv - lq);
-                    float bias = 0.f;
-                    if (visible && p.mask_type != 0) visible = mask_entry(p, b, h, row[r], j, &bias);
-                    sc[nt][e] = visible ? sc[nt][e] + bias : -INFINITY;
+                    sc[nt][e] = visible_score(p, b, h, row[r], j, lq, lkv, sc[nt][e]);
                     block_max[r] = fmaxf(block_max[r], sc[nt][e]);
                 }
         }

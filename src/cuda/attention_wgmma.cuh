@@ -192,10 +192,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
                 for (int e = 0; e < 4; ++e) {
                     const int r = e / 2;
                     const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-                    bool visible = j < lkv && row[r] < lq && (!p.causal || j <= row[r] + lkv - lq);
-                    float bias = 0.f;
-                    if (visible && p.mask_type != 0) visible = mask_entry(p, b, h, row[r], j, &bias);
-                    sc[4 * nt + e] = visible ? sc[4 * nt + e] + bias : -INFINITY;
+                    sc[4 * nt + e] = visible_score(p, b, h, row[r], j, lq, lkv, sc[4 * nt + e]);
                     block_max[r] = fmaxf(block_max[r], sc[4 * nt + e]);
                 }
         }

@@ -133,4 +133,14 @@ __device__ __forceinline__ float warp_sum(float x) {
     return x;
 }
 
+// §1, §6: score s of query i and key j after visibility (sequence ends, causal
+// bottom-right, the mask) and the additive bias; −inf where the key is hidden.
+__device__ __forceinline__ float visible_score(const Params& p, int b, int h, int64_t i, int64_t j, int64_t lq,
+                                               int64_t lkv, float s) {
+    bool visible = j < lkv && i < lq && (!p.causal || j <= i + lkv - lq);
+    float bias = 0.f;
+    if (visible && p.mask_type != 0) visible = mask_entry(p, b, h, i, j, &bias);
+    return visible ? s + bias : -INFINITY;
+}
+
 }  // namespace sageattn::cuda

@@ -167,12 +167,13 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) atomicMax(p.v_amax + slot + c, v_amax[c]);
 }
 
-// V codes of one 64-key block, transposed to [channel][key] for the P·V B operand.
-template <bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
-    constexpr int kBytes = kFp8 ? 1 : 2;
-    __shared__ __align__(16) uint8_t tile[256 * kBlockKv * kBytes];
-    __shared__ float v_mean[256], v_inv[256], v_step[256], v_err[256];
+// FP16 V codes of one 64-key block, transposed to [channel][key] for the P·V B
+// operand, each channel scaled by a power of two so that |v| <= 2^9 (§4).
+template <bool kBf16>
+__global__ void __launch_bounds__(256) v_quant_fp16_kernel(Params p) {
+    __shared__ __align__(16) uint16_t tile[256 * kBlockKv];
+    __shared__ float v_mean[256];
+    __shared__ int v_exp[256];
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
@@ -183,53 +184,33 @@ __global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float amax = real ? as_float(p.v_amax[slot + c]) : 0.f;
-        if constexpr (kFp8) {
-            const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-            const float a = fmaxf(amax, kAmaxFloor);
-            v_inv[c] = range / a;   // code = e4m3(v · range / a)
-            v_step[c] = a / range;  // and back
-        } else {
-            int e = 0;
-            if (amax > 0.f) {
-                frexpf(amax, &e);
-                e = max(e - 9, -100);
-            }
-            v_inv[c] = static_cast<float>(-e);  // the exponent to apply (exact scaling)
-            v_step[c] = 0.f;
+        int e = 0;
+        if (amax > 0.f) {
+            frexpf(amax, &e);
+            e = max(e - 9, -100);
         }
-        v_err[c] = 0.f;
+        v_exp[c] = -e;  // the exponent to apply (exact scaling)
     }
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float err[8] = {}, x[8];
+    float x[8];
     for (int j = w.group; j < kBlockKv; j += w.groups) {
         if (j < n) load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
             const float v = (j < n && c < p.head_dim) ? x[e] - v_mean[c] : 0.f;
-            if constexpr (kFp8) {
-                const uint16_t code = ptx::e4m3x2(v * v_inv[c], 0.f);
-                tile[c * kBlockKv + fp8_position(j)] = static_cast<uint8_t>(code & 0xff);
-                err[e] += v - ptx::e4m3x2_to_float2(code).x * v_step[c];
-            } else {
-                reinterpret_cast<uint16_t*>(tile)[c * kBlockKv + j] =
-                    __half_as_ushort(__float2half_rn(ldexpf(v, static_cast<int>(v_inv[c]))));
-            }
+            tile[c * kBlockKv + j] = __half_as_ushort(__float2half_rn(ldexpf(v, v_exp[c])));
         }
     }
-    if constexpr (kFp8)
-        for (int e = 0; e < 8; ++e) atomicAdd(&v_err[c0 + e], err[e]);
     __syncthreads();
-    if constexpr (kFp8)
-        for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) atomicAdd(p.v_err + slot + c, v_err[c]);
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
-    constexpr int kWordsPerRow = kBlockKv * kBytes / 4;
+    constexpr int kWordsPerRow = kBlockKv * 2 / 4;
     const uint32_t* src = reinterpret_cast<const uint32_t*>(tile);
     for (int i = threadIdx.x; i < p.head_dim_pad * kWordsPerRow; i += blockDim.x) {
         const int c = i / kWordsPerRow, word = i % kWordsPerRow;
-        uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * kBytes;
+        uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
         reinterpret_cast<uint32_t*>(dst)[word] = src[i];
     }
 }
@@ -390,7 +371,7 @@ void quantize_typed(const Params& p, bool fp8, cudaStream_t stream) {
         if (p.smooth_k || p.smooth_v) kv_sums_kernel<kBf16><<<sum_grid, 256, 0, stream>>>(p);
         k_quant_kernel<kBf16><<<kv_grid, 128, 0, stream>>>(p);
         if (fp8) v_quant_fp8_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
-        else v_quant_kernel<kBf16, false><<<kv_grid, 256, 0, stream>>>(p);
+        else v_quant_fp16_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
     }
     const int64_t q_blocks = (p.max_len_q + kQuantRows - 1) / kQuantRows;
     if (q_blocks > 0) q_quant_kernel<kBf16><<<dim3(static_cast<unsigned>(q_blocks), p.heads_q, p.batch), 128, 0, stream>>>(p);
