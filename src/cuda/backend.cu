@@ -21,8 +21,9 @@ int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
 
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, zeroed_end;
-    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, total;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, zeroed_end;
+    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, sum_parts, err_parts, total;
+    int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;
     int dp;
 };
@@ -48,6 +49,7 @@ Layout layout_of(const Problem& pr) {
     l.q_amax = take(static_cast<size_t>(p.batch * p.heads_q) * 4);
     l.v_amax = take(heads_kv * dp * 4);
     l.v_err = take(heads_kv * dp * 4);
+    l.tickets = take(heads_kv * 2 * 4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
@@ -57,6 +59,11 @@ Layout layout_of(const Problem& pr) {
     l.q_codes = take(q_cells * dp);
     l.q_scale = take(q_cells * 4);
     l.q_shift = take(q_cells * 4);
+    const int64_t max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    l.sum_chunks = static_cast<int32_t>((max_kv + kSumRows - 1) / kSumRows);
+    l.err_chunks = static_cast<int32_t>((max_kv + kBlockKv - 1) / kBlockKv);
+    l.sum_parts = take(heads_kv * static_cast<size_t>(l.sum_chunks) * 2 * dp * 4);
+    l.err_parts = take(heads_kv * static_cast<size_t>(l.err_chunks) * dp * 4);
     l.total = at;
     return l;
 }
@@ -109,6 +116,10 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.q_scale = region<float>(ws, l.q_scale);
     k.q_shift = region<float>(ws, l.q_shift);
     k.kv_rows = l.kv_rows, k.q_rows = l.q_rows;
+    k.sum_parts = region<float>(ws, l.sum_parts);
+    k.err_parts = region<float>(ws, l.err_parts);
+    k.tickets = region<uint32_t>(ws, l.tickets);
+    k.sum_chunks = l.sum_chunks, k.err_chunks = l.err_chunks;
     return k;
 }
 

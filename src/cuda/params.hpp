@@ -11,6 +11,7 @@ namespace sageattn::cuda {
 constexpr int kBlockKv = 64;   // keys per block: §3 K groups, §6 softmax steps
 constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 rows)
 constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
+constexpr int kSumRows = 512;    // keys per CTA of the K/V sums
 
 struct TensorView {
     const void* data;
@@ -55,6 +56,12 @@ struct Params {
     float* q_scale;      // [heads_q][q_rows]
     float* q_shift;      // [heads_q][q_rows]: §6's LSE shift
     int64_t kv_rows, q_rows;  // padded row counts of the packed layouts
+    // Cross-CTA sums in a fixed order (run-to-run identical results): each CTA writes its part,
+    // the last one of a (sequence, KV head) to finish adds them up in order.
+    float* sum_parts;    // [batch][heads_kv][sum_chunks][2][dpad]: K and V sums per 512-key chunk
+    float* err_parts;    // [batch][heads_kv][err_chunks][dpad]: V rounding error per 64-key block
+    uint32_t* tickets;   // [2][batch][heads_kv]   zeroed: CTAs done, for the sums and the errors
+    int32_t sum_chunks, err_chunks;
 };
 
 // Padded packed rows: sequence b's rows start at pad·(ceil(first/pad) + b), where

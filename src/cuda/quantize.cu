@@ -42,20 +42,42 @@ struct Split {
     }
 };
 
-// Keys per CTA of the sums: enough that the atomics at the end are few.
-constexpr int kSumRows = 512;
+// Cross-CTA sums in a fixed order. Each CTA of a (sequence, KV head) stores its
+// `count` partial sums (`mine`, shared memory) as part `part` of `parts_n`; the
+// last CTA of the slot to finish (a ticket counts them) adds all parts in part
+// order into `total` (shared memory) and returns true; the others return false.
+// Float sums then come out the same on every run, whatever order the CTAs ran in.
+// `stride` is the distance between parts; other CTAs' parts are read through L2.
+__device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_n, const float* mine, int count,
+                              uint32_t* ticket, float* total) {
+    __shared__ bool last;
+    for (int c = threadIdx.x; c < count; c += blockDim.x) parts[part * stride + c] = mine[c];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == static_cast<uint32_t>(parts_n - 1);
+    __syncthreads();
+    if (!last) return false;
+    __threadfence();
+    for (int c = threadIdx.x; c < count; c += blockDim.x) {
+        float sum = 0.f;
+        for (int k = 0; k < parts_n; ++k) sum += __ldcg(parts + k * stride + c);
+        total[c] = sum;
+    }
+    __syncthreads();
+    return true;
+}
 
 template <bool kBf16>
 __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
-    __shared__ float k_sum[256], v_sum[256];
+    __shared__ float group_k[2048], group_v[2048];  // [groups][dpad]: each group's partial sums
+    __shared__ float sums[2 * 256];                  // K's, then V's
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kSumRows;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kSumRows, s.len_kv - j0));
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) k_sum[c] = v_sum[c] = 0.f;
-    __syncthreads();
-    const Split w(p.head_dim_pad, blockDim.x);
+    const int dp = p.head_dim_pad;
+    const Split w(dp, blockDim.x);
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
@@ -70,15 +92,23 @@ __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
             for (int e = 0; e < 8; ++e) vs[e] += x[e];
         }
     }
-    for (int e = 0; e < 8; ++e) {
-        atomicAdd(&k_sum[c0 + e], ks[e]);
-        atomicAdd(&v_sum[c0 + e], vs[e]);
+    for (int e = 0; e < 8; ++e) group_k[w.group * dp + c0 + e] = ks[e], group_v[w.group * dp + c0 + e] = vs[e];
+    __syncthreads();
+    for (int c = threadIdx.x; c < dp; c += blockDim.x) {  // the groups in order
+        float k = 0.f, v = 0.f;
+        for (int g = 0; g < w.groups; ++g) k += group_k[g * dp + c], v += group_v[g * dp + c];
+        sums[c] = k, sums[dp + c] = v;
     }
     __syncthreads();
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
+    const int64_t slot = static_cast<int64_t>(b) * p.heads_kv + hk;
+    const int parts_n = static_cast<int>((s.len_kv + kSumRows - 1) / kSumRows);
+    __shared__ float totals[2 * 256];
+    if (!ordered_total(p.sum_parts + slot * p.sum_chunks * 2 * dp, 2 * dp, static_cast<int>(blockIdx.x), parts_n, sums,
+                       2 * dp, p.tickets + slot, totals))
+        return;
     for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
-        if (p.smooth_k) atomicAdd(p.k_sum + slot + c, k_sum[c]);
-        if (p.smooth_v) atomicAdd(p.v_sum + slot + c, v_sum[c]);
+        if (p.smooth_k) p.k_sum[slot * dp + c] = totals[c];
+        if (p.smooth_v) p.v_sum[slot * dp + c] = totals[dp + c];
     }
 }
 
@@ -283,11 +313,18 @@ __global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) warp_err[warp][lane * 8 + e] = err_sum[e];
     __syncthreads();
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
+    __shared__ float block_err[256], totals[256];
+    for (int c = threadIdx.x; c < dp; c += blockDim.x) {
         float sum = 0.f;
         for (int w = 0; w < 8; ++w) sum += warp_err[w][c];
-        atomicAdd(p.v_err + slot + c, sum);
+        block_err[c] = sum;
     }
+    __syncthreads();
+    const int64_t pair = static_cast<int64_t>(b) * p.heads_kv + hk;
+    const int parts_n = static_cast<int>((s.len_kv + kBlockKv - 1) / kBlockKv);
+    if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, static_cast<int>(blockIdx.x), parts_n, block_err, dp,
+                      p.tickets + p.batch * p.heads_kv + pair, totals))
+        for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) p.v_err[slot + c] = totals[c];
     // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
     for (int i = threadIdx.x; i < dp * 4; i += blockDim.x) {
         const int c = i / 4, part = i % 4, key = (c / 8) & 15;

@@ -111,20 +111,6 @@ def has_cuda_backend():
 
 
 def same_run(x, y):
-    """Two runs of the same call agree: bit for bit on the CPU; on CUDA within what the
-    order of float atomics in the K/V statistics can change (a code rounding the other
-    way), far below any real divergence."""
-    if x.device.type == "cpu":
-        return torch.equal(x, y)
-    xf, yf = x.float(), y.float()
-    if xf.shape != yf.shape or not torch.equal(torch.isfinite(xf), torch.isfinite(yf)):
-        return False
-    fin = torch.isfinite(xf)
-    xf, yf = xf[fin], yf[fin]
-    if xf.numel() == 0:
-        return True
-    scale = yf.abs().max().clamp_min(1e-6)
-    close = bool((xf - yf).abs().max() <= 2e-2 * scale)
-    if xf.numel() > 1 and yf.norm() > 0:
-        close = close and bool(torch.nn.functional.cosine_similarity(xf, yf, dim=0) >= 0.99999)
-    return close
+    """Two runs of the same call agree bit for bit, on the CPU and on CUDA (the
+    kernels add their cross-CTA sums in a fixed order)."""
+    return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
