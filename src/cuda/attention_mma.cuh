@@ -119,29 +119,9 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
     };
 
     if (kv_end > 0) load_block(0, 0);
-    // The epilogue's per-channel V scale and offset (§4, §6), while the first copies fly.
+    // The epilogue's per-channel V scale and offset, while the first copies fly.
     __shared__ float v_scale_smem[DP], v_offset_smem[DP];
-    {
-        const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
-        const float inv_len = lkv > 0 ? 1.f / static_cast<float>(lkv) : 0.f;
-        for (int c = threadIdx.x; c < DP; c += blockDim.x) {
-            const float amax = c < p.head_dim ? as_float(p.v_amax[slot + c]) : 0.f;
-            float v_scale, v_offset = (c < p.head_dim && p.smooth_v) ? p.v_sum[slot + c] * inv_len : 0.f;
-            if constexpr (kFp8) {
-                const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-                v_scale = fmaxf(amax, kAmaxFloor) / range;
-                if (c < p.head_dim) v_offset = v_offset + p.v_err[slot + c] * inv_len;
-            } else {
-                int ex = 0;
-                if (amax > 0.f) {
-                    frexpf(amax, &ex);
-                    ex = max(ex - 9, -100);
-                }
-                v_scale = ldexpf(1.f, ex);
-            }
-            v_scale_smem[c] = v_scale, v_offset_smem[c] = v_offset;
-        }
-    }
+    stage_v_columns<DP, kFp8>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
     __syncthreads();
     int stage = 0;
     for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockKv, stage ^= 1) {
@@ -316,9 +296,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
     }
     uint16_t* out = static_cast<uint16_t*>(p.out);
     const int64_t ob = out_base(p, b, s) + h * p.out_head_stride;
-    // Channel pairs (2t, 2t + 1) as one 32-bit store where the view allows it.
-    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) & 3) == 0 && p.out_token_stride % 2 == 0 &&
-                       p.out_head_stride % 2 == 0 && p.out_batch_stride % 2 == 0;
+    const bool pairs = out_pairs(p);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= lq) continue;
@@ -329,16 +307,11 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
         for (int ot = 0; ot < kOT; ++ot) {
             const int c = ot * 8 + 2 * t;
             if (c >= p.head_dim) continue;
-            uint16_t half[2];
+            float value[2];
 #pragma unroll
             for (int e = 0; e < 2; ++e)
-                half[e] = ptx::store16<kBf16>(empty ? 0.f : o[ot][2 * r + e] * inv_l * v_scale_smem[c + e] + v_offset_smem[c + e]);
-            if (pairs && c + 1 < p.head_dim) {
-                *reinterpret_cast<uint32_t*>(out_row + c) = static_cast<uint32_t>(half[0]) | (static_cast<uint32_t>(half[1]) << 16);
-            } else {
-                out_row[c] = half[0];
-                if (c + 1 < p.head_dim) out_row[c + 1] = half[1];
-            }
+                value[e] = empty ? 0.f : o[ot][2 * r + e] * inv_l * v_scale_smem[c + e] + v_offset_smem[c + e];
+            store_channel_pair<kBf16>(out_row, c, p.head_dim, pairs, value[0], value[1]);
         }
     }
     if (p.lse && t == 0)

@@ -5,10 +5,11 @@
 // Hopper's full tensor-core rate.
 //
 // A CTA is kWarpgroups warpgroups of 64 query rows each, all of one (sequence,
-// head). Every thread takes part in the cp.async copies of the K codes and Vᵀ
-// codes of the next block into the other stage of a double-buffered, swizzled
-// shared-memory pipeline, while each warpgroup runs its MMAs and softmax on the
-// current one. Q codes stay in shared memory for the whole key loop.
+// head). One thread drives the bulk tensor copy engine: K codes and Vᵀ codes of
+// the blocks ahead arrive in a multi-stage, swizzled shared-memory pipeline on
+// full/empty mbarriers, while each warpgroup runs its MMAs and softmax on the
+// current block. Q codes stay in shared memory for the whole key loop.
+// docs/ALGORITHM.md §10 says what the kernel chooses within §8.
 // Heads that §5 flags (sharp softmax) are left to the mma.sync kernel's 16-bit path.
 #pragma once
 
@@ -142,19 +143,10 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
         ptx::mbarrier_wait(full + j % Cfg::kStages, static_cast<uint32_t>((j / Cfg::kStages) & 1));
     };
     for (int n = 0; n < Cfg::kAhead; ++n) produce(n);
-    // The epilogue's per-channel V scale and offset (§4, §6), while the first copies fly.
+    // The epilogue's per-channel V scale and offset, while the first copies fly.
     float* v_scale_smem = reinterpret_cast<float*>(smem + Cfg::kColumns);
     float* v_offset_smem = v_scale_smem + DP;
-    {
-        const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
-        const float inv_len = lkv > 0 ? 1.f / static_cast<float>(lkv) : 0.f;
-        for (int c = threadIdx.x; c < DP; c += Cfg::kThreads) {
-            const bool real = c < p.head_dim;
-            v_scale_smem[c] = real ? fmaxf(as_float(p.v_amax[slot + c]), kAmaxFloor) / 448.0f : 0.f;
-            v_offset_smem[c] =
-                real ? (p.smooth_v ? p.v_sum[slot + c] * inv_len : 0.f) + p.v_err[slot + c] * inv_len : 0.f;
-        }
-    }
+    stage_v_columns<DP, true>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
     __syncthreads();
     ptx::mbarrier_wait(q_full, 0);
 
@@ -291,7 +283,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
             ptx::fence_operand(acc);
             float alpha[2];
             softmax(j * kBlockKv, acc, alpha, ks);
-            ptx::wgmma_wait0_keep(a);
+            ptx::wgmma_wait<0>();
             ptx::fence_operand(ob);
             ptx::mbarrier_arrive(empty + (j - 1) % Cfg::kStages);
             pack();  // P̃ of block j replaces that of j - 1 only now: the tensor cores read it until the wait
@@ -318,9 +310,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     float inv_l[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) inv_l[r] = m[r] == -INFINITY ? 0.f : 1.f / l[r];
-    // Channel pairs (2t, 2t + 1) as one 32-bit store where the view allows it.
-    const bool pairs = (reinterpret_cast<uintptr_t>(p.out) & 3) == 0 && p.out_token_stride % 2 == 0 &&
-                       p.out_head_stride % 2 == 0 && p.out_batch_stride % 2 == 0;
+    const bool pairs = out_pairs(p);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= lq) continue;
@@ -334,13 +324,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
             for (int e = 0; e < 2; ++e)
                 value[e] = m[r] == -INFINITY ? 0.f
                                              : o[4 * ot + 2 * r + e] * inv_l[r] * v_scale_smem[c + e] + v_offset_smem[c + e];
-            const uint16_t lo = ptx::store16<kBf16>(value[0]), hi = ptx::store16<kBf16>(value[1]);
-            if (pairs && c + 1 < p.head_dim) {
-                *reinterpret_cast<uint32_t*>(out_row + c) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-            } else {
-                out_row[c] = lo;
-                if (c + 1 < p.head_dim) out_row[c + 1] = hi;
-            }
+            store_channel_pair<kBf16>(out_row, c, p.head_dim, pairs, value[0], value[1]);
         }
     }
     if (kLse && t == 0)

@@ -143,4 +143,49 @@ __device__ __forceinline__ float visible_score(const Params& p, int b, int h, in
     return visible ? s + bias : -INFINITY;
 }
 
+// The epilogue's per-channel V factors (§4, §6): out = acc/l · scale[c] + offset[c].
+// Written to shared memory once per CTA by all its threads (the caller synchronises).
+template <int DP, bool kFp8>
+__device__ __forceinline__ void stage_v_columns(const Params& p, int b, int hk, int64_t len_kv, float* scale,
+                                                float* offset) {
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
+    const float inv_len = len_kv > 0 ? 1.f / static_cast<float>(len_kv) : 0.f;
+    for (int c = threadIdx.x; c < DP; c += blockDim.x) {
+        const bool real = c < p.head_dim;
+        const float amax = real ? as_float(p.v_amax[slot + c]) : 0.f;
+        float v_scale, v_offset = (real && p.smooth_v) ? p.v_sum[slot + c] * inv_len : 0.f;
+        if constexpr (kFp8) {
+            const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
+            v_scale = fmaxf(amax, kAmaxFloor) / range;
+            if (real) v_offset = v_offset + p.v_err[slot + c] * inv_len;
+        } else {
+            int ex = 0;
+            if (amax > 0.f) {
+                frexpf(amax, &ex);
+                ex = max(ex - 9, -100);
+            }
+            v_scale = ldexpf(1.f, ex);
+        }
+        scale[c] = v_scale, offset[c] = v_offset;
+    }
+}
+
+// Whether output channels (2t, 2t + 1) can be stored as one 32-bit word.
+__device__ __forceinline__ bool out_pairs(const Params& p) {
+    return (reinterpret_cast<uintptr_t>(p.out) & 3) == 0 && p.out_token_stride % 2 == 0 && p.out_head_stride % 2 == 0 &&
+           p.out_batch_stride % 2 == 0;
+}
+
+// Channels c and c + 1 of an output row (c even; c + 1 dropped past head_dim).
+template <bool kBf16>
+__device__ __forceinline__ void store_channel_pair(uint16_t* row, int c, int head_dim, bool pairs, float v0, float v1) {
+    const uint16_t lo = ptx::store16<kBf16>(v0), hi = ptx::store16<kBf16>(v1);
+    if (pairs && c + 1 < head_dim) {
+        *reinterpret_cast<uint32_t*>(row + c) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+    } else {
+        row[c] = lo;
+        if (c + 1 < head_dim) row[c + 1] = hi;
+    }
+}
+
 }  // namespace sageattn::cuda

@@ -83,19 +83,6 @@ template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\\n" ::"n"(kPending) : "memory");
 }
-// wgmma_wait<0> that also keeps the 8 registers of a register A operand live up to
-// the wait, so that the register allocator does not hand them to other values while
-// the tensor cores may still read them (which would serialize every wgmma).
-__device__ __forceinline__ void wgmma_wait0_keep(uint32_t (&a)[2][4]) {
-    asm volatile(
-        "wgmma.wait_group.sync.aligned 0;\\n"
-        "mov.b32 %0, %0;\\nmov.b32 %1, %1;\\nmov.b32 %2, %2;\\nmov.b32 %3, %3;\\n"
-        "mov.b32 %4, %4;\\nmov.b32 %5, %5;\\nmov.b32 %6, %6;\\nmov.b32 %7, %7;\\n"
-        : "+r"(a[0][0]), "+r"(a[0][1]), "+r"(a[0][2]), "+r"(a[0][3]), "+r"(a[1][0]), "+r"(a[1][1]), "+r"(a[1][2]),
-          "+r"(a[1][3])
-        :
-        : "memory");
-}
 // Ordinary (and cp.async) writes to shared memory become visible to the tensor cores.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\\n" ::: "memory"); }
 
