@@ -23,6 +23,7 @@
 #include "cuda/launch.hpp"
 #include "cuda/ptx/cvt.cuh"
 #include "cuda/ptx/mbarrier.cuh"
+#include "cuda/ptx/setmaxnreg.cuh"
 #include "cuda/ptx/tma.cuh"
 #include "cuda/ptx/wgmma.cuh"
 
@@ -30,7 +31,12 @@ namespace sageattn::cuda {
 
 template <int DP, int kWarpgroups>
 struct WgmmaConfig {
-    static constexpr int kThreads = 128 * kWarpgroups;
+    // kWarpgroups consumer warpgroups (MMAs and softmax) and one producer warpgroup, of which
+    // one thread drives the copy engine. The producer gives its registers to the consumers.
+    static constexpr int kConsumers = 128 * kWarpgroups;
+    static constexpr int kThreads = kConsumers + 128;
+    static constexpr int kProducerRegs = 24;
+    static constexpr int kConsumerRegs = (65536 / 128 - kProducerRegs) / kWarpgroups / 8 * 8;
     static constexpr int kTileQ = 64 * kWarpgroups;
     static constexpr int kQKSwizzle = DP;        // INT8 rows of DP bytes: 64- or 128-byte swizzle
     static constexpr int kVSwizzle = kBlockKv;   // FP8 Vᵀ rows of 64 keys
@@ -39,10 +45,8 @@ struct WgmmaConfig {
     // Vᵀ has 8 more rows of ones: P·V's last 8 columns are then P̃'s row sums (§6's l).
     static constexpr int kPvN = DP + 8;
     static constexpr int kVBytes = kPvN * kBlockKv;
-    // Block j computes while j - 1's Vᵀ is in use and j + 1 .. j + kAhead are in flight; the
-    // rest is slack that lets one warpgroup run up to kStages - kAhead - 2 blocks ahead of the other.
+    // Block j computes while j - 1's Vᵀ is in use and the copies of the next ones are in flight.
     static constexpr int kStages = 8;
-    static constexpr int kAhead = 5;
     static constexpr int kStage = (kKBytes + kVBytes + 1023) / 1024 * 1024;
     static constexpr int kBarriers = kQBytes + kStages * kStage;  // full[kStages], empty[kStages], q
     static constexpr int kColumns = kBarriers + (2 * kStages + 1) * 8;  // v_scale[DP], v_offset[DP]
@@ -50,7 +54,7 @@ struct WgmmaConfig {
 };
 
 template <int DP, bool kBf16, bool kLse, int kWarpgroups>
-__global__ void __launch_bounds__(128 * kWarpgroups, 1)
+__global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     attention_wgmma_kernel(const Params p, const __grid_constant__ CUtensorMap q_map,
                            const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
     using Cfg = WgmmaConfig<DP, kWarpgroups>;
@@ -73,12 +77,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
     // the wgmma descriptors built from it in uniform registers.
     const int wg = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x / 128), 0), tid = threadIdx.x % 128;
-    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int64_t qw0 = q0 + wg * 64;  // this warpgroup's first row
-    const int64_t row[2] = {qw0 + warp * 16 + g, qw0 + warp * 16 + g + 8};
     const int64_t lq = s.len_q, lkv = s.len_kv;
-    float q_scale[2];
-    for (int r = 0; r < 2; ++r) q_scale[r] = row[r] < lq ? p.q_scale[h * p.q_rows + s.pad_q + row[r]] : 0.f;
 
     // Keys this CTA can see (causal, bottom-right).
     int64_t kv_end = lkv;
@@ -99,27 +98,48 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     uint64_t* full = reinterpret_cast<uint64_t*>(smem + Cfg::kBarriers);
     uint64_t* empty = full + Cfg::kStages;
     uint64_t* q_full = empty + Cfg::kStages;
-    const bool producer = threadIdx.x == 0;
-    if (producer) {
-        for (int i = 0; i < Cfg::kStages; ++i) ptx::mbarrier_init(full + i, 1), ptx::mbarrier_init(empty + i, Cfg::kThreads);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < Cfg::kStages; ++i) ptx::mbarrier_init(full + i, 1), ptx::mbarrier_init(empty + i, Cfg::kConsumers);
         ptx::mbarrier_init(q_full, 1);
         ptx::mbarrier_init_fence();
     }
+    // The epilogue's per-channel V scale and offset.
+    float* v_scale_smem = reinterpret_cast<float*>(smem + Cfg::kColumns);
+    float* v_offset_smem = v_scale_smem + DP;
+    stage_v_columns<DP, true>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();
-    // Q codes of the tile, once. Rows past the sequence hold whatever follows (or zeros past the
-    // workspace): finite codes whose scores the visibility rule drops.
-    if (producer) {
-        ptx::mbarrier_arrive_expect_tx(q_full, Cfg::kQBytes);
-        ptx::tma_load_2d(q_smem, &q_map, 0, static_cast<int32_t>(h * p.q_rows + s.pad_q + q0), q_full);
+    const int64_t blocks = (kv_end + kBlockKv - 1) / kBlockKv;
+
+    if (wg == kWarpgroups) {
+        // The producer: Q codes of the tile once, then K codes [key][channel] and Vᵀ codes
+        // [channel][key] of block n into stage n % kStages as soon as the consumers have
+        // released it. Q rows past the sequence hold whatever follows (or zeros past the
+        // workspace): finite codes whose scores the visibility rule drops.
+        ptx::setmaxnreg_dec<Cfg::kProducerRegs>();
+        if (tid == 0) {
+            ptx::mbarrier_arrive_expect_tx(q_full, Cfg::kQBytes);
+            ptx::tma_load_2d(q_smem, &q_map, 0, static_cast<int32_t>(h * p.q_rows + s.pad_q + q0), q_full);
+            for (int64_t n = 0; n < blocks; ++n) {
+                const int stage = static_cast<int>(n % Cfg::kStages);
+                if (n >= Cfg::kStages)
+                    ptx::mbarrier_wait(empty + stage, static_cast<uint32_t>((n / Cfg::kStages - 1) & 1));
+                uint8_t* k_dst = kv_smem + stage * Cfg::kStage;
+                ptx::mbarrier_arrive_expect_tx(full + stage, Cfg::kKBytes + DP * kBlockKv);
+                ptx::tma_load_2d(k_dst, &k_map, 0, static_cast<int32_t>(kcode_base + n * kBlockKv), full + stage);
+                ptx::tma_load_2d(k_dst + Cfg::kKBytes, &v_map, static_cast<int32_t>(s.pad_kv + n * kBlockKv), hk * DP,
+                                 full + stage);
+            }
+        }
+        return;
     }
-    // K codes [key][channel] and Vᵀ codes [channel][key] of block j0 into a stage.
-    auto load_block = [&](int stage, int64_t j0) {
-        uint8_t* k_dst = kv_smem + stage * Cfg::kStage;
-        ptx::mbarrier_arrive_expect_tx(full + stage, Cfg::kKBytes + DP * kBlockKv);
-        ptx::tma_load_2d(k_dst, &k_map, 0, static_cast<int32_t>(kcode_base + j0), full + stage);
-        ptx::tma_load_2d(k_dst + Cfg::kKBytes, &v_map, static_cast<int32_t>(s.pad_kv + j0), hk * DP, full + stage);
-    };
+    ptx::setmaxnreg_inc<Cfg::kConsumerRegs>();
+
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int64_t qw0 = q0 + wg * 64;  // this warpgroup's first row
+    const int64_t row[2] = {qw0 + warp * 16 + g, qw0 + warp * 16 + g + 8};
+    float q_scale[2];
+    for (int r = 0; r < 2; ++r) q_scale[r] = row[r] < lq ? p.q_scale[h * p.q_rows + s.pad_q + row[r]] : 0.f;
 
     float o[kOT * 4];
 #pragma unroll
@@ -128,26 +148,12 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     const float p_offset = kFp8POffset;
     const uint64_t q_desc = ptx::make_desc<Cfg::kQKSwizzle>(q_smem + wg * 64 * DP);
 
-    const int64_t blocks = (kv_end + kBlockKv - 1) / kBlockKv;
     // Block j's K and Vᵀ live in stage j % kStages. Iteration j issues S_j = Q·K_jᵀ and
-    // P_{j-1}·V_{j-1} together, then runs block j's softmax while the tensor cores
-    // do P·V; the copies run kAhead blocks ahead. No block-wide barrier: the warpgroups
-    // meet only through the stages' full and empty barriers.
-    auto produce = [&](int64_t n) {
-        if (!producer || n >= blocks) return;
-        const int stage = static_cast<int>(n % Cfg::kStages);
-        if (n >= Cfg::kStages) ptx::mbarrier_wait(empty + stage, static_cast<uint32_t>((n / Cfg::kStages - 1) & 1));
-        load_block(stage, n * kBlockKv);
-    };
+    // P_{j-1}·V_{j-1} together, then runs block j's softmax while the tensor cores do P·V.
+    // No block-wide barrier: the warpgroups meet only through the stages' full and empty barriers.
     auto consume = [&](int64_t j) {
         ptx::mbarrier_wait(full + j % Cfg::kStages, static_cast<uint32_t>((j / Cfg::kStages) & 1));
     };
-    for (int n = 0; n < Cfg::kAhead; ++n) produce(n);
-    // The epilogue's per-channel V scale and offset, while the first copies fly.
-    float* v_scale_smem = reinterpret_cast<float*>(smem + Cfg::kColumns);
-    float* v_offset_smem = v_scale_smem + DP;
-    stage_v_columns<DP, true>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
-    __syncthreads();
     ptx::mbarrier_wait(q_full, 0);
 
     // Block j's softmax: from the INT8 scores to P̃ in FP8 (pk), then packed as the A
@@ -156,6 +162,34 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
     uint32_t pk[kNT][2];
     // Block j's K scale for this thread's columns, read before the scores are waited for.
     auto k_scale_of = [&](int64_t j) { return p.k_scale[(kcode_base / kBlockKv + j) * 4 + t]; };
+    // From the block's scores (times g per row) and row maxima to P̃ = exp2(s − m + offset) in FP8;
+    // l_exact sums the unrounded values for the LSE (§6), l (the rounded ones) comes from the
+    // tensor cores. Called inside each branch of the softmax: the wait for the previous P·V that
+    // follows the softmax then sits in a later basic block, and the scheduler cannot hoist it
+    // above the exponentials (they would stop overlapping the tensor cores).
+    auto exponentials = [&](const float (&sc)[kNT * 4], float (&block_max)[2], float g0, float g1, float (&alpha)[2]) {
+        float m_shift[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
+            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
+            const float m_new = fmaxf(m[r], block_max[r]);
+            alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
+            m[r] = m_new;
+            if constexpr (kLse) l_exact[r] *= alpha[r];
+            m_shift[r] = m[r] == -INFINITY ? 0.f : m[r] - p_offset;
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float gr = r == 0 ? g0 : g1;
+                const float x0 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r], gr, -m_shift[r]));
+                const float x1 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r + 1], gr, -m_shift[r]));
+                if constexpr (kLse) l_exact[r] = l_exact[r] + x0 + x1;
+                pk[nt][r] = ptx::e4m3x2(x0, x1);
+            }
+    };
     auto softmax = [&](int64_t j0, int (&acc)[kNT * 4], float (&alpha)[2], float k_scale) {
         // s = code product · (q scale · k scale): one factor per row, as every column of a
         // thread shares its K group ((key mod 8) / 2 = t).
@@ -175,6 +209,7 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
                 block_max[1] = fmaxf(block_max[1], fmaxf(sc[4 * nt + 2], sc[4 * nt + 3]));
             }
             block_max[0] *= f[0], block_max[1] *= f[1];
+            exponentials(sc, block_max, f[0], f[1], alpha);
         } else {
 #pragma unroll
             for (int i = 0; i < kNT * 4; ++i) sc[i] *= f[i % 4 / 2];
@@ -187,31 +222,8 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
                     sc[4 * nt + e] = visible_score(p, b, h, row[r], j, lq, lkv, sc[4 * nt + e]);
                     block_max[r] = fmaxf(block_max[r], sc[4 * nt + e]);
                 }
+            exponentials(sc, block_max, 1.f, 1.f, alpha);
         }
-        float m_shift[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
-            const float m_new = fmaxf(m[r], block_max[r]);
-            alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
-            m[r] = m_new;
-            if constexpr (kLse) l_exact[r] *= alpha[r];
-            m_shift[r] = m[r] == -INFINITY ? 0.f : m[r] - p_offset;
-        }
-        // P̃ = exp2(s − m + offset) in FP8; l_exact sums the unrounded values for the LSE (§6),
-        // l (the rounded ones) comes from the tensor cores.
-        const float g0 = interior ? f[0] : 1.f, g1 = interior ? f[1] : 1.f;
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float gr = r == 0 ? g0 : g1;
-                const float x0 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r], gr, -m_shift[r]));
-                const float x1 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r + 1], gr, -m_shift[r]));
-                if constexpr (kLse) l_exact[r] = l_exact[r] + x0 + x1;
-                pk[nt][r] = ptx::e4m3x2(x0, x1);
-            }
     };
     auto pack = [&]() {
 #pragma unroll
@@ -260,7 +272,6 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
         int acc[kNT * 4];
         float ob[kPT * 4];
         float alpha_prev[2];
-        produce(Cfg::kAhead);
         const float ks0 = k_scale_of(0);
         consume(0);
         const Descs d0 = descs_of(0, 0);
@@ -271,7 +282,6 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
         softmax(0, acc, alpha_prev, ks0);
         pack();
         for (int64_t j = 1; j < blocks; ++j) {
-            produce(j + Cfg::kAhead);
             const float ks = k_scale_of(j);
             consume(j);
             const Descs d = descs_of(j, j - 1);
@@ -283,6 +293,8 @@ __global__ void __launch_bounds__(128 * kWarpgroups, 1)
             ptx::fence_operand(acc);
             float alpha[2];
             softmax(j * kBlockKv, acc, alpha, ks);
+            // P̃ is computed before the wait: otherwise the exponentials sink below it and
+            // stop overlapping P·V.
             ptx::wgmma_wait<0>();
             ptx::fence_operand(ob);
             ptx::mbarrier_arrive(empty + (j - 1) % Cfg::kStages);
