@@ -62,9 +62,9 @@ Layout layout_of(const Problem& pr) {
     const int64_t max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
     l.sum_chunks = static_cast<int32_t>((max_kv + kSumRows - 1) / kSumRows);
     l.err_chunks = static_cast<int32_t>((max_kv + kBlockKv - 1) / kBlockKv);
-    // Only the passes that run need their parts: the sums with smooth K or V, the errors with FP8 V.
-    const bool sums = p.smooth_k || p.smooth_v, errors = p.pv_precision == SAGEATTN_PV_FP8;
-    l.sum_parts = take(sums ? heads_kv * static_cast<size_t>(l.sum_chunks) * 2 * dp * 4 : 0);
+    // Parts of the cross-CTA results: K/V sums and V's range (always), V's rounding errors (FP8 V).
+    const bool errors = p.pv_precision == SAGEATTN_PV_FP8;
+    l.sum_parts = take(heads_kv * static_cast<size_t>(l.sum_chunks) * 4 * dp * 4);
     l.err_parts = take(errors ? heads_kv * static_cast<size_t>(l.err_chunks) * dp * 4 : 0);
     l.total = at;
     return l;

@@ -47,7 +47,7 @@ struct Params {
     float* v_sum;        // [batch][heads_kv][dpad]   zeroed
     uint32_t* k_amax;    // [batch][heads_kv]          zeroed, float bits
     uint32_t* q_amax;    // [batch][heads_q]           zeroed, float bits
-    uint32_t* v_amax;    // [batch][heads_kv][dpad]   zeroed, float bits
+    uint32_t* v_amax;    // [batch][heads_kv][dpad]   zeroed, float bits: V's range after its mean (kv_sums)
     float* v_err;        // [batch][heads_kv][dpad]   zeroed: Σ rounding error per channel
     int8_t* k_codes;     // [heads_kv][kv_rows][dpad]
     float* k_scale;      // [heads_kv][kv_rows / 64 * 4]
@@ -58,7 +58,7 @@ struct Params {
     int64_t kv_rows, q_rows;  // padded row counts of the packed layouts
     // Cross-CTA sums in a fixed order (run-to-run identical results): each CTA writes its part,
     // the last one of a (sequence, KV head) to finish adds them up in order.
-    float* sum_parts;    // [batch][heads_kv][sum_chunks][2][dpad]: K and V sums per 512-key chunk
+    float* sum_parts;    // [batch][heads_kv][sum_chunks][4][dpad]: K and V sums, V max and min per 512-key chunk
     float* err_parts;    // [batch][heads_kv][err_chunks][dpad]: V rounding error per 64-key block
     uint32_t* tickets;   // [2][batch][heads_kv]   zeroed: CTAs done, for the sums and the errors
     int32_t sum_chunks, err_chunks;

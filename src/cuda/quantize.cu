@@ -48,10 +48,13 @@ struct Split {
 // order into `total` (shared memory) and returns true; the others return false.
 // Float sums then come out the same on every run, whatever order the CTAs ran in.
 // `stride` is the distance between parts; other CTAs' parts are read through L2.
+// `extrema` (optional, `extrema_count` values laid out as maxima then minima, halves of
+// extrema_count) travel in the same parts after the sums and are combined with max and min.
 __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_n, const float* mine, int count,
-                              uint32_t* ticket, float* total) {
+                              uint32_t* ticket, float* total, const float* extrema = nullptr, int extrema_count = 0) {
     __shared__ bool last;
     for (int c = threadIdx.x; c < count; c += blockDim.x) parts[part * stride + c] = mine[c];
+    for (int c = threadIdx.x; c < extrema_count; c += blockDim.x) parts[part * stride + count + c] = extrema[c];
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(ticket, 1u) == static_cast<uint32_t>(parts_n - 1);
@@ -63,14 +66,28 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
         for (int k = 0; k < parts_n; ++k) sum += __ldcg(parts + k * stride + c);
         total[c] = sum;
     }
+    const int half = extrema_count / 2;
+    for (int c = threadIdx.x; c < extrema_count; c += blockDim.x) {
+        float e = c < half ? -INFINITY : INFINITY;
+        for (int k = 0; k < parts_n; ++k) {
+            const float x = __ldcg(parts + k * stride + count + c);
+            e = c < half ? fmaxf(e, x) : fminf(e, x);
+        }
+        total[count + c] = e;
+    }
     __syncthreads();
     return true;
 }
 
+// One 512-key chunk of one (sequence, KV head): K's and V's channel sums and V's channel
+// maximum and minimum. The chunk's last CTA to finish turns them into the K and V means and
+// V's range after its mean (§4): max |v − mean| = max(max v − mean, mean − min v), exactly,
+// as rounding the difference is monotonic. One read of V serves the sums and the range.
 template <bool kBf16>
 __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
-    __shared__ float group_k[2048], group_v[2048];  // [groups][dpad]: each group's partial sums
-    __shared__ float sums[2 * 256];                  // K's, then V's
+    constexpr int kParts = 4;  // K sums, V sums, V maxima, V minima
+    __shared__ float group_part[kParts][2048];  // [part][groups][dpad]: each group's partial results
+    __shared__ float sums[kParts * 256];
     const int b = blockIdx.z, hk = blockIdx.y;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kSumRows;
@@ -81,34 +98,46 @@ __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float ks[8] = {}, vs[8] = {}, x[8];
+    float ks[8] = {}, vs[8] = {}, vmax[8], vmin[8], x[8];
+    for (int e = 0; e < 8; ++e) vmax[e] = -INFINITY, vmin[e] = INFINITY;
     for (int j = w.group; j < n; j += w.groups) {
         if (p.smooth_k) {
             load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
         }
-        if (p.smooth_v) {
-            load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
-            for (int e = 0; e < 8; ++e) vs[e] += x[e];
-        }
+        load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+        for (int e = 0; e < 8; ++e) vs[e] += x[e], vmax[e] = fmaxf(vmax[e], x[e]), vmin[e] = fminf(vmin[e], x[e]);
     }
-    for (int e = 0; e < 8; ++e) group_k[w.group * dp + c0 + e] = ks[e], group_v[w.group * dp + c0 + e] = vs[e];
+    for (int e = 0; e < 8; ++e) {
+        const int at = w.group * dp + c0 + e;
+        group_part[0][at] = ks[e], group_part[1][at] = vs[e], group_part[2][at] = vmax[e], group_part[3][at] = vmin[e];
+    }
     __syncthreads();
     for (int c = threadIdx.x; c < dp; c += blockDim.x) {  // the groups in order
-        float k = 0.f, v = 0.f;
-        for (int g = 0; g < w.groups; ++g) k += group_k[g * dp + c], v += group_v[g * dp + c];
-        sums[c] = k, sums[dp + c] = v;
+        float k = 0.f, v = 0.f, hi = -INFINITY, lo = INFINITY;
+        for (int g = 0; g < w.groups; ++g) {
+            k += group_part[0][g * dp + c], v += group_part[1][g * dp + c];
+            hi = fmaxf(hi, group_part[2][g * dp + c]), lo = fminf(lo, group_part[3][g * dp + c]);
+        }
+        sums[c] = k, sums[dp + c] = v, sums[2 * dp + c] = hi, sums[3 * dp + c] = lo;
     }
     __syncthreads();
     const int64_t slot = static_cast<int64_t>(b) * p.heads_kv + hk;
     const int parts_n = static_cast<int>((s.len_kv + kSumRows - 1) / kSumRows);
-    __shared__ float totals[2 * 256];
-    if (!ordered_total(p.sum_parts + slot * p.sum_chunks * 2 * dp, 2 * dp, static_cast<int>(blockIdx.x), parts_n, sums,
-                       2 * dp, p.tickets + slot, totals))
+    __shared__ float totals[kParts * 256];
+    // The maxima and minima go through the ordered sum's parts too; the last CTA combines them
+    // with max and min instead (sums of ±inf would not do).
+    float* parts = p.sum_parts + slot * p.sum_chunks * kParts * dp;
+    if (!ordered_total(parts, kParts * dp, static_cast<int>(blockIdx.x), parts_n, sums, 2 * dp, p.tickets + slot, totals,
+                       sums + 2 * dp, 2 * dp))
         return;
+    const float inv_len = 1.f / static_cast<float>(s.len_kv);
     for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) {
         if (p.smooth_k) p.k_sum[slot * dp + c] = totals[c];
         if (p.smooth_v) p.v_sum[slot * dp + c] = totals[dp + c];
+        const float mean = p.smooth_v ? totals[dp + c] * inv_len : 0.f;
+        const float range = fmaxf(totals[2 * dp + c] - mean, mean - totals[3 * dp + c]);
+        p.v_amax[slot * dp + c] = __float_as_uint(fmaxf(range, 0.f));
     }
 }
 
@@ -121,11 +150,10 @@ __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&m
     return make_uint2(lo, hi);
 }
 
-// One 64-key block of one (sequence, KV head): K codes and scales, and V's channel amax.
+// One 64-key block of one (sequence, KV head): K codes and scales.
 template <bool kBf16>
 __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
-    __shared__ float k_mean[256], v_mean[256];
-    __shared__ uint32_t v_amax[256];
+    __shared__ float k_mean[256];
     __shared__ float token_amax[kBlockKv];
     __shared__ float group_inv[4];
     const int b = blockIdx.z, hk = blockIdx.y;
@@ -134,19 +162,14 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const float inv_len = 1.f / static_cast<float>(s.len_kv);
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
-        const bool real = c < p.head_dim;
-        k_mean[c] = (real && p.smooth_k) ? p.k_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
-        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * inv_len : 0.f;
-        v_amax[c] = 0u;
-    }
+    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+        k_mean[c] = (c < p.head_dim && p.smooth_k) ? p.k_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
-    float km[8], vm[8], x[8];
-    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e], vm[e] = v_mean[c0 + e];
+    float km[8], x[8];
+    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     // Every thread group walks the same rows in the same order, so the shuffles
     // below see whole groups (rows past n still join them, with zeros).
@@ -184,17 +207,6 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
         *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
             pack_codes(x, km, inv);
     }
-
-    // V: the channel's amax over this block, after its mean (§4).
-    const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float va[8] = {};
-    for (int j = w.group; j < n; j += w.groups) {
-        load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
-        for (int e = 0; e < 8; ++e) va[e] = fmaxf(va[e], fabsf(x[e] - vm[e]));
-    }
-    for (int e = 0; e < 8; ++e) atomicMax(&v_amax[c0 + e], __float_as_uint(va[e]));
-    __syncthreads();
-    for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) atomicMax(p.v_amax + slot + c, v_amax[c]);
 }
 
 // FP16 V codes of one 64-key block, transposed to [channel][key] for the P·V B
@@ -405,7 +417,7 @@ void quantize_typed(const Params& p, bool fp8, cudaStream_t stream) {
     const dim3 kv_grid(static_cast<unsigned>(kv_blocks), p.heads_kv, p.batch);
     if (kv_blocks > 0) {
         const dim3 sum_grid(static_cast<unsigned>((p.max_len_kv + kSumRows - 1) / kSumRows), p.heads_kv, p.batch);
-        if (p.smooth_k || p.smooth_v) kv_sums_kernel<kBf16><<<sum_grid, 256, 0, stream>>>(p);
+        kv_sums_kernel<kBf16><<<sum_grid, 256, 0, stream>>>(p);  // also V's range: always
         k_quant_kernel<kBf16><<<kv_grid, 128, 0, stream>>>(p);
         if (fp8) v_quant_fp8_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
         else v_quant_fp16_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
