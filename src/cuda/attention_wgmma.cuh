@@ -29,7 +29,7 @@
 
 namespace sageattn::cuda {
 
-template <int DP, int kWarpgroups>
+template <int DP, int kWarpgroups, bool kFp8>
 struct WgmmaConfig {
     // kWarpgroups consumer warpgroups (MMAs and softmax) and one producer warpgroup, of which
     // one thread drives the copy engine. The producer gives its registers to the consumers.
@@ -39,12 +39,14 @@ struct WgmmaConfig {
     static constexpr int kConsumerRegs = (65536 / 128 - kProducerRegs) / kWarpgroups / 8 * 8;
     static constexpr int kTileQ = 64 * kWarpgroups;
     static constexpr int kQKSwizzle = DP;        // INT8 rows of DP bytes: 64- or 128-byte swizzle
-    static constexpr int kVSwizzle = kBlockKv;   // FP8 Vᵀ rows of 64 keys
+    static constexpr int kVB = kFp8 ? 1 : 2;     // bytes of a V code: FP8 or FP16
+    static constexpr int kVSwizzle = kBlockKv * kVB;  // Vᵀ rows of 64 keys: 64 or 128 bytes
+    static constexpr int kPvK = kFp8 ? 32 : 16;  // keys per P·V MMA step
     static constexpr int kQBytes = kTileQ * DP;
     static constexpr int kKBytes = kBlockKv * DP;
     // Vᵀ has 8 more rows of ones: P·V's last 8 columns are then P̃'s row sums (§6's l).
     static constexpr int kPvN = DP + 8;
-    static constexpr int kVBytes = kPvN * kBlockKv;
+    static constexpr int kVBytes = kPvN * kBlockKv * kVB;
     // Block j computes while j - 1's Vᵀ is in use and the copies of the next ones are in flight.
     static constexpr int kStages = 8;
     static constexpr int kStage = (kKBytes + kVBytes + 1023) / 1024 * 1024;
@@ -53,11 +55,11 @@ struct WgmmaConfig {
     static constexpr int kBytes = kColumns + 2 * DP * 4 + 1024;  // + slack to align the base to 1024
 };
 
-template <int DP, bool kBf16, bool kLse, int kWarpgroups>
+template <int DP, bool kBf16, bool kLse, int kWarpgroups, bool kFp8>
 __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     attention_wgmma_kernel(const Params p, const __grid_constant__ CUtensorMap q_map,
                            const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map) {
-    using Cfg = WgmmaConfig<DP, kWarpgroups>;
+    using Cfg = WgmmaConfig<DP, kWarpgroups, kFp8>;
     constexpr int kNT = kBlockKv / 8;   // n8 tiles of S per block
     constexpr int kOT = DP / 8;         // n8 tiles of O
     constexpr int kPT = Cfg::kPvN / 8;  // n8 tiles of P·V: O's and one of row sums
@@ -87,11 +89,14 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     }
     const int64_t kcode_base = hk * p.kv_rows + s.pad_kv;
 
-    // The rows of ones under every stage's Vᵀ (e4m3 1.0 = 0x38); the copies never touch them.
-    for (int i = threadIdx.x; i < Cfg::kStages * 8 * kBlockKv / 16; i += Cfg::kThreads) {
-        const int stage = i / (8 * kBlockKv / 16), at = i % (8 * kBlockKv / 16);
-        reinterpret_cast<uint4*>(kv_smem + stage * Cfg::kStage + Cfg::kKBytes + DP * kBlockKv)[at] =
-            make_uint4(0x38383838u, 0x38383838u, 0x38383838u, 0x38383838u);
+    // The rows of ones under every stage's Vᵀ (e4m3 1.0 = 0x38, fp16 1.0 = 0x3c00); the copies
+    // never touch them.
+    constexpr uint32_t kOnes = kFp8 ? 0x38383838u : 0x3c003c00u;
+    constexpr int kOnesChunks = 8 * kBlockKv * Cfg::kVB / 16;
+    for (int i = threadIdx.x; i < Cfg::kStages * kOnesChunks; i += Cfg::kThreads) {
+        const int stage = i / kOnesChunks, at = i % kOnesChunks;
+        reinterpret_cast<uint4*>(kv_smem + stage * Cfg::kStage + Cfg::kKBytes + DP * kBlockKv * Cfg::kVB)[at] =
+            make_uint4(kOnes, kOnes, kOnes, kOnes);
     }
     // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
     // their bytes), and empty once every thread's P·V on it has completed.
@@ -106,7 +111,7 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     // The epilogue's per-channel V scale and offset.
     float* v_scale_smem = reinterpret_cast<float*>(smem + Cfg::kColumns);
     float* v_offset_smem = v_scale_smem + DP;
-    stage_v_columns<DP, true>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
+    stage_v_columns<DP, kFp8>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();
     const int64_t blocks = (kv_end + kBlockKv - 1) / kBlockKv;
@@ -125,10 +130,10 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
                 if (n >= Cfg::kStages)
                     ptx::mbarrier_wait(empty + stage, static_cast<uint32_t>((n / Cfg::kStages - 1) & 1));
                 uint8_t* k_dst = kv_smem + stage * Cfg::kStage;
-                ptx::mbarrier_arrive_expect_tx(full + stage, Cfg::kKBytes + DP * kBlockKv);
+                ptx::mbarrier_arrive_expect_tx(full + stage, Cfg::kKBytes + DP * kBlockKv * Cfg::kVB);
                 ptx::tma_load_2d(k_dst, &k_map, 0, static_cast<int32_t>(kcode_base + n * kBlockKv), full + stage);
-                ptx::tma_load_2d(k_dst + Cfg::kKBytes, &v_map, static_cast<int32_t>(s.pad_kv + n * kBlockKv), hk * DP,
-                                 full + stage);
+                ptx::tma_load_2d(k_dst + Cfg::kKBytes, &v_map,
+                                 static_cast<int32_t>((s.pad_kv + n * kBlockKv) * Cfg::kVB), hk * DP, full + stage);
             }
         }
         return;
@@ -145,7 +150,7 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
 #pragma unroll
     for (int i = 0; i < kOT * 4; ++i) o[i] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, l_exact[2] = {0.f, 0.f};
-    const float p_offset = kFp8POffset;
+    const float p_offset = kFp8 ? kFp8POffset : 0.f;
     const uint64_t q_desc = ptx::make_desc<Cfg::kQKSwizzle>(q_smem + wg * 64 * DP);
 
     // Block j's K and Vᵀ live in stage j % kStages. Iteration j issues S_j = Q·K_jᵀ and
@@ -158,7 +163,7 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
 
     // Block j's softmax: from the INT8 scores to P̃ in FP8 (pk), then packed as the A
     // operand of P·V (a) once the tensor cores are done with the previous block's (§6).
-    uint32_t a[kBlockKv / 32][4];
+    uint32_t a[kBlockKv / Cfg::kPvK][4];
     uint32_t pk[kNT][2];
     // Block j's K scale for this thread's columns, read before the scores are waited for.
     auto k_scale_of = [&](int64_t j) { return p.k_scale[(kcode_base / kBlockKv + j) * 4 + t]; };
@@ -187,7 +192,8 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
                 const float x0 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r], gr, -m_shift[r]));
                 const float x1 = ptx::exp2_approx(fmaf(sc[4 * nt + 2 * r + 1], gr, -m_shift[r]));
                 if constexpr (kLse) l_exact[r] = l_exact[r] + x0 + x1;
-                pk[nt][r] = ptx::e4m3x2(x0, x1);
+                if constexpr (kFp8) pk[nt][r] = ptx::e4m3x2(x0, x1);
+                else pk[nt][r] = ptx::pack_half2(x0, x1);
             }
     };
     auto softmax = [&](int64_t j0, int (&acc)[kNT * 4], float (&alpha)[2], float k_scale) {
@@ -227,11 +233,20 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     };
     auto pack = [&]() {
 #pragma unroll
-        for (int ks = 0; ks < kBlockKv / 32; ++ks) {
-            a[ks][0] = pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16);
-            a[ks][1] = pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16);
-            a[ks][2] = pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16);
-            a[ks][3] = pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16);
+        for (int ks = 0; ks < kBlockKv / Cfg::kPvK; ++ks) {
+            if constexpr (kFp8) {
+                a[ks][0] = pk[4 * ks][0] | (pk[4 * ks + 1][0] << 16);
+                a[ks][1] = pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16);
+                a[ks][2] = pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16);
+                a[ks][3] = pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16);
+            } else {
+                // The m16n8k16 A layout: rows g, g + 8 of keys 2t, 2t + 1, then of keys 8 + 2t, 9 + 2t.
+                // Copied by an instruction here: a plain assignment lets the compiler merge pk into
+                // a's registers, or sink the copies between the next MMAs, and either serializes them.
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    asm volatile("mov.b32 %0, %1;\n" : "=r"(a[ks][i]) : "r"(pk[2 * ks + i / 2][i % 2]));
+            }
         }
     };
     // Descriptors are computed before the wgmma fence: an operand defined between the
@@ -251,9 +266,13 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
         ptx::wgmma_commit();
     };
     // This block's P·V apart (the FP8 tensor core's accumulator is short): O = O·alpha + it.
-    auto issue_pv = [&](float (&ob)[kPT * 4], const uint32_t (&a)[kBlockKv / 32][4], const Descs& d) {
+    auto issue_pv = [&](float (&ob)[kPT * 4], const uint32_t (&a)[kBlockKv / Cfg::kPvK][4], const Descs& d) {
+        // Each step covers 32 bytes of every Vᵀ row: 32 FP8 or 16 FP16 keys.
 #pragma unroll
-        for (int ks = 0; ks < kBlockKv / 32; ++ks) ptx::wgmma_e4m3_rs<Cfg::kPvN>(ob, a[ks], d.v + 2 * ks, ks > 0);
+        for (int ks = 0; ks < kBlockKv / Cfg::kPvK; ++ks) {
+            if constexpr (kFp8) ptx::wgmma_e4m3_rs<Cfg::kPvN>(ob, a[ks], d.v + 2 * ks, ks > 0);
+            else ptx::wgmma_f16_rs<Cfg::kPvN>(ob, a[ks], d.v + 2 * ks, ks > 0);
+        }
         ptx::wgmma_commit();
     };
     auto fold = [&](const float (&ob)[kPT * 4], const float (&alpha)[2]) {
@@ -380,9 +399,9 @@ inline bool byte_map(CUtensorMap* map, const void* base, uint64_t cols, uint64_t
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int DP, bool kBf16, int kWarpgroups>
+template <int DP, bool kBf16, int kWarpgroups, bool kFp8>
 bool launch_tiles(const Params& p, cudaStream_t stream) {
-    using Cfg = WgmmaConfig<DP, kWarpgroups>;
+    using Cfg = WgmmaConfig<DP, kWarpgroups, kFp8>;
     // Tile coordinates are 32-bit.
     const int64_t q_cells = static_cast<int64_t>(p.heads_q) * p.q_rows, kv_cells = static_cast<int64_t>(p.heads_kv) * p.kv_rows;
     if (q_cells >= (int64_t{1} << 31) || kv_cells >= (int64_t{1} << 31) || int64_t{p.heads_kv} * DP >= (int64_t{1} << 31))
@@ -390,11 +409,11 @@ bool launch_tiles(const Params& p, cudaStream_t stream) {
     CUtensorMap q_map, k_map, v_map;
     if (!byte_map(&q_map, p.q_codes, DP, static_cast<uint64_t>(q_cells), DP, DP, Cfg::kTileQ, Cfg::kQKSwizzle) ||
         !byte_map(&k_map, p.k_codes, DP, static_cast<uint64_t>(kv_cells), DP, DP, kBlockKv, Cfg::kQKSwizzle) ||
-        !byte_map(&v_map, p.v_codes, static_cast<uint64_t>(p.kv_rows), static_cast<uint64_t>(p.heads_kv) * DP,
-                  static_cast<uint64_t>(p.kv_rows), kBlockKv, DP, Cfg::kVSwizzle))
+        !byte_map(&v_map, p.v_codes, static_cast<uint64_t>(p.kv_rows) * Cfg::kVB, static_cast<uint64_t>(p.heads_kv) * DP,
+                  static_cast<uint64_t>(p.kv_rows) * Cfg::kVB, kBlockKv * Cfg::kVB, DP, Cfg::kVSwizzle))
         return false;
-    auto kernel = p.lse ? attention_wgmma_kernel<DP, kBf16, true, kWarpgroups>
-                        : attention_wgmma_kernel<DP, kBf16, false, kWarpgroups>;
+    auto kernel = p.lse ? attention_wgmma_kernel<DP, kBf16, true, kWarpgroups, kFp8>
+                        : attention_wgmma_kernel<DP, kBf16, false, kWarpgroups, kFp8>;
     // Once per device and instance: the attribute persists, and the call costs host time.
     static std::atomic<bool> configured[2][64];
     std::atomic<bool>* done = configured[p.lse ? 1 : 0];
@@ -416,9 +435,14 @@ template <int DP, bool kBf16>
 bool launch_attention_wgmma(const Params& p, cudaStream_t stream) {
     // d64 fits three warpgroups in 168 registers: 192-row tiles, faster from 2k rows on
     // (measured on the H100: 16k 324 -> 399 TOPS, 4k 319 -> 354; 1k 247 -> 224).
+    if (!p.pv_fp8) {
+        if constexpr (DP <= 64)
+            if (p.max_len_q >= 2048) return launch_tiles<DP, kBf16, 3, false>(p, stream);
+        return launch_tiles<DP, kBf16, 2, false>(p, stream);
+    }
     if constexpr (DP <= 64)
-        if (p.max_len_q >= 2048) return launch_tiles<DP, kBf16, 3>(p, stream);
-    return launch_tiles<DP, kBf16, 2>(p, stream);
+        if (p.max_len_q >= 2048) return launch_tiles<DP, kBf16, 3, true>(p, stream);
+    return launch_tiles<DP, kBf16, 2, true>(p, stream);
 }
 
 }  // namespace sageattn::cuda

@@ -257,16 +257,18 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     const Params params = params_of(pr, l, workspace);
     launch_quantize(params, stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
-    // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ, FP8 P·V, "fp32+fp32"), and
-    // the mma.sync kernel the heads §5 flags for 16-bit Q·Kᵀ.
-    const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && params.pv_fp8 &&
-                       p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 && l.dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT;
+    // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
+    // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags
+    // for 16-bit Q·Kᵀ.
+    const bool wgmma_accum = params.pv_fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
+    const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && wgmma_accum && l.dp <= 128 &&
+                       p.qk_precision != SAGEATTN_QK_INPUT;
     if (wgmma && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
         if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;
             sharp.sharp_only = 1;
-            attention_launcher(l.dp, params.bf16, true)(sharp, stream);
+            attention_launcher(l.dp, params.bf16, params.pv_fp8)(sharp, stream);
         }
     } else {
         attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);

@@ -4,6 +4,7 @@ so they are generated rather than typed. Run from this folder; the output is com
 
 SHAPES_S8 = (64,)          # Q·Kᵀ: m64 x N keys x k32, INT8 operands from shared memory
 SHAPES_E4M3 = (72, 136)    # P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
+SHAPES_F16 = (72, 136)     # the same with FP16 P and Vᵀ, k16
 
 
 def regs(first, count):
@@ -36,6 +37,22 @@ __device__ __forceinline__ void wgmma_e4m3_rs<{n}>(float (&d)[{m}], const uint32
     asm volatile(
         "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{m + 5}, 0;\\n"
         "wgmma.mma_async.sync.aligned.m64n{n}k32.f32.e4m3.e4m3 {{{regs(0, m)}}}, {{{regs(m, 4)}}}, %{m + 4}, p, 1, 1;\\n}}\\n"
+        : {outs}
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+}}
+"""
+
+
+def f16_rs(n):
+    m = n // 2
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(m))
+    return f"""
+// D(f32, m64 x n{n}) (+)= A(f16, m64 x k16, registers) · B(f16, n{n} x k16, shared, K-major).
+template <>
+__device__ __forceinline__ void wgmma_f16_rs<{n}>(float (&d)[{m}], const uint32_t (&a)[4], uint64_t b, int accumulate) {{
+    asm volatile(
+        "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{m + 5}, 0;\\n"
+        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 {{{regs(0, m)}}}, {{{regs(m, 4)}}}, %{m + 4}, p, 1, 1, 0;\\n}}\\n"
         : {outs}
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
 }}
@@ -107,6 +124,8 @@ template <int N>
 __device__ __forceinline__ void wgmma_s8_ss(int (&d)[N / 2], uint64_t a, uint64_t b, int accumulate);
 template <int N>
 __device__ __forceinline__ void wgmma_e4m3_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int accumulate);
+template <int N>
+__device__ __forceinline__ void wgmma_f16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int accumulate);
 """
 
 with open("wgmma.cuh", "w") as f:
@@ -115,4 +134,6 @@ with open("wgmma.cuh", "w") as f:
         f.write(s8_ss(n))
     for n in SHAPES_E4M3:
         f.write(e4m3_rs(n))
+    for n in SHAPES_F16:
+        f.write(f16_rs(n))
     f.write("\n}  // namespace sageattn::cuda::ptx\n")
