@@ -1,16 +1,17 @@
-// The Hopper attention kernel (sm_90a): INT8 wgmma m64n64k32 for Q·Kᵀ and FP8
-// E4M3 wgmma m64nDk32 for P·V with the two-level ("fp32+fp32") accumulation,
-// online softmax in exp2, one 64-key block at a time: the same arithmetic as
-// docs/ALGORITHM.md §6 and the mma.sync kernel, on the instructions that reach
-// Hopper's full tensor-core rate.
+// The Hopper attention kernel (sm_90a): INT8 wgmma m64n64k32 for Q·Kᵀ and, for
+// P·V, FP8 E4M3 wgmma m64n(D+8)k32 or FP16 wgmma m64n(D+8)k16, each 64-key block
+// summed apart in fp32 and folded into O ("fp32+fp32"), online softmax in exp2:
+// the same arithmetic as docs/ALGORITHM.md §6 and the mma.sync kernel, on the
+// instructions that reach Hopper's full tensor-core rate.
 //
-// A CTA is kWarpgroups warpgroups of 64 query rows each, all of one (sequence,
-// head). One thread drives the bulk tensor copy engine: K codes and Vᵀ codes of
-// the blocks ahead arrive in a multi-stage, swizzled shared-memory pipeline on
-// full/empty mbarriers, while each warpgroup runs its MMAs and softmax on the
-// current block. Q codes stay in shared memory for the whole key loop.
-// docs/ALGORITHM.md §10 says what the kernel chooses within §8.
-// Heads that §5 flags (sharp softmax) are left to the mma.sync kernel's 16-bit path.
+// A CTA is kWarpgroups consumer warpgroups of 64 query rows each, all of one
+// (sequence, head), and a producer warpgroup, one thread of which drives the bulk
+// tensor copy engine: K codes and Vᵀ codes of the blocks ahead arrive in a
+// multi-stage, swizzled shared-memory pipeline on full/empty mbarriers, while each
+// consumer runs its MMAs and softmax on the current block. Q codes stay in shared
+// memory for the whole key loop. docs/ALGORITHM.md §10 says what the kernel
+// chooses within §8. Heads that §5 flags (sharp softmax) are left to the mma.sync
+// kernel's 16-bit path.
 #pragma once
 
 #include <cuda_runtime.h>
