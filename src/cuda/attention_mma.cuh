@@ -301,18 +301,9 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= lq) continue;
         const bool empty = m[r] == -INFINITY;
-        const float inv_l = empty ? 0.f : 1.f / l[r];
-        uint16_t* out_row = out + ob + row[r] * p.out_token_stride;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-            const int c = ot * 8 + 2 * t;
-            if (c >= p.head_dim) continue;
-            float value[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-                value[e] = empty ? 0.f : o[ot][2 * r + e] * inv_l * v_scale_smem[c + e] + v_offset_smem[c + e];
-            store_channel_pair<kBf16>(out_row, c, p.head_dim, pairs, value[0], value[1]);
-        }
+        store_output_row<kBf16, kOT>(out + ob + row[r] * p.out_token_stride, p, t, pairs, empty,
+                                     empty ? 0.f : 1.f / l[r], v_scale_smem, v_offset_smem,
+                                     [&](int ot, int e) { return o[ot][2 * r + e]; });
     }
     if (p.lse && t == 0)
         for (int r = 0; r < 2; ++r) {
@@ -320,10 +311,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
             const bool empty = m[r] == -INFINITY;
             float shift = 0.f;
             if constexpr (!kSharp) shift = p.q_shift[h * p.q_rows + s.pad_q + row[r]];
-            const int64_t at = p.cu_seqlens_q
-                                   ? h * p.lse_head_stride + (s.row_q + row[r]) * p.lse_token_stride
-                                   : b * p.lse_batch_stride + h * p.lse_head_stride + row[r] * p.lse_token_stride;
-            p.lse[at] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
+            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
         }
 }
 

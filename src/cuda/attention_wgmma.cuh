@@ -339,35 +339,21 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     }
     uint16_t* out = static_cast<uint16_t*>(p.out);
     const int64_t ob_base = out_base(p, b, s) + h * p.out_head_stride;
-    float inv_l[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) inv_l[r] = m[r] == -INFINITY ? 0.f : 1.f / l[r];
     const bool pairs = out_pairs(p);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= lq) continue;
-        uint16_t* out_row = out + ob_base + row[r] * p.out_token_stride;
-#pragma unroll
-        for (int ot = 0; ot < kOT; ++ot) {
-            const int c = ot * 8 + 2 * t;
-            if (c >= p.head_dim) continue;
-            float value[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-                value[e] = m[r] == -INFINITY ? 0.f
-                                             : o[4 * ot + 2 * r + e] * inv_l[r] * v_scale_smem[c + e] + v_offset_smem[c + e];
-            store_channel_pair<kBf16>(out_row, c, p.head_dim, pairs, value[0], value[1]);
-        }
+        const bool empty = m[r] == -INFINITY;
+        store_output_row<kBf16, kOT>(out + ob_base + row[r] * p.out_token_stride, p, t, pairs, empty,
+                                     empty ? 0.f : 1.f / l[r], v_scale_smem, v_offset_smem,
+                                     [&](int ot, int e) { return o[4 * ot + 2 * r + e]; });
     }
     if (kLse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= lq) continue;
             const bool empty = m[r] == -INFINITY;
             const float shift = p.q_shift[h * p.q_rows + s.pad_q + row[r]];
-            const int64_t at = p.cu_seqlens_q
-                                   ? h * p.lse_head_stride + (s.row_q + row[r]) * p.lse_token_stride
-                                   : b * p.lse_batch_stride + h * p.lse_head_stride + row[r] * p.lse_token_stride;
-            p.lse[at] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
+            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
         }
 }
 

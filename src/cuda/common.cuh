@@ -188,4 +188,27 @@ __device__ __forceinline__ void store_channel_pair(uint16_t* row, int c, int hea
     }
 }
 
+// One output row's channels of a thread, (2t, 2t + 1) of each n8 tile (§6):
+// out = acc / l · v_scale + v_offset, zeros for a row that saw no key.
+// acc(ot, e) is the accumulator of tile ot, channel 2t + e.
+template <bool kBf16, int kOT, class Acc>
+__device__ __forceinline__ void store_output_row(uint16_t* row, const Params& p, int t, bool pairs, bool empty,
+                                                 float inv_l, const float* v_scale, const float* v_offset, Acc acc) {
+#pragma unroll
+    for (int ot = 0; ot < kOT; ++ot) {
+        const int c = ot * 8 + 2 * t;
+        if (c >= p.head_dim) continue;
+        float value[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) value[e] = empty ? 0.f : acc(ot, e) * inv_l * v_scale[c + e] + v_offset[c + e];
+        store_channel_pair<kBf16>(row, c, p.head_dim, pairs, value[0], value[1]);
+    }
+}
+
+// Where row `row` of sequence b, head h keeps its LSE.
+__device__ __forceinline__ int64_t lse_index(const Params& p, int b, int h, const Seq& s, int64_t row) {
+    return p.cu_seqlens_q ? h * p.lse_head_stride + (s.row_q + row) * p.lse_token_stride
+                          : b * p.lse_batch_stride + h * p.lse_head_stride + row * p.lse_token_stride;
+}
+
 }  // namespace sageattn::cuda

@@ -20,15 +20,6 @@ __device__ __forceinline__ int8_t int8_code(float x, float inv) {
 // §3 K groups inside a 64-key block: per-thread = (token mod 8) / 2, else one.
 __device__ __forceinline__ int k_group(int j, int granularity) { return granularity == 0 ? (j % 8) / 2 : 0; }
 
-// FP8 B-operand order inside 32 keys: position 4t+e holds key 2t + (e&1) + 8(e>>1)
-// (and the same 16 keys later), so that P's m16n8 accumulator pairs feed the
-// m16n8k32 A operand without shuffles.
-__device__ __forceinline__ int fp8_position(int j) {
-    const int half = j & ~15, r = j & 15;
-    const int t = (r & 7) >> 1, e = (r & 1) | ((r >> 3) << 1);
-    return half + 4 * t + e;
-}
-
 // Work split used by every kernel here: a row's head_dim_pad channels are
 // chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
 // at a time.
@@ -257,8 +248,9 @@ __global__ void __launch_bounds__(256) v_quant_fp16_kernel(Params p) {
     }
 }
 
-// FP8 V codes of one 64-key block, transposed to [channel][key] in the order of
-// fp8_position. A thread takes the four keys that share one 32-bit word of the
+// FP8 V codes of one 64-key block, transposed to [channel][key] in the FP8
+// B-operand order: inside each 16 keys, position 4t+e holds key 2t + (e&1) + 8(e>>1),
+// so that P's m16n8 accumulator pairs feed the k32 A operand without shuffles. A thread takes the four keys that share one 32-bit word of the
 // output ({2t, 2t+1, 2t+8, 2t+9} of a 16-key group) over 8 channels, so every
 // shared-memory store is a whole word; words are placed at word ^ (channel / 8)
 // so that a warp's stores spread over the banks.

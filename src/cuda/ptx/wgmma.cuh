@@ -27,13 +27,6 @@ __device__ __forceinline__ uint64_t make_desc(const void* smem) {
     return d;
 }
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in such a tile.
-template <int kSwizzleBytes>
-__device__ __forceinline__ int swizzled(int row, int chunk) {
-    if constexpr (kSwizzleBytes == 128) return row * 128 + ((chunk ^ (row & 7)) << 4);
-    else return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
-}
-
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int kPending>
