@@ -154,6 +154,10 @@ def _public_raw_stream(index: int) -> int:
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", _public_raw_stream)
 _current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
 
+_capturing = getattr(torch._C, "_cuda_isCurrentStreamCapturing", torch.cuda.is_current_stream_capturing)
+# Workspaces up to this size are kept (see _Plan.run).
+_WS_KEEP = 1 << 20
+
 _U8, _F32 = torch.uint8, torch.float32
 _P = _lib.Problem
 _PROBLEM_SIZE = ctypes.sizeof(_P)
@@ -245,9 +249,10 @@ class _Plan:
         self.ws_bytes = None
         self.cache_size = not (self.index < 0 and layout == VARLEN)
 
-    def run(self, q, k, v, out, lse, mask, cu_q, cu_kv) -> int:
+    def run(self, q, k, v, out, lse, mask, cu_q, cu_kv, keep_ws=False) -> int:
         """Runs the problem on these tensors; returns the library's status (a
-        failure's message stays readable through sageattn_last_error())."""
+        failure's message stays readable through sageattn_last_error()).
+        keep_ws: an eager call outside any graph machinery may use a kept workspace."""
         w = self.words
         w[_Q_DATA] = q.data_ptr()
         w[_K_DATA] = k.data_ptr()
@@ -278,8 +283,21 @@ class _Plan:
             return _lib.forward(self.addr, None, 0, stream)
         # Allocated through torch (caching allocator, graph pools; on CUDA it is
         # recycled in stream order, after the kernel) and aligned by hand,
-        # since no allocator promises the library's alignment.
-        ws = torch.empty(nbytes + _WS_ALIGN, dtype=_U8, device=self.device)
+        # since no allocator promises the library's alignment. For eager calls
+        # (keep_ws: not through the op, which compiled graphs and their graph
+        # pools use) a small one is kept per thread, device and stream and
+        # reused in that stream's order (the allocation costs as much host time
+        # as a kernel launch), except while a graph is being captured.
+        if keep_ws and self.index >= 0 and nbytes <= _WS_KEEP and self.index == _current_device() and not _capturing():
+            try:
+                kept = _tls.workspaces
+            except AttributeError:
+                kept = _tls.workspaces = {}
+            ws = kept.get((self.index, stream))
+            if ws is None:
+                ws = kept[self.index, stream] = torch.empty(_WS_KEEP + _WS_ALIGN, dtype=_U8, device=self.device)
+        else:
+            ws = torch.empty(nbytes + _WS_ALIGN, dtype=_U8, device=self.device)
         base = ws.data_ptr()
         return _lib.forward(self.addr, base + (-base % _WS_ALIGN), nbytes, stream)
 
@@ -294,7 +312,7 @@ def _meta(t):
     return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
 
 
-def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback):
+def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False):
     """The work of the `fwd` op (options: its arguments from `scale` to
     `smooth_v`); returns (out, lse), lse None unless asked for.
 
@@ -313,12 +331,14 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
         plans = _tls.plans = {}
     plan = plans.get(key)
     if plan is None:
-        return _first_forward(plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback)
+        return _first_forward(
+            plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws
+        )
     if plan.fix:
         q, k, v = _fix_last_dim(q), _fix_last_dim(k), _fix_last_dim(v)
     out = torch.empty_like(q)
     lse = None if plan.lse_shape is None else torch.empty(plan.lse_shape, dtype=_F32, device=plan.device)
-    status = plan.run(q, k, v, out, lse, attn_mask, cu_q, cu_kv)
+    status = plan.run(q, k, v, out, lse, attn_mask, cu_q, cu_kv, keep_ws)
     if status == _lib.SUCCESS:
         if _counting.active is not None:
             _counting.active.ran()
@@ -328,7 +348,9 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
     return _failed(status, q, k, v, out, lse, args, fallback)
 
 
-def _first_forward(plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback):
+def _first_forward(
+    plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False
+):
     """A combination not seen before on this thread: every Python-side check,
     then the run, and the plan kept if the library accepted the problem."""
     fix = q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1
@@ -343,7 +365,7 @@ def _first_forward(plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, m
     args = (layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options)
     plan = _Plan(q, k, v, out, lse, *args)
     plan.fix, plan.mask_shape = fix, mask_shape
-    status = plan.run(q, k, v, out, lse, mask, cu_q, cu_kv)
+    status = plan.run(q, k, v, out, lse, mask, cu_q, cu_kv, keep_ws)
     if status != _lib.SUCCESS:
         return _failed(status, q, k, v, out, lse, args, fallback)
     if len(plans) >= _MAX_PLANS:
@@ -621,7 +643,7 @@ def attention(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal,
     # Plain eager tensors, nothing to differentiate, no dispatch mode watching:
     # the op would only route to this same code, through a dispatcher and an
     # autograd layer that cost more host time than the rest of the call.
-    return _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback)
+    return _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, True)
 
 
 def attention_checked(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback=False):
@@ -630,4 +652,4 @@ def attention_checked(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is
     device, none needing grad (sdpa's rules ensure it)."""
     if _is_compiling() or _dispatch_modes():
         return _fwd_op(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, *options, fallback)
-    return _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback)
+    return _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, True)

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "api/error.hpp"
@@ -21,7 +22,7 @@ int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
 
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, zeroed_end;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, zeroed_end;
     size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, sum_parts, err_parts, total;
     int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;
@@ -50,6 +51,8 @@ Layout layout_of(const Problem& pr) {
     l.v_amax = take(heads_kv * dp * 4);
     l.v_err = take(heads_kv * dp * 4);
     l.tickets = take(heads_kv * 2 * 4);
+    l.ready = take(heads_kv * 4);
+    l.next_item = take(4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
@@ -121,6 +124,8 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.sum_parts = region<float>(ws, l.sum_parts);
     k.err_parts = region<float>(ws, l.err_parts);
     k.tickets = region<uint32_t>(ws, l.tickets);
+    k.ready = region<uint32_t>(ws, l.ready);
+    k.next_item = region<uint32_t>(ws, l.next_item);
     k.sum_chunks = l.sum_chunks, k.err_chunks = l.err_chunks;
     return k;
 }
@@ -184,6 +189,7 @@ struct Devices {
     cudaError_t error = cudaSuccess;
     int count = 0;
     int cc[64] = {};
+    int sms[64] = {};
 };
 
 const Devices& devices() {
@@ -199,13 +205,31 @@ const Devices& devices() {
             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
             r.cc[i] = major * 10 + minor;
+            cudaDeviceGetAttribute(&r.sms[i], cudaDevAttrMultiProcessorCount, i);
         }
         return r;
     }();
     return d;
 }
 
+std::atomic<bool> small_problem_path{true};
+
+// Small problems are bound by launch latency, host and device, not by bandwidth or the
+// tensor cores. Up to about two waves of quantization items run as one launch (quantize.cu);
+// at most one wave of mma.sync CTAs, none longer than 1024 keys, runs as one mma.sync
+// launch on sm_90 too, which takes §5's sharp heads itself, instead of the wgmma kernel
+// plus the sharp heads' own launch.
+bool one_quantization_launch(int64_t items, int sms) {
+    return small_problem_path.load(std::memory_order_relaxed) && items <= 8 * int64_t{sms};
+}
+bool small_attention(const sageattn_problem& p, int64_t max_q, int64_t max_kv, int sms) {
+    const int64_t ctas = (max_q + kTileQ - 1) / kTileQ * p.batch * p.heads_q;
+    return small_problem_path.load(std::memory_order_relaxed) && max_kv <= 1024 && ctas <= 2 * int64_t{sms};
+}
+
 }  // namespace
+
+void set_small_problem_path(bool on) { small_problem_path.store(on, std::memory_order_relaxed); }
 
 sageattn_status prepare(Problem& pr) {
     sageattn_problem& p = pr.p;
@@ -250,19 +274,28 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
     const sageattn_problem& p = pr.p;
     if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
+    // Quantization items (quantize.cu): one grid dimension when they run as one launch.
+    const int64_t max_q = pr.varlen ? p.max_len_q : p.len_q, max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    const int64_t kv_heads = p.batch * p.heads_kv;
+    const int64_t items = (max_kv + kSumRows - 1) / kSumRows * kv_heads + 2 * ((max_kv + kBlockKv - 1) / kBlockKv) * kv_heads +
+                          (max_q + kQuantRows - 1) / kQuantRows * p.batch * p.heads_q;
+    if ((max_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) || (max_q + kQuantRows - 1) / kQuantRows >= (int64_t{1} << 31))
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
+                    static_cast<long long>(max_q), static_cast<long long>(max_kv));
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
     if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
     const Params params = params_of(pr, l, workspace);
-    launch_quantize(params, stream);
+    launch_quantize(params, one_quantization_launch(items, devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
     // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
     // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags
     // for 16-bit Q·Kᵀ.
     const bool wgmma_accum = params.pv_fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
     const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && wgmma_accum && l.dp <= 128 &&
-                       p.qk_precision != SAGEATTN_QK_INPUT;
+                       p.qk_precision != SAGEATTN_QK_INPUT &&
+                       !small_attention(p, params.max_len_q, params.max_len_kv, devices().sms[p.device_index]);
     if (wgmma && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
         if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
         if (p.qk_precision == SAGEATTN_QK_AUTO) {

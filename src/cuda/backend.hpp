@@ -13,6 +13,10 @@ sageattn_status prepare(Problem& pr);
 size_t workspace_size(const Problem& pr);
 sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream);
 
+// Whether small problems run as one mma.sync launch on sm_90 (see forward); on by
+// default. Tests turn it off to reach the sm_90a kernel with small shapes too.
+void set_small_problem_path(bool on);
+
 int runtime_version();
 // Compiled SM targets (e.g. 80, 89, 90); returns how many were written.
 int compiled_archs(int* archs, int capacity);

@@ -7,7 +7,9 @@
 
 namespace sageattn::cuda {
 
-void launch_quantize(const Params& p, cudaStream_t stream);
+// K/V sums, then K, V and Q codes (§3, §4): one launch (one_launch, for small problems,
+// whose time is launch latency) or four kernels in stream order.
+void launch_quantize(const Params& p, bool one_launch, cudaStream_t stream);
 
 template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream);

@@ -61,6 +61,8 @@ struct Params {
     float* sum_parts;    // [batch][heads_kv][sum_chunks][4][dpad]: K and V sums, V max and min per 512-key chunk
     float* err_parts;    // [batch][heads_kv][err_chunks][dpad]: V rounding error per 64-key block
     uint32_t* tickets;   // [2][batch][heads_kv]   zeroed: CTAs done, for the sums and the errors
+    uint32_t* ready;     // [batch][heads_kv]      zeroed: 1 once the head's sums are out
+    uint32_t* next_item; // [1]                    zeroed: the prep kernel's next item index
     int32_t sum_chunks, err_chunks;
 };
 

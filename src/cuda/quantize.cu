@@ -4,6 +4,8 @@
 // their strides.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
 
@@ -70,18 +72,51 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
     return true;
 }
 
+// Shared memory of each kind of item; the prep kernel's is their union.
+struct SumsSmem {
+    float group_part[4][2048];  // [part][groups][dpad]: each thread group's partial results
+    float sums[4 * 256];
+    float totals[4 * 256];
+};
+struct KSmem {
+    float k_mean[256];
+    float token_amax[kBlockKv];
+    float group_inv[4];
+};
+struct VHalfSmem {
+    uint16_t tile[256 * kBlockKv];
+    float v_mean[256];
+    int v_exp[256];
+};
+struct VFp8Smem {
+    uint32_t tile[256 * kBlockKv / 4];
+    float v_mean[256], v_inv[256], v_step[256];
+    float warp_err[8][256];  // per warp: Σ rounding error per channel
+    float block_err[256], totals[256];
+};
+struct QSmem {
+    float k_mean[256];
+    float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
+};
+union __align__(16) PrepSmem {
+    SumsSmem sums;
+    KSmem k;
+    VHalfSmem v_half;
+    VFp8Smem v_fp8;
+    QSmem q;
+};
+
 // One 512-key chunk of one (sequence, KV head): K's and V's channel sums and V's channel
 // maximum and minimum. The chunk's last CTA to finish turns them into the K and V means and
 // V's range after its mean (§4): max |v − mean| = max(max v − mean, mean − min v), exactly,
 // as rounding the difference is monotonic. One read of V serves the sums and the range.
 template <bool kBf16>
-__global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
+__device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, int b, SumsSmem& sm) {
     constexpr int kParts = 4;  // K sums, V sums, V maxima, V minima
-    __shared__ float group_part[kParts][2048];  // [part][groups][dpad]: each group's partial results
-    __shared__ float sums[kParts * 256];
-    const int b = blockIdx.z, hk = blockIdx.y;
+    auto& group_part = sm.group_part;
+    auto& sums = sm.sums;
     const Seq s = sequence(p, b);
-    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kSumRows;
+    const int64_t j0 = static_cast<int64_t>(bx) * kSumRows;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kSumRows, s.len_kv - j0));
     const int dp = p.head_dim_pad;
@@ -115,11 +150,11 @@ __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
     __syncthreads();
     const int64_t slot = static_cast<int64_t>(b) * p.heads_kv + hk;
     const int parts_n = static_cast<int>((s.len_kv + kSumRows - 1) / kSumRows);
-    __shared__ float totals[kParts * 256];
+    float* totals = sm.totals;
     // The maxima and minima go through the ordered sum's parts too; the last CTA combines them
     // with max and min instead (sums of ±inf would not do).
     float* parts = p.sum_parts + slot * p.sum_chunks * kParts * dp;
-    if (!ordered_total(parts, kParts * dp, static_cast<int>(blockIdx.x), parts_n, sums, 2 * dp, p.tickets + slot, totals,
+    if (!ordered_total(parts, kParts * dp, bx, parts_n, sums, 2 * dp, p.tickets + slot, totals,
                        sums + 2 * dp, 2 * dp))
         return;
     const float inv_len = 1.f / static_cast<float>(s.len_kv);
@@ -130,6 +165,21 @@ __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
         const float range = fmaxf(totals[2 * dp + c] - mean, mean - totals[3 * dp + c]);
         p.v_amax[slot * dp + c] = __float_as_uint(fmaxf(range, 0.f));
     }
+    // The codes of this (sequence, KV head) may start (wait_ready).
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) atomicExch(p.ready + slot, 1u);
+}
+
+// Waits until the sums of (sequence b, KV head hk) are out. Only items that took their
+// index after every sums item wait, and sums items wait for nothing, so this ends.
+__device__ __forceinline__ void wait_ready(const Params& p, int b, int hk) {
+    if (threadIdx.x == 0) {
+        const uint32_t* flag = p.ready + static_cast<int64_t>(b) * p.heads_kv + hk;
+        while (atomicAdd(const_cast<uint32_t*>(flag), 0u) == 0u) __nanosleep(64);
+        __threadfence();
+    }
+    __syncthreads();
 }
 
 __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&mean)[8], float inv) {
@@ -143,18 +193,17 @@ __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&m
 
 // One 64-key block of one (sequence, KV head): K codes and scales.
 template <bool kBf16>
-__global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
-    __shared__ float k_mean[256];
-    __shared__ float token_amax[kBlockKv];
-    __shared__ float group_inv[4];
-    const int b = blockIdx.z, hk = blockIdx.y;
+__device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, int b, KSmem& sm) {
+    auto& k_mean = sm.k_mean;
+    auto& token_amax = sm.token_amax;
+    auto& group_inv = sm.group_inv;
     const Seq s = sequence(p, b);
-    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
+    const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < 256; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k) ? p.k_sum[slot + c] / static_cast<float>(s.len_kv) : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(s.len_kv) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
@@ -203,20 +252,19 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
 // FP16 V codes of one 64-key block, transposed to [channel][key] for the P·V B
 // operand, each channel scaled by a power of two so that |v| <= 2^9 (§4).
 template <bool kBf16>
-__global__ void __launch_bounds__(256) v_quant_fp16_kernel(Params p) {
-    __shared__ __align__(16) uint16_t tile[256 * kBlockKv];
-    __shared__ float v_mean[256];
-    __shared__ int v_exp[256];
-    const int b = blockIdx.z, hk = blockIdx.y;
+__device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int hk, int b, VHalfSmem& sm) {
+    auto& tile = sm.tile;
+    auto& v_mean = sm.v_mean;
+    auto& v_exp = sm.v_exp;
     const Seq s = sequence(p, b);
-    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
+    const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < 256; c += blockDim.x) {
         const bool real = c < p.head_dim;
-        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * (1.f / static_cast<float>(s.len_kv)) : 0.f;
-        const float amax = real ? as_float(p.v_amax[slot + c]) : 0.f;
+        v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
+        const float amax = real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f;
         int e = 0;
         if (amax > 0.f) {
             frexpf(amax, &e);
@@ -255,21 +303,22 @@ __global__ void __launch_bounds__(256) v_quant_fp16_kernel(Params p) {
 // shared-memory store is a whole word; words are placed at word ^ (channel / 8)
 // so that a warp's stores spread over the banks.
 template <bool kBf16>
-__global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
-    __shared__ uint32_t tile[256 * kBlockKv / 4];
-    __shared__ float v_mean[256], v_inv[256], v_step[256];
-    __shared__ float warp_err[8][256];  // per warp: Σ rounding error per channel
-    const int b = blockIdx.z, hk = blockIdx.y;
+__device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int hk, int b, VFp8Smem& sm) {
+    auto& tile = sm.tile;
+    auto& v_mean = sm.v_mean;
+    auto& v_inv = sm.v_inv;
+    auto& v_step = sm.v_step;
+    auto& warp_err = sm.warp_err;
     const Seq s = sequence(p, b);
-    const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockKv;
+    const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
     for (int c = threadIdx.x; c < 256; c += blockDim.x) {
         const bool real = c < p.head_dim;
-        v_mean[c] = (real && p.smooth_v) ? p.v_sum[slot + c] * (1.f / static_cast<float>(s.len_kv)) : 0.f;
-        const float a = fmaxf(real ? as_float(p.v_amax[slot + c]) : 0.f, kAmaxFloor);
+        v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
+        const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, kAmaxFloor);
         v_inv[c] = range / a;   // code = e4m3(v · range / a)
         v_step[c] = a / range;  // and back
     }
@@ -317,7 +366,8 @@ __global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
 #pragma unroll
         for (int e = 0; e < 8; ++e) warp_err[warp][lane * 8 + e] = err_sum[e];
     __syncthreads();
-    __shared__ float block_err[256], totals[256];
+    auto& block_err = sm.block_err;
+    auto& totals = sm.totals;
     for (int c = threadIdx.x; c < dp; c += blockDim.x) {
         float sum = 0.f;
         for (int w = 0; w < 8; ++w) sum += warp_err[w][c];
@@ -326,7 +376,7 @@ __global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
     __syncthreads();
     const int64_t pair = static_cast<int64_t>(b) * p.heads_kv + hk;
     const int parts_n = static_cast<int>((s.len_kv + kBlockKv - 1) / kBlockKv);
-    if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, static_cast<int>(blockIdx.x), parts_n, block_err, dp,
+    if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, bx, parts_n, block_err, dp,
                       p.tickets + p.batch * p.heads_kv + pair, totals))
         for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) p.v_err[slot + c] = totals[c];
     // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
@@ -342,17 +392,19 @@ __global__ void __launch_bounds__(256) v_quant_fp8_kernel(Params p) {
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
 // scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
 template <bool kBf16>
-__global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
-    __shared__ float k_mean[256];
-    __shared__ float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
-    const int b = blockIdx.z, h = blockIdx.y, hk = h / p.group;
+__device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm) {
+    auto& k_mean = sm.k_mean;
+    auto& row_amax = sm.row_amax;
+    auto& row_dot = sm.row_dot;
+    auto& row_inv = sm.row_inv;
+    const int hk = h / p.group;
     const Seq s = sequence(p, b);
-    const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kQuantRows;
+    const int64_t i0 = static_cast<int64_t>(bx) * kQuantRows;
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < 256; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? p.k_sum[kslot + c] / static_cast<float>(s.len_kv) : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(s.len_kv) : 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
@@ -372,7 +424,7 @@ __global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
         if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot;
     }
     __syncthreads();
-    {
+    if (threadIdx.x < kQuantRows) {  // a thread a row
         const int local = threadIdx.x;
         const int64_t i = i0 + local;
         float group = 0.f;
@@ -403,26 +455,111 @@ __global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
     }
 }
 
-template <bool kBf16>
-void quantize_typed(const Params& p, bool fp8, cudaStream_t stream) {
-    const int64_t kv_blocks = (p.max_len_kv + kBlockKv - 1) / kBlockKv;
-    const dim3 kv_grid(static_cast<unsigned>(kv_blocks), p.heads_kv, p.batch);
-    if (kv_blocks > 0) {
-        const dim3 sum_grid(static_cast<unsigned>((p.max_len_kv + kSumRows - 1) / kSumRows), p.heads_kv, p.batch);
-        kv_sums_kernel<kBf16><<<sum_grid, 256, 0, stream>>>(p);  // also V's range: always
-        k_quant_kernel<kBf16><<<kv_grid, 128, 0, stream>>>(p);
-        if (fp8) v_quant_fp8_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
-        else v_quant_fp16_kernel<kBf16><<<kv_grid, 256, 0, stream>>>(p);
+// How many items of each kind one launch of the prep kernel runs, in the order of
+// their indices: sums, V codes, K codes, Q codes.
+struct Items {
+    uint32_t sum_blocks, kv_blocks, q_blocks;  // per (sequence, head), along the sequence
+    uint32_t sums, v, k, q;                    // in all
+};
+
+// Every quantization step in one launch (§3, §4): each CTA takes the next item index
+// (a ticket, so indices follow the order CTAs start in); codes items wait for their
+// head's sums. 256 threads: the K and Q items were written for any multiple of 32.
+template <bool kBf16, bool kFp8>
+__global__ void __launch_bounds__(256) prep_kernel(Params p, Items n) {
+    __shared__ PrepSmem sm;
+    __shared__ uint32_t taken;
+    if (threadIdx.x == 0) taken = atomicAdd(p.next_item, 1u);
+    __syncthreads();
+    uint32_t i = taken;
+    auto split = [](uint32_t i, uint32_t along, uint32_t heads, int& x, int& h, int& b) {
+        x = static_cast<int>(i % along);
+        i /= along;
+        h = static_cast<int>(i % heads);
+        b = static_cast<int>(i / heads);
+    };
+    const uint32_t hkv = static_cast<uint32_t>(p.heads_kv);
+    int x, h, b;
+    if (i < n.sums) {
+        split(i, n.sum_blocks, hkv, x, h, b);
+        kv_sums_block<kBf16>(p, x, h, b, sm.sums);
+        return;
     }
-    const int64_t q_blocks = (p.max_len_q + kQuantRows - 1) / kQuantRows;
-    if (q_blocks > 0) q_quant_kernel<kBf16><<<dim3(static_cast<unsigned>(q_blocks), p.heads_q, p.batch), 128, 0, stream>>>(p);
+    i -= n.sums;
+    if (i < n.v + n.k) {
+        const bool v = i < n.v;
+        split(v ? i : i - n.v, n.kv_blocks, hkv, x, h, b);
+        const Seq s = sequence(p, b);
+        if (static_cast<int64_t>(x) * kBlockKv >= s.len_kv) return;
+        wait_ready(p, b, h);
+        if (!v) k_quant_block<kBf16>(p, x, h, b, sm.k);
+        else if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, x, h, b, sm.v_fp8);
+        else v_quant_fp16_block<kBf16>(p, x, h, b, sm.v_half);
+        return;
+    }
+    split(i - n.v - n.k, n.q_blocks, static_cast<uint32_t>(p.heads_q), x, h, b);
+    const Seq s = sequence(p, b);
+    if (static_cast<int64_t>(x) * kQuantRows >= s.len_q) return;
+    if (p.smooth_k && s.len_kv > 0) wait_ready(p, b, h / p.group);  // K's mean: the LSE shift
+    q_quant_block<kBf16>(p, x, h, b, sm.q);
+}
+
+// The same items as one kernel each, with grids of (block along the sequence, head,
+// sequence) and stream order between them: for problems large enough that launch
+// costs vanish. K and Q items run 128 threads a CTA here, for occupancy.
+template <bool kBf16>
+__global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
+    __shared__ SumsSmem sm;
+    kv_sums_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+}
+template <bool kBf16>
+__global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
+    __shared__ KSmem sm;
+    k_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+}
+template <bool kBf16, bool kFp8>
+__global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
+    __shared__ std::conditional_t<kFp8, VFp8Smem, VHalfSmem> sm;
+    if constexpr (kFp8)
+        v_quant_fp8_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+    else
+        v_quant_fp16_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+}
+template <bool kBf16>
+__global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
+    __shared__ QSmem sm;
+    q_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+}
+
+template <bool kBf16, bool kFp8>
+void quantize_typed(const Params& p, bool one_launch, cudaStream_t stream) {
+    Items n{};
+    const auto blocks = [](int64_t len, int rows) { return static_cast<uint32_t>((len + rows - 1) / rows); };
+    n.sum_blocks = blocks(p.max_len_kv, kSumRows);
+    n.kv_blocks = blocks(p.max_len_kv, kBlockKv);
+    n.q_blocks = blocks(p.max_len_q, kQuantRows);
+    const uint32_t kv_heads = static_cast<uint32_t>(p.batch * p.heads_kv);
+    n.sums = n.sum_blocks * kv_heads;
+    n.v = n.k = n.kv_blocks * kv_heads;
+    n.q = n.q_blocks * static_cast<uint32_t>(p.batch * p.heads_q);
+    if (one_launch) {  // the caller keeps the total small
+        const uint32_t total = n.sums + n.v + n.k + n.q;
+        if (total > 0) prep_kernel<kBf16, kFp8><<<total, 256, 0, stream>>>(p, n);
+        return;
+    }
+    if (n.kv_blocks > 0) {
+        kv_sums_kernel<kBf16><<<dim3(n.sum_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);  // also V's range
+        k_quant_kernel<kBf16><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 128, 0, stream>>>(p);
+        v_quant_kernel<kBf16, kFp8><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);
+    }
+    if (n.q_blocks > 0) q_quant_kernel<kBf16><<<dim3(n.q_blocks, p.heads_q, p.batch), 128, 0, stream>>>(p);
 }
 
 }  // namespace
 
-void launch_quantize(const Params& p, cudaStream_t stream) {
-    if (p.bf16) quantize_typed<true>(p, p.pv_fp8, stream);
-    else quantize_typed<false>(p, p.pv_fp8, stream);
+void launch_quantize(const Params& p, bool one_launch, cudaStream_t stream) {
+    if (p.bf16) p.pv_fp8 ? quantize_typed<true, true>(p, one_launch, stream) : quantize_typed<true, false>(p, one_launch, stream);
+    else p.pv_fp8 ? quantize_typed<false, true>(p, one_launch, stream) : quantize_typed<false, false>(p, one_launch, stream);
 }
 
 }  // namespace sageattn::cuda

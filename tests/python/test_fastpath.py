@@ -311,3 +311,34 @@ def test_gpu_tensors_on_a_device_that_is_not_current():
         with Through():
             assert_same(out, sa.sageattn(q, k, v))
     assert out.device == torch.device("cuda:1")
+
+
+@pytest.mark.gpu
+def test_gpu_kept_workspace_per_stream_and_not_in_graphs():
+    """Small problems reuse a kept workspace per stream: interleaved streams, a
+    captured graph replayed after eager calls, and eager calls after a replay
+    all give the bits of a lone call."""
+    if not has_cuda_backend():
+        pytest.skip("this build of libsageattn has no CUDA backend")
+    sets = [[t.cuda() for t in qkv(b=1, hq=2, lq=96, d=64, dtype=F16, seed=10 * i)] for i in range(3)]
+    alone = [sa.sageattn(*s) for s in sets]
+    torch.cuda.synchronize()
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    for st in streams:
+        st.wait_stream(torch.cuda.current_stream())
+    outs = []
+    for i in range(6):  # both streams in flight at once, each on its kept workspace
+        with torch.cuda.stream(streams[i % 2]):
+            outs.append(sa.sageattn(*sets[i % 3]))
+    torch.cuda.synchronize()
+    for i, out in enumerate(outs):
+        assert torch.equal(out, alone[i % 3])
+    assert len(_ops._tls.workspaces) >= 2
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = sa.sageattn(*sets[0])
+    eager = sa.sageattn(*sets[1])  # the kept workspace, not the graph's
+    graph.replay()
+    after = sa.sageattn(*sets[2])
+    torch.cuda.synchronize()
+    assert torch.equal(captured, alone[0]) and torch.equal(eager, alone[1]) and torch.equal(after, alone[2])
