@@ -79,25 +79,43 @@ __device__ __forceinline__ float load_input(const void* base, int64_t index) {
     return ptx::load16<kBf16>(static_cast<const uint16_t*>(base) + index);
 }
 
-// Channels c0..c0+7 of one row (zeros past head_dim): one 16-byte load when the
-// view allows it (`vec`: 16-byte aligned base, strides multiples of 8), else 2-byte loads.
-template <bool kBf16>
-__device__ __forceinline__ void load_chunk(const void* base, int64_t row, int c0, int head_dim, bool vec, float (&x)[8]) {
+// Channels c0..c0+7 of one row (zeros past head_dim), as the inputs' 16-bit patterns
+// (load_chunk_bits), as floats (chunk_values) or both at once (load_chunk): one 16-byte
+// load when the view allows it (`vec`: 16-byte aligned base, strides multiples of 8),
+// else 2-byte loads.
+__device__ __forceinline__ uint4 load_chunk_bits(const void* base, int64_t row, int c0, int head_dim, bool vec) {
     const uint16_t* ptr = static_cast<const uint16_t*>(base) + row + c0;
-    if (vec && c0 + 8 <= head_dim) {
-        const uint4 u = *reinterpret_cast<const uint4*>(ptr);
-        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    if (vec && c0 + 8 <= head_dim) return *reinterpret_cast<const uint4*>(ptr);
+    uint32_t w[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const uint16_t lo = static_cast<uint16_t>(w[i] & 0xffffu), hi = static_cast<uint16_t>(w[i] >> 16);
-            x[2 * i] = ptx::load16<kBf16>(&lo);
-            x[2 * i + 1] = ptx::load16<kBf16>(&hi);
-        }
-    } else {
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t lo = c0 + 2 * i < head_dim ? ptr[2 * i] : 0u, hi = c0 + 2 * i + 1 < head_dim ? ptr[2 * i + 1] : 0u;
+        w[i] = lo | (hi << 16);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+template <bool kBf16>
+__device__ __forceinline__ void chunk_values(uint4 u, float (&x)[8]) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-        for (int e = 0; e < 8; ++e) x[e] = c0 + e < head_dim ? ptx::load16<kBf16>(ptr + e) : 0.f;
+    for (int i = 0; i < 4; ++i) {
+        const uint16_t lo = static_cast<uint16_t>(w[i] & 0xffffu), hi = static_cast<uint16_t>(w[i] >> 16);
+        x[2 * i] = ptx::load16<kBf16>(&lo);
+        x[2 * i + 1] = ptx::load16<kBf16>(&hi);
     }
 }
+// Element e of a chunk's bits (e a constant after unrolling).
+template <bool kBf16>
+__device__ __forceinline__ float chunk_value(const uint4& u, int e) {
+    const uint32_t w = e < 2 ? u.x : (e < 4 ? u.y : (e < 6 ? u.z : u.w));
+    const uint16_t h = static_cast<uint16_t>((e & 1) ? w >> 16 : w & 0xffffu);
+    return ptx::load16<kBf16>(&h);
+}
+template <bool kBf16>
+__device__ __forceinline__ void load_chunk(const void* base, int64_t row, int c0, int head_dim, bool vec, float (&x)[8]) {
+    chunk_values<kBf16>(load_chunk_bits(base, row, c0, head_dim, vec), x);
+}
+
 
 // Reductions over the `width` lanes (a power of two) that share one row.
 __device__ __forceinline__ float group_max(float x, int width) {

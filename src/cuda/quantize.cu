@@ -331,21 +331,18 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         const int chunk = unit % chunks, word = unit / chunks, c0 = chunk * 8;
         const int first = 16 * (word / 4) + 2 * (word % 4);
         const int keys[4] = {first, first + 1, first + 8, first + 9};
-        float x[4][8];
+        uint4 raw[4];  // the inputs' bits: half the registers of their values (occupancy)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            if (keys[r] < n) load_chunk<kBf16>(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v, x[r]);
-            else
-#pragma unroll
-                for (int e = 0; e < 8; ++e) x[r][e] = 0.f;
-        }
+        for (int r = 0; r < 4; ++r)
+            raw[r] = keys[r] < n ? load_chunk_bits(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v)
+                                 : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
             const bool real = c < p.head_dim;
             float v[4];
 #pragma unroll
-            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? x[r][e] - v_mean[c] : 0.f;
+            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? chunk_value<kBf16>(raw[r], e) - v_mean[c] : 0.f;
             const float inv = v_inv[c], step = v_step[c];
             const uint16_t lo = ptx::e4m3x2(v[0] * inv, v[1] * inv), hi = ptx::e4m3x2(v[2] * inv, v[3] * inv);
             const float2 blo = ptx::e4m3x2_to_float2(lo), bhi = ptx::e4m3x2_to_float2(hi);
@@ -392,7 +389,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
 // scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
 template <bool kBf16>
-__device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm) {
+__device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm, uint4* stage = nullptr) {
     auto& k_mean = sm.k_mean;
     auto& row_amax = sm.row_amax;
     auto& row_dot = sm.row_dot;
@@ -411,12 +408,30 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     float km[8], x[8], zero[8] = {};
     for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
     const int rounds = kQuantRows / w.groups;
+    // With `stage` (kQuantRows x dpad 16-bit inputs), the tile is read once, all of its
+    // loads in flight together, and kept for the codes; else the codes read it again.
+    const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
+    if (stage) {
+        for (int r0 = 0; r0 < rounds; r0 += 4) {
+            uint4 u[4];
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int64_t i = i0 + (r0 + r) * w.groups + w.group;
+                u[r] = (r0 + r < rounds && i < s.len_q) ? load_chunk_bits(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q)
+                                                        : make_uint4(0u, 0u, 0u, 0u);
+            }
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                if (r0 + r < rounds) stage[at((r0 + r) * w.groups + w.group)] = u[r];
+        }
+    }
     for (int r = 0; r < rounds; ++r) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
         float a = 0.f, dot = 0.f;
         if (i < s.len_q) {
-            load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+            if (stage) chunk_values<kBf16>(stage[at(local)], x);
+            else load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
             for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e])), dot += x[e] * km[e];
         }
         a = group_max(a, w.lanes_per_row);
@@ -448,7 +463,8 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     for (int r = 0; r < rounds; ++r) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
-        if (i < s.len_q) load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+        if (stage) chunk_values<kBf16>(stage[at(local)], x);  // zeros past the sequence
+        else if (i < s.len_q) load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
         else for (int e = 0; e < 8; ++e) x[e] = 0.f;
         *reinterpret_cast<uint2*>(p.q_codes + (h * p.q_rows + s.pad_q + i) * p.head_dim_pad + c0) =
             pack_codes(x, zero, row_inv[local]);
@@ -518,7 +534,7 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     k_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
 }
 template <bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
+__global__ void __launch_bounds__(256, 6) v_quant_kernel(Params p) {
     __shared__ std::conditional_t<kFp8, VFp8Smem, VHalfSmem> sm;
     if constexpr (kFp8)
         v_quant_fp8_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
@@ -528,7 +544,9 @@ __global__ void __launch_bounds__(256) v_quant_kernel(Params p) {
 template <bool kBf16>
 __global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
     __shared__ QSmem sm;
-    q_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+    extern __shared__ uint4 stage[];  // kQuantRows x dpad inputs
+    q_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm,
+                         stage);
 }
 
 template <bool kBf16, bool kFp8>
@@ -552,7 +570,11 @@ void quantize_typed(const Params& p, bool one_launch, cudaStream_t stream) {
         k_quant_kernel<kBf16><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 128, 0, stream>>>(p);
         v_quant_kernel<kBf16, kFp8><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);
     }
-    if (n.q_blocks > 0) q_quant_kernel<kBf16><<<dim3(n.q_blocks, p.heads_q, p.batch), 128, 0, stream>>>(p);
+    if (n.q_blocks > 0) {
+        const int stage = kQuantRows * p.head_dim_pad * 2;  // up to 64 KiB: past the default 48
+        cudaFuncSetAttribute(q_quant_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, stage);
+        q_quant_kernel<kBf16><<<dim3(n.q_blocks, p.heads_q, p.batch), 128, stage, stream>>>(p);
+    }
 }
 
 }  // namespace
