@@ -35,6 +35,26 @@ struct Split {
     }
 };
 
+// Copies a CTA's tile of 16-bit inputs into shared memory as [row][chunk] (row
+// `local` = r·groups + group for r < rounds), four 16-byte loads in flight per
+// thread; rows from `valid` on are zeros. `first` is the element offset of row 0.
+__device__ __forceinline__ void stage_tile(uint4* stage, const void* data, int64_t first, int64_t token_stride, int64_t valid,
+                                           int rounds, const Split& w, int head_dim, bool vec) {
+    const int c0 = w.chunk * 8;
+    for (int r0 = 0; r0 < rounds; r0 += 4) {
+        uint4 u[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int local = (r0 + r) * w.groups + w.group;
+            u[r] = (r0 + r < rounds && local < valid) ? load_chunk_bits(data, first + local * token_stride, c0, head_dim, vec)
+                                                      : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+            if (r0 + r < rounds) stage[((r0 + r) * w.groups + w.group) * w.lanes_per_row + w.chunk] = u[r];
+    }
+}
+
 // Cross-CTA sums in a fixed order. Each CTA of a (sequence, KV head) stores its
 // `count` partial sums (`mine`, shared memory) as part `part` of `parts_n`; the
 // last CTA of the slot to finish (a ticket counts them) adds all parts in part
@@ -126,13 +146,25 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
     float ks[8] = {}, vs[8] = {}, vmax[8], vmin[8], x[8];
     for (int e = 0; e < 8; ++e) vmax[e] = -INFINITY, vmin[e] = INFINITY;
-    for (int j = w.group; j < n; j += w.groups) {
+    const auto add = [&](uint4 k_bits, uint4 v_bits) {
         if (p.smooth_k) {
-            load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+            chunk_values<kBf16>(k_bits, x);
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
         }
-        load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+        chunk_values<kBf16>(v_bits, x);
         for (int e = 0; e < 8; ++e) vs[e] += x[e], vmax[e] = fmaxf(vmax[e], x[e]), vmin[e] = fminf(vmin[e], x[e]);
+    };
+    // Two rows a step, all four loads issued before either row is added (same order of sums).
+    const uint4 none = make_uint4(0u, 0u, 0u, 0u);
+    for (int j = w.group; j < n; j += 2 * w.groups) {
+        const int j2 = j + w.groups;
+        const bool second = j2 < n;
+        const uint4 k1 = p.smooth_k ? load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+        const uint4 v1 = load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v);
+        const uint4 k2 = p.smooth_k && second ? load_chunk_bits(p.k.data, kb + j2 * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+        const uint4 v2 = second ? load_chunk_bits(p.v.data, vb + j2 * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+        add(k1, v1);
+        if (second) add(k2, v2);
     }
     for (int e = 0; e < 8; ++e) {
         const int at = w.group * dp + c0 + e;
@@ -193,7 +225,7 @@ __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&m
 
 // One 64-key block of one (sequence, KV head): K codes and scales.
 template <bool kBf16>
-__device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, int b, KSmem& sm) {
+__device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, int b, KSmem& sm, uint4* stage = nullptr) {
     auto& k_mean = sm.k_mean;
     auto& token_amax = sm.token_amax;
     auto& group_inv = sm.group_inv;
@@ -214,11 +246,15 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     // Every thread group walks the same rows in the same order, so the shuffles
     // below see whole groups (rows past n still join them, with zeros).
     const int rounds = kBlockKv / w.groups;
+    // With `stage` (64 x dpad inputs) the block is read once (as in q_quant_block).
+    const auto at = [&](int j) { return j * w.lanes_per_row + w.chunk; };
+    if (stage) stage_tile(stage, p.k.data, kb, p.k.token_stride, n, rounds, w, p.head_dim, p.vec_k);
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
         float a = 0.f;
         if (j < n) {
-            load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+            if (stage) chunk_values<kBf16>(stage[at(j)], x);
+            else load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
             for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e] - km[e]));
         }
         a = group_max(a, w.lanes_per_row);
@@ -242,8 +278,9 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
         const float inv = group_inv[k_group(j, p.granularity)];
-        if (j < n) load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
-        else for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
+        if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
+        else if (stage) chunk_values<kBf16>(stage[at(j)], x);
+        else load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
         *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
             pack_codes(x, km, inv);
     }
@@ -411,20 +448,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     // With `stage` (kQuantRows x dpad 16-bit inputs), the tile is read once, all of its
     // loads in flight together, and kept for the codes; else the codes read it again.
     const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
-    if (stage) {
-        for (int r0 = 0; r0 < rounds; r0 += 4) {
-            uint4 u[4];
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const int64_t i = i0 + (r0 + r) * w.groups + w.group;
-                u[r] = (r0 + r < rounds && i < s.len_q) ? load_chunk_bits(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q)
-                                                        : make_uint4(0u, 0u, 0u, 0u);
-            }
-#pragma unroll
-            for (int r = 0; r < 4; ++r)
-                if (r0 + r < rounds) stage[at((r0 + r) * w.groups + w.group)] = u[r];
-        }
-    }
+    if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
     for (int r = 0; r < rounds; ++r) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
@@ -531,7 +555,9 @@ __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
 template <bool kBf16>
 __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     __shared__ KSmem sm;
-    k_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+    extern __shared__ uint4 stage[];  // kBlockKv x dpad inputs
+    k_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm,
+                         stage);
 }
 template <bool kBf16, bool kFp8>
 __global__ void __launch_bounds__(256, 6) v_quant_kernel(Params p) {
@@ -567,7 +593,7 @@ void quantize_typed(const Params& p, bool one_launch, cudaStream_t stream) {
     }
     if (n.kv_blocks > 0) {
         kv_sums_kernel<kBf16><<<dim3(n.sum_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);  // also V's range
-        k_quant_kernel<kBf16><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 128, 0, stream>>>(p);
+        k_quant_kernel<kBf16><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 128, kBlockKv * p.head_dim_pad * 2, stream>>>(p);
         v_quant_kernel<kBf16, kFp8><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);
     }
     if (n.q_blocks > 0) {
