@@ -117,6 +117,7 @@ struct VFp8Smem {
 struct QSmem {
     float k_mean[256];
     float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
+    float warp_amax[kQuantRows / 32];
 };
 union __align__(16) PrepSmem {
     SumsSmem sums;
@@ -261,18 +262,23 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         if (w.chunk == 0) token_amax[j] = a;
     }
     __syncthreads();
-    if (threadIdx.x < 4) {
-        float a = 0.f;
-        for (int j = 0; j < kBlockKv; ++j)
-            if (p.granularity != 0 || k_group(j, 0) == static_cast<int>(threadIdx.x)) a = fmaxf(a, token_amax[j]);
-        const float floored = fmaxf(a, kAmaxFloor);
-        group_inv[threadIdx.x] = kInt8Max / floored;
-        p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + threadIdx.x] = floored / kInt8Max;
-        if (threadIdx.x == 0) {
-            float block = 0.f;
-            for (int j = 0; j < kBlockKv; ++j) block = fmaxf(block, token_amax[j]);
-            atomic_max_nonneg(p.k_amax + b * p.heads_kv + hk, block);
+    static_assert(kBlockKv == 64, "a lane holds tokens lane and lane + 32");
+    if (threadIdx.x < 32) {  // the groups' maxima by shuffles: lane l holds tokens l and l + 32
+        const int lane = static_cast<int>(threadIdx.x);
+        float a = fmaxf(token_amax[lane], token_amax[lane + 32]);
+        // Per-thread groups are (token mod 8) / 2: lanes that differ in bits 0, 3 and 4.
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 8));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 16));
+        float block = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+        block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 4));
+        if (lane < 8 && lane % 2 == 0) {  // group lane / 2
+            const int g = lane / 2;
+            const float floored = fmaxf(p.granularity != 0 ? block : a, kAmaxFloor);
+            group_inv[g] = kInt8Max / floored;
+            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + g] = floored / kInt8Max;
         }
+        if (lane == 0) atomic_max_nonneg(p.k_amax + b * p.heads_kv + hk, block);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
@@ -463,25 +469,32 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot;
     }
     __syncthreads();
-    if (threadIdx.x < kQuantRows) {  // a thread a row
+    // A thread a row; a warp's 32 rows are a per-warp group, and within it the rows
+    // with the same index mod 8 a per-thread group (§3): maxima by shuffles.
+    float group = 0.f;
+    if (threadIdx.x < kQuantRows) {
+        float a = row_amax[threadIdx.x];
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 8));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 16));
+        float warp_max = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 2));
+        warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 4));
+        group = p.granularity == 0 ? a : warp_max;
+        if (threadIdx.x % 32 == 0) sm.warp_amax[threadIdx.x / 32] = warp_max;
+    }
+    __syncthreads();
+    if (threadIdx.x < kQuantRows) {
         const int local = threadIdx.x;
         const int64_t i = i0 + local;
-        float group = 0.f;
-        for (int r = 0; r < kQuantRows; ++r) {
-            const bool same = p.granularity == 2 ||                                                 // per-block
-                              (r / 32 == local / 32 && (p.granularity == 1 || r % 8 == local % 8));  // warp / thread
-            if (same) group = fmaxf(group, row_amax[r]);
-        }
+        float block = 0.f;
+        for (int w4 = 0; w4 < kQuantRows / 32; ++w4) block = fmaxf(block, sm.warp_amax[w4]);
+        if (p.granularity == 2) group = block;
         const float floored = fmaxf(group, kAmaxFloor);
         row_inv[local] = kInt8Max / floored;
         const int64_t row = h * p.q_rows + s.pad_q + i;
         p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
         p.q_shift[row] = (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
-        if (local == 0) {
-            float m = 0.f;
-            for (int r = 0; r < kQuantRows; ++r) m = fmaxf(m, row_amax[r]);
-            atomic_max_nonneg(p.q_amax + b * p.heads_q + h, m);
-        }
+        if (local == 0) atomic_max_nonneg(p.q_amax + b * p.heads_q + h, block);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
