@@ -321,7 +321,7 @@ __global__ void __launch_bounds__(128, DP <= 128 ? 3 : 2) attention_kernel(Param
     extern __shared__ __align__(16) uint8_t smem[];
     const int b = blockIdx.z, h = blockIdx.y;
     const Seq s = sequence(p, b);
-    const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTileQ;
+    const int64_t q0 = query_tile(p) * kTileQ;
     if (q0 >= s.len_q) return;
     // §5: one flag per (sequence, head), uniform over the CTA.
     const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sharp_scores(p, b, h));

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
 
     const int b = blockIdx.z, h = blockIdx.y;
     const Seq s = sequence(p, b);
-    const int64_t q0 = static_cast<int64_t>(blockIdx.x) * Cfg::kTileQ;
+    const int64_t q0 = query_tile(p) * Cfg::kTileQ;
     if (q0 >= s.len_q) return;
     const int hk = h / p.group;
     // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ.

@@ -49,6 +49,12 @@ __device__ __forceinline__ Seq sequence(const Params& p, int b) {
     return s;
 }
 
+// This CTA's query tile along the sequence. Causal tiles further down see more keys:
+// they are issued first, so that the grid ends on short tiles.
+__device__ __forceinline__ int64_t query_tile(const Params& p) {
+    return p.causal ? static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x : static_cast<int64_t>(blockIdx.x);
+}
+
 // Offset of token 0 of sequence b in v (its strides may differ from k's).
 __device__ __forceinline__ int64_t v_base(const Params& p, int b, const Seq& s) {
     return p.cu_seqlens_kv ? s.row_kv * p.v.token_stride : b * p.v.batch_stride;
