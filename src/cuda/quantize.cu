@@ -104,9 +104,9 @@ struct KSmem {
     float group_inv[4];
 };
 struct VHalfSmem {
-    uint16_t tile[256 * kBlockKv];
+    uint32_t tile[256 * kBlockKv / 2];  // [channel][key pair], swizzled
     float v_mean[256];
-    int v_exp[256];
+    float v_mul[256];
 };
 struct VFp8Smem {
     uint32_t tile[256 * kBlockKv / 4];
@@ -296,9 +296,9 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
 // operand, each channel scaled by a power of two so that |v| <= 2^9 (§4).
 template <bool kBf16>
 __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int hk, int b, VHalfSmem& sm) {
-    auto& tile = sm.tile;
+    uint32_t* tile = sm.tile;
     auto& v_mean = sm.v_mean;
-    auto& v_exp = sm.v_exp;
+    auto& v_mul = sm.v_mul;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
@@ -313,29 +313,37 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
             frexpf(amax, &e);
             e = max(e - 9, -100);
         }
-        v_exp[c] = -e;  // the exponent to apply (exact scaling)
+        v_mul[c] = ldexpf(1.f, -e);  // a power of two: exact scaling
     }
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float x[8];
-    for (int j = w.group; j < kBlockKv; j += w.groups) {
-        if (j < n) load_chunk<kBf16>(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v, x);
+    // A thread takes keys 2·jp and 2·jp + 1 over its 8 channels: one 32-bit word per channel,
+    // at word jp ^ chunk of the channel's row, so that a warp's stores spread over the banks.
+    constexpr int kWordsPerRow = kBlockKv / 2;
+    const uint4 none = make_uint4(0u, 0u, 0u, 0u);
+    for (int jp = w.group; jp < kWordsPerRow; jp += w.groups) {
+        const int j = 2 * jp;
+        const uint4 r0 = j < n ? load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+        const uint4 r1 = j + 1 < n ? load_chunk_bits(p.v.data, vb + (j + 1) * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+#pragma unroll
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
-            const float v = (j < n && c < p.head_dim) ? x[e] - v_mean[c] : 0.f;
-            tile[c * kBlockKv + j] = __half_as_ushort(__float2half_rn(ldexpf(v, v_exp[c])));
+            const bool real = c < p.head_dim;
+            const float v0 = (real && j < n) ? chunk_value<kBf16>(r0, e) - v_mean[c] : 0.f;
+            const float v1 = (real && j + 1 < n) ? chunk_value<kBf16>(r1, e) - v_mean[c] : 0.f;
+            const uint32_t lo = __half_as_ushort(__float2half_rn(v0 * v_mul[c]));
+            const uint32_t hi = __half_as_ushort(__float2half_rn(v1 * v_mul[c]));
+            tile[c * kWordsPerRow + (jp ^ (w.chunk & 31))] = lo | (hi << 16);
         }
     }
     __syncthreads();
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
-    constexpr int kWordsPerRow = kBlockKv * 2 / 4;
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(tile);
     for (int i = threadIdx.x; i < p.head_dim_pad * kWordsPerRow; i += blockDim.x) {
         const int c = i / kWordsPerRow, word = i % kWordsPerRow;
         uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
-        reinterpret_cast<uint32_t*>(dst)[word] = src[i];
+        reinterpret_cast<uint32_t*>(dst)[word] = tile[c * kWordsPerRow + (word ^ ((c / 8) & 31))];
     }
 }
 
