@@ -294,25 +294,8 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 1);
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 2);
     }
-    uint16_t* out = static_cast<uint16_t*>(p.out);
-    const int64_t ob = out_base(p, b, s) + h * p.out_head_stride;
-    const bool pairs = out_pairs(p);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if (row[r] >= lq) continue;
-        const bool empty = m[r] == -INFINITY;
-        store_output_row<kBf16, kOT>(out + ob + row[r] * p.out_token_stride, p, t, pairs, empty,
-                                     empty ? 0.f : 1.f / l[r], v_scale_smem, v_offset_smem,
-                                     [&](int ot, int e) { return o[ot][2 * r + e]; });
-    }
-    if (p.lse && t == 0)
-        for (int r = 0; r < 2; ++r) {
-            if (row[r] >= lq) continue;
-            const bool empty = m[r] == -INFINITY;
-            float shift = 0.f;
-            if constexpr (!kSharp) shift = p.q_shift[h * p.q_rows + s.pad_q + row[r]];
-            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
-        }
+    store_rows<kBf16, kOT>(p, b, h, s, row, t, m, l, l_exact, p_offset, p.lse != nullptr, !kSharp, v_scale_smem,
+                           v_offset_smem, [&](int r, int ot, int e) { return o[ot][2 * r + e]; });
 }
 
 // Three CTAs per SM at most 170 registers a thread; enough warps to hide the loads.

@@ -219,9 +219,7 @@ std::atomic<bool> small_problem_path{true};
 // at most one wave of mma.sync CTAs, none longer than 1024 keys, runs as one mma.sync
 // launch on sm_90 too, which takes §5's sharp heads itself, instead of the wgmma kernel
 // plus the sharp heads' own launch.
-bool one_quantization_launch(int64_t items, int sms) {
-    return small_problem_path.load(std::memory_order_relaxed) && items <= 8 * int64_t{sms};
-}
+int64_t one_launch_items(int sms) { return small_problem_path.load(std::memory_order_relaxed) ? 8 * int64_t{sms} : 0; }
 bool small_attention(const sageattn_problem& p, int64_t max_q, int64_t max_kv, int sms) {
     const int64_t ctas = (max_q + kTileQ - 1) / kTileQ * p.batch * p.heads_q;
     return small_problem_path.load(std::memory_order_relaxed) && max_kv <= 1024 && ctas <= 2 * int64_t{sms};
@@ -274,20 +272,17 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
     const sageattn_problem& p = pr.p;
     if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
-    // Quantization items (quantize.cu): one grid dimension when they run as one launch.
-    const int64_t max_q = pr.varlen ? p.max_len_q : p.len_q, max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
-    const int64_t kv_heads = p.batch * p.heads_kv;
-    const int64_t items = (max_kv + kSumRows - 1) / kSumRows * kv_heads + 2 * ((max_kv + kBlockKv - 1) / kBlockKv) * kv_heads +
-                          (max_q + kQuantRows - 1) / kQuantRows * p.batch * p.heads_q;
-    if ((max_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) || (max_q + kQuantRows - 1) / kQuantRows >= (int64_t{1} << 31))
+    const Params params = params_of(pr, l, workspace);
+    // Blocks along the sequence are grid dimension x of the quantization kernels.
+    if ((params.max_len_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) ||
+        (params.max_len_q + kQuantRows - 1) / kQuantRows >= (int64_t{1} << 31))
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
-                    static_cast<long long>(max_q), static_cast<long long>(max_kv));
+                    static_cast<long long>(params.max_len_q), static_cast<long long>(params.max_len_kv));
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
     if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
-    const Params params = params_of(pr, l, workspace);
-    launch_quantize(params, one_quantization_launch(items, devices().sms[p.device_index]), stream);
+    launch_quantize(params, one_launch_items(devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
     // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
     // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags

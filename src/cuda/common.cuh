@@ -100,22 +100,17 @@ __device__ __forceinline__ uint4 load_chunk_bits(const void* base, int64_t row, 
     }
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
-template <bool kBf16>
-__device__ __forceinline__ void chunk_values(uint4 u, float (&x)[8]) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint16_t lo = static_cast<uint16_t>(w[i] & 0xffffu), hi = static_cast<uint16_t>(w[i] >> 16);
-        x[2 * i] = ptx::load16<kBf16>(&lo);
-        x[2 * i + 1] = ptx::load16<kBf16>(&hi);
-    }
-}
 // Element e of a chunk's bits (e a constant after unrolling).
 template <bool kBf16>
 __device__ __forceinline__ float chunk_value(const uint4& u, int e) {
     const uint32_t w = e < 2 ? u.x : (e < 4 ? u.y : (e < 6 ? u.z : u.w));
     const uint16_t h = static_cast<uint16_t>((e & 1) ? w >> 16 : w & 0xffffu);
     return ptx::load16<kBf16>(&h);
+}
+template <bool kBf16>
+__device__ __forceinline__ void chunk_values(uint4 u, float (&x)[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] = chunk_value<kBf16>(u, e);
 }
 template <bool kBf16>
 __device__ __forceinline__ void load_chunk(const void* base, int64_t row, int c0, int head_dim, bool vec, float (&x)[8]) {
@@ -233,6 +228,35 @@ __device__ __forceinline__ void store_output_row(uint16_t* row, const Params& p,
 __device__ __forceinline__ int64_t lse_index(const Params& p, int b, int h, const Seq& s, int64_t row) {
     return p.cu_seqlens_q ? h * p.lse_head_stride + (s.row_q + row) * p.lse_token_stride
                           : b * p.lse_batch_stride + h * p.lse_head_stride + row * p.lse_token_stride;
+}
+
+// Both kernels' epilogue (§6) for a thread's two rows, m, l and l_exact already summed
+// over the quad: the output rows and, with `lse`, the natural-log LSE
+// (m + log2 l_exact − offset)·ln 2, plus the row's smooth-K shift where `shifted`.
+// acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
+template <bool kBf16, int kOT, class Acc>
+__device__ __forceinline__ void store_rows(const Params& p, int b, int h, const Seq& s, const int64_t (&row)[2], int t,
+                                           const float (&m)[2], const float (&l)[2], const float (&l_exact)[2],
+                                           float p_offset, bool lse, bool shifted, const float* v_scale,
+                                           const float* v_offset, Acc acc) {
+    uint16_t* out = static_cast<uint16_t*>(p.out);
+    const int64_t base = out_base(p, b, s) + h * p.out_head_stride;
+    const bool pairs = out_pairs(p);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (row[r] >= s.len_q) continue;
+        const bool empty = m[r] == -INFINITY;
+        store_output_row<kBf16, kOT>(out + base + row[r] * p.out_token_stride, p, t, pairs, empty,
+                                     empty ? 0.f : 1.f / l[r], v_scale, v_offset,
+                                     [&](int ot, int e) { return acc(r, ot, e); });
+    }
+    if (lse && t == 0)
+        for (int r = 0; r < 2; ++r) {
+            if (row[r] >= s.len_q) continue;
+            const bool empty = m[r] == -INFINITY;
+            const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
+            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
+        }
 }
 
 }  // namespace sageattn::cuda

@@ -7,9 +7,10 @@
 
 namespace sageattn::cuda {
 
-// K/V sums, then K, V and Q codes (§3, §4): one launch (one_launch, for small problems,
-// whose time is launch latency) or four kernels in stream order.
-void launch_quantize(const Params& p, bool one_launch, cudaStream_t stream);
+// K/V sums, then K, V and Q codes (§3, §4): one launch when there are at most
+// `one_launch_items` blocks in all (small problems, whose time is launch latency), else
+// four kernels in stream order.
+void launch_quantize(const Params& p, int64_t one_launch_items, cudaStream_t stream);
 
 template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream);

@@ -568,67 +568,68 @@ __global__ void __launch_bounds__(256) prep_kernel(Params p, Items n) {
 // The same items as one kernel each, with grids of (block along the sequence, head,
 // sequence) and stream order between them: for problems large enough that launch
 // costs vanish. K and Q items run 128 threads a CTA here, for occupancy.
+__device__ __forceinline__ int grid_x() { return static_cast<int>(blockIdx.x); }
+__device__ __forceinline__ int grid_y() { return static_cast<int>(blockIdx.y); }
+__device__ __forceinline__ int grid_z() { return static_cast<int>(blockIdx.z); }
+
 template <bool kBf16>
 __global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
     __shared__ SumsSmem sm;
-    kv_sums_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+    kv_sums_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
 template <bool kBf16>
 __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     __shared__ KSmem sm;
     extern __shared__ uint4 stage[];  // kBlockKv x dpad inputs
-    k_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm,
-                         stage);
+    k_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage);
 }
 template <bool kBf16, bool kFp8>
 __global__ void __launch_bounds__(256, 6) v_quant_kernel(Params p) {
     __shared__ std::conditional_t<kFp8, VFp8Smem, VHalfSmem> sm;
-    if constexpr (kFp8)
-        v_quant_fp8_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
-    else
-        v_quant_fp16_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm);
+    if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
+    else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
 template <bool kBf16>
 __global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
     __shared__ QSmem sm;
     extern __shared__ uint4 stage[];  // kQuantRows x dpad inputs
-    q_quant_block<kBf16>(p, static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z), sm,
-                         stage);
+    q_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage);
 }
 
 template <bool kBf16, bool kFp8>
-void quantize_typed(const Params& p, bool one_launch, cudaStream_t stream) {
-    Items n{};
-    const auto blocks = [](int64_t len, int rows) { return static_cast<uint32_t>((len + rows - 1) / rows); };
-    n.sum_blocks = blocks(p.max_len_kv, kSumRows);
-    n.kv_blocks = blocks(p.max_len_kv, kBlockKv);
-    n.q_blocks = blocks(p.max_len_q, kQuantRows);
-    const uint32_t kv_heads = static_cast<uint32_t>(p.batch * p.heads_kv);
-    n.sums = n.sum_blocks * kv_heads;
-    n.v = n.k = n.kv_blocks * kv_heads;
-    n.q = n.q_blocks * static_cast<uint32_t>(p.batch * p.heads_q);
-    if (one_launch) {  // the caller keeps the total small
-        const uint32_t total = n.sums + n.v + n.k + n.q;
-        if (total > 0) prep_kernel<kBf16, kFp8><<<total, 256, 0, stream>>>(p, n);
+void quantize_typed(const Params& p, int64_t one_launch_items, cudaStream_t stream) {
+    const auto blocks = [](int64_t len, int rows) { return (len + rows - 1) / rows; };
+    const int64_t sum_blocks = blocks(p.max_len_kv, kSumRows), kv_blocks = blocks(p.max_len_kv, kBlockKv);
+    const int64_t q_blocks = blocks(p.max_len_q, kQuantRows);
+    const int64_t kv_heads = int64_t{p.batch} * p.heads_kv, q_heads = int64_t{p.batch} * p.heads_q;
+    const int64_t total = (sum_blocks + 2 * kv_blocks) * kv_heads + q_blocks * q_heads;
+    if (total == 0) return;
+    if (total <= one_launch_items) {
+        const auto u = [](int64_t x) { return static_cast<uint32_t>(x); };
+        const Items n{u(sum_blocks), u(kv_blocks), u(q_blocks),
+                      u(sum_blocks * kv_heads), u(kv_blocks * kv_heads), u(kv_blocks * kv_heads), u(q_blocks * q_heads)};
+        prep_kernel<kBf16, kFp8><<<u(total), 256, 0, stream>>>(p, n);
         return;
     }
-    if (n.kv_blocks > 0) {
-        kv_sums_kernel<kBf16><<<dim3(n.sum_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);  // also V's range
-        k_quant_kernel<kBf16><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 128, kBlockKv * p.head_dim_pad * 2, stream>>>(p);
-        v_quant_kernel<kBf16, kFp8><<<dim3(n.kv_blocks, p.heads_kv, p.batch), 256, 0, stream>>>(p);
+    const auto grid = [&](int64_t along, int heads) { return dim3(static_cast<unsigned>(along), heads, p.batch); };
+    if (kv_blocks > 0) {
+        kv_sums_kernel<kBf16><<<grid(sum_blocks, p.heads_kv), 256, 0, stream>>>(p);  // also V's range
+        k_quant_kernel<kBf16><<<grid(kv_blocks, p.heads_kv), 128, kBlockKv * p.head_dim_pad * 2, stream>>>(p);
+        v_quant_kernel<kBf16, kFp8><<<grid(kv_blocks, p.heads_kv), 256, 0, stream>>>(p);
     }
-    if (n.q_blocks > 0) {
+    if (q_blocks > 0) {
         const int stage = kQuantRows * p.head_dim_pad * 2;  // up to 64 KiB: past the default 48
         cudaFuncSetAttribute(q_quant_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, stage);
-        q_quant_kernel<kBf16><<<dim3(n.q_blocks, p.heads_q, p.batch), 128, stage, stream>>>(p);
+        q_quant_kernel<kBf16><<<grid(q_blocks, p.heads_q), 128, stage, stream>>>(p);
     }
 }
 
 }  // namespace
 
-void launch_quantize(const Params& p, bool one_launch, cudaStream_t stream) {
-    if (p.bf16) p.pv_fp8 ? quantize_typed<true, true>(p, one_launch, stream) : quantize_typed<true, false>(p, one_launch, stream);
-    else p.pv_fp8 ? quantize_typed<false, true>(p, one_launch, stream) : quantize_typed<false, false>(p, one_launch, stream);
+void launch_quantize(const Params& p, int64_t one_launch_items, cudaStream_t stream) {
+    const auto run = p.bf16 ? (p.pv_fp8 ? quantize_typed<true, true> : quantize_typed<true, false>)
+                            : (p.pv_fp8 ? quantize_typed<false, true> : quantize_typed<false, false>);
+    run(p, one_launch_items, stream);
 }
 
 }  // namespace sageattn::cuda
