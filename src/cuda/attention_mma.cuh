@@ -22,7 +22,7 @@ namespace sageattn::cuda {
 // (g = 0..7, 4-byte words t = 0..3) then fall in 32 different banks.
 template <int DP, bool kFp8>
 struct AttnSmem {
-    static constexpr int kPad = 16;
+    static constexpr int kPad = kSmemRowPad;
     static constexpr int kKRow8 = DP + kPad;        // INT8 K row
     static constexpr int kKRow16 = 2 * DP + kPad;   // 16-bit K row (heads of §5)
     static constexpr int kVRow = kBlockKv * (kFp8 ? 1 : 2) + kPad;
@@ -30,7 +30,33 @@ struct AttnSmem {
     static constexpr int kVBytes = DP * kVRow;
     static constexpr int kStage = kKBytes + kVBytes;
     static constexpr int kBytes = 2 * kStage;  // double-buffered: block i+1 loads while block i computes
+    static_assert(kBytes == mma_dynamic_smem(DP, kFp8), "params.hpp's count is the one the host checks");
 };
+
+// Shared memory of one SM on the architecture being compiled (the CUDA programming guide's
+// table): 100 KB on sm_86, sm_89 and sm_12x, 164 KB on sm_80 and sm_87, 228 KB on sm_90 and
+// sm_100 (and taken for any other).
+constexpr int sm_shared_bytes() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || (__CUDA_ARCH__ >= 1200 && __CUDA_ARCH__ < 1300))
+    return 100 * 1024;
+#elif defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 800 || __CUDA_ARCH__ == 870)
+    return 164 * 1024;
+#else
+    return 228 * 1024;
+#endif
+}
+
+// The fewest CTAs per SM the register budget is cut for: three (two at head_dim 256), or
+// as many as the SM's shared memory holds if that is fewer (each CTA also reserves 1 KB).
+// Where shared memory allows one CTA at d128 (100 KB parts), a cut to three CTAs' 168
+// registers bought nothing and spilled: ptxas put 300 bytes a thread in local memory on
+// sm_89 and sm_120.
+template <int DP, bool kFp8>
+constexpr int mma_min_ctas() {
+    const int wanted = DP <= 128 ? 3 : 2;
+    const int fit = sm_shared_bytes() / (mma_dynamic_smem(DP, kFp8) + mma_static_smem(DP) + 1024);
+    return fit < 1 ? 1 : (fit < wanted ? fit : wanted);
+}
 
 template <int DP, bool kBf16, bool kFp8, bool kSharp>
 __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, int h, const Seq& s, int64_t q0) {
@@ -298,9 +324,10 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                            v_offset_smem, [&](int r, int ot, int e) { return o[ot][2 * r + e]; });
 }
 
-// Three CTAs per SM at most 170 registers a thread; enough warps to hide the loads.
+// Three CTAs per SM at most 170 registers a thread, enough warps to hide the loads, where
+// shared memory allows three (mma_min_ctas).
 template <int DP, bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(128, DP <= 128 ? 3 : 2) attention_kernel(Params p) {
+__global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8>())) attention_kernel(Params p) {
     extern __shared__ __align__(16) uint8_t smem[];
     const int b = blockIdx.z, h = blockIdx.y;
     const Seq s = sequence(p, b);

@@ -190,6 +190,7 @@ struct Devices {
     int count = 0;
     int cc[64] = {};
     int sms[64] = {};
+    int smem_optin[64] = {};  // shared memory one CTA may have, bytes
 };
 
 const Devices& devices() {
@@ -206,6 +207,7 @@ const Devices& devices() {
             cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
             r.cc[i] = major * 10 + minor;
             cudaDeviceGetAttribute(&r.sms[i], cudaDevAttrMultiProcessorCount, i);
+            cudaDeviceGetAttribute(&r.smem_optin[i], cudaDevAttrMaxSharedMemoryPerBlockOptin, i);
         }
         return r;
     }();
@@ -259,7 +261,22 @@ sageattn_status prepare(Problem& pr) {
                     p.device_index, cc);
     if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
         p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
+    // Every problem may need the mma.sync kernel (§5's sharp heads run on it everywhere); at
+    // head_dim 256 it outgrows the 99 KB a CTA may have on sm_86, sm_89 and sm_12x.
+    const int dp = padded_head_dim(p.head_dim);
+    const bool pv_fp8 = p.pv_precision == SAGEATTN_PV_FP8;
+    const size_t need = attention_shared_bytes(dp, pv_fp8);
+    const int allowed = dev.smem_optin[p.device_index];  // 0: the driver did not say
+    if (allowed > 0 && need > static_cast<size_t>(allowed))
+        return fail(SAGEATTN_ERROR_UNSUPPORTED,
+                    "head_dim = %lld with %s P·V needs %zu bytes of shared memory per CTA; device %d (sm_%d) allows "
+                    "%d (head_dim <= 128 runs on it)",
+                    static_cast<long long>(p.head_dim), pv_fp8 ? "FP8" : "FP16", need, p.device_index, cc, allowed);
     return SAGEATTN_SUCCESS;
+}
+
+size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8) {
+    return static_cast<size_t>(mma_dynamic_smem(head_dim_pad, pv_fp8)) + static_cast<size_t>(mma_static_smem(head_dim_pad));
 }
 
 size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }

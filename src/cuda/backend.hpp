@@ -17,6 +17,10 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
 // default. Tests turn it off to reach the sm_90a kernel with small shapes too.
 void set_small_problem_path(bool on);
 
+// Shared memory one CTA of the mma.sync attention kernel needs (dynamic and static), in
+// bytes; prepare() refuses a problem whose head_dim outgrows the device's per-CTA limit.
+size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8);
+
 int runtime_version();
 // Compiled SM targets (e.g. 80, 89, 90); returns how many were written.
 int compiled_archs(int* archs, int capacity);

@@ -259,5 +259,23 @@ TEST(Gpu, RunToRunIdentical) {
     }
 }
 
+// The mma.sync kernel's shared memory per CTA, which prepare() holds against the device's
+// limit: every head_dim fits sm_90 (227 KB a CTA) and, with FP16 P·V, sm_80 (163 KB); on
+// sm_86, sm_89 and sm_12x (99 KB) head_dim 256 does not. No GPU needed.
+TEST(CudaBackend, SharedMemoryPerCta) {
+    constexpr size_t kSm90 = 227 * 1024, kSm80 = 163 * 1024, kSm89 = 99 * 1024;
+    for (int dp : {64, 128, 256})
+        for (bool fp8 : {false, true}) {
+            const size_t bytes = cuda::attention_shared_bytes(dp, fp8);
+            // Two stages of K (16-bit rows) and Vᵀ, rows padded by 16 bytes, plus 16 bytes a channel.
+            const size_t stage = 64 * (2 * dp + 16) + dp * (64 * (fp8 ? 1 : 2) + 16);
+            EXPECT_EQ(bytes, 2 * stage + 16 * dp) << "dp " << dp << (fp8 ? " fp8" : " fp16");
+            EXPECT_LE(bytes, kSm90);
+            if (!fp8) EXPECT_LE(bytes, kSm80);
+            if (dp <= 128) EXPECT_LE(bytes, kSm89) << "dp " << dp;
+            else EXPECT_GT(bytes, kSm89) << "dp " << dp;
+        }
+}
+
 }  // namespace
 }  // namespace sageattn::test

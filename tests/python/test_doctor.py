@@ -107,10 +107,16 @@ def test_arch_coverage_heuristic():
     assert ok and "sm_80" in how
     ok, how = arch_coverage(120, [80, 89, 90])
     assert ok and "PTX" in how and "heuristic" in how
+    ok, how = arch_coverage(121, [80, 86, 89, 90, 120])  # the default build's list
+    assert ok and "sm_120 code runs on sm_121" in how
     ok, how = arch_coverage(75, [80, 89])
     assert not ok and "sm_75" in how
     assert "FP16 P·V" in kernel_path(80) and "FP16 P·V" in kernel_path(90)
     assert "FP8 P·V" in kernel_path(89) and "FP8 P·V" in kernel_path(120)
+    # 99 KB of shared memory per block (sm_86, sm_89, sm_12x): no head_dim 256 on the GPU.
+    for cc in (86, 89, 120, 121):
+        assert "head_dim <= 128" in kernel_path(cc)
+    assert "head_dim" not in kernel_path(80)
     assert "wgmma" in kernel_path(90, "cpu,cuda-mma,cuda-wgmma-sm90a") and "wgmma" not in kernel_path(90, "cpu,cuda-mma")
 
 
