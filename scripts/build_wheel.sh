@@ -8,7 +8,7 @@
 #   SAGEATTN_CUDA        ON (default here: the CUDA backend, built with the nvcc
 #                        found as CMake finds it), or OFF for a CPU-only wheel
 #   SAGEATTN_CUDA_ARCHS  CMake CUDA architectures; default: pyproject.toml's list
-#                        (80-real;86-real;89-real;90: sm_80/86/89/90 + compute_90 PTX)
+#                        (80-real;86-real;89-real;90;120-real: sm_80/86/89/90/120 + compute_90 PTX)
 #   SAGEATTN_CUDA_MAJOR  13 or 12: build the +cu13 or the +cu12 wheel with a
 #                        toolkit of that major found on this machine (CUDACXX,
 #                        PATH, CUDA_PATH, CUDA_HOME, /usr/local/cuda-MAJOR.*, ...;
