@@ -26,6 +26,13 @@ inline void store_element(void* base, int32_t dtype, int64_t index, float value)
     else
         static_cast<uint16_t*>(base)[index] = num::float_to_bf16(value);
 }
+// The float64 reference's outputs, rounded once (not through float).
+inline void store_element(void* base, int32_t dtype, int64_t index, double value) {
+    if (dtype == SAGEATTN_DTYPE_FP16)
+        static_cast<uint16_t*>(base)[index] = num::double_to_fp16(value);
+    else
+        static_cast<uint16_t*>(base)[index] = num::double_to_bf16(value);
+}
 
 // The mask entry for (b, h, i, j): whether key j is visible to query i and
 // the additive bias in natural-log units (0 for boolean masks).

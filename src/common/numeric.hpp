@@ -92,6 +92,22 @@ inline uint8_t float_to_e4m3(float f) {
     return sign | static_cast<uint8_t>(((exponent + 7) << 3) | (mant - 8));
 }
 
+// A double to float rounded toward zero, with the last bit set when that was inexact
+// ("round to odd"). Rounding the result to nearest even in a format at least two bits
+// narrower gives the double's own nearest-even rounding: double → float → fp16 by
+// nearest even twice can land a double just above a half-way point on the even side.
+inline float float_round_to_odd(double d) {
+    float f = static_cast<float>(d);
+    if (std::isfinite(f) && static_cast<double>(f) != d) {
+        uint32_t u = bits_of(f);
+        if (std::fabs(static_cast<double>(f)) > std::fabs(d)) --u;  // nearest was away from zero: step back
+        f = float_of(u | 1u);
+    }
+    return f;
+}
+inline uint16_t double_to_fp16(double d) { return float_to_fp16(float_round_to_odd(d)); }
+inline uint16_t double_to_bf16(double d) { return float_to_bf16(float_round_to_odd(d)); }
+
 inline float round_to_e4m3(float f) { return e4m3_to_float(float_to_e4m3(f)); }
 inline float round_to_fp16(float f) { return fp16_to_float(float_to_fp16(f)); }
 inline float round_to_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }

@@ -87,7 +87,7 @@ void reference_forward(const Problem& pr) {
     for_each_head(pr, [&](int64_t b, int64_t h, const double* o, const double* l) {
         for (int64_t i = 0; i < pr.len_q(b); ++i) {
             const int64_t oo = pr.offset(p.out, b, h, i, false);
-            for (int64_t c = 0; c < d; ++c) store_element(p.out.data, p.dtype, oo + c, static_cast<float>(o[i * d + c]));
+            for (int64_t c = 0; c < d; ++c) store_element(p.out.data, p.dtype, oo + c, o[i * d + c]);
             if (p.lse) p.lse[pr.lse_offset(b, h, i)] = static_cast<float>(l[i]);
         }
     });

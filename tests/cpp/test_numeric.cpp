@@ -92,5 +92,44 @@ TEST(Numeric, Fp16AndBf16RoundToNearestEven) {
     EXPECT_EQ(num::float_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie to even
 }
 
+// The float64 reference's outputs are rounded once: a double just past a half-way point
+// between two fp16 (bf16) values goes up, where rounding through float first (the
+// half-way point itself) would tie to even and go down.
+TEST(Numeric, DoublesRoundOnceToFp16AndBf16) {
+    const double past_fp16 = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+    EXPECT_EQ(num::float_to_fp16(static_cast<float>(past_fp16)), 0x3c00);  // the double rounding
+    EXPECT_EQ(num::double_to_fp16(past_fp16), 0x3c01);
+    EXPECT_EQ(num::double_to_fp16(-past_fp16), 0xbc01);
+    const double past_bf16 = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40);
+    EXPECT_EQ(num::float_to_bf16(static_cast<float>(past_bf16)), 0x3f80);
+    EXPECT_EQ(num::double_to_bf16(past_bf16), 0x3f81);
+    EXPECT_EQ(num::double_to_fp16(1.0 + std::ldexp(1.0, -11)), 0x3c00);  // an exact tie still goes to even
+    EXPECT_EQ(num::double_to_fp16(std::ldexp(1.0, -26)), 0x0000);         // below half the least subnormal
+    EXPECT_EQ(num::double_to_fp16(std::ldexp(1.0, -25) + std::ldexp(1.0, -60)), 0x0001);
+    EXPECT_EQ(num::double_to_fp16(65520.0 - std::ldexp(1.0, -30)), 0x7bff);  // just under the overflow point
+    EXPECT_EQ(num::double_to_bf16(1e300), 0x7f80);
+    EXPECT_TRUE(std::isnan(num::fp16_to_float(num::double_to_fp16(std::nan("")))));
+    // Random doubles with low bits below float's precision: the nearest fp16, ties to even.
+    std::mt19937_64 r(seed() + 5);
+    std::uniform_real_distribution<double> u(-70000.0, 70000.0);
+    for (int i = 0; i < 20000; ++i) {
+        const double x = i % 2 ? u(r) : u(r) * 1e-9;
+        const uint16_t h = num::double_to_fp16(x);
+        const double hv = num::fp16_to_float(h);
+        if (std::isinf(hv)) {
+            ASSERT_GE(std::fabs(x), 65520.0) << x;
+            continue;
+        }
+        for (int step : {-1, 1}) {
+            if (step < 0 && (h & 0x7fff) == 0) continue;
+            const double n = num::fp16_to_float(static_cast<uint16_t>(h + step));
+            if (!std::isfinite(n)) continue;
+            const double here = std::fabs(hv - x), there = std::fabs(n - x);
+            ASSERT_LE(here, there) << x;
+            if (here == there) ASSERT_EQ(h & 1, 0) << x;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace sageattn::test
