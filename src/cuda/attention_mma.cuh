@@ -33,29 +33,12 @@ struct AttnSmem {
     static_assert(kBytes == mma_dynamic_smem(DP, kFp8), "params.hpp's count is the one the host checks");
 };
 
-// Shared memory of one SM on the architecture being compiled (the CUDA programming guide's
-// table): 100 KB on sm_86, sm_89 and sm_12x, 164 KB on sm_80 and sm_87, 228 KB on sm_90 and
-// sm_100 (and taken for any other).
-constexpr int sm_shared_bytes() {
-#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || (__CUDA_ARCH__ >= 1200 && __CUDA_ARCH__ < 1300))
-    return 100 * 1024;
-#elif defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 800 || __CUDA_ARCH__ == 870)
-    return 164 * 1024;
-#else
-    return 228 * 1024;
-#endif
-}
-
-// The fewest CTAs per SM the register budget is cut for: three (two at head_dim 256), or
-// as many as the SM's shared memory holds if that is fewer (each CTA also reserves 1 KB).
-// Where shared memory allows one CTA at d128 (100 KB parts), a cut to three CTAs' 168
-// registers bought nothing and spilled: ptxas put 300 bytes a thread in local memory on
-// sm_89 and sm_120.
+// Registers are cut for three CTAs per SM (two at head_dim 256), or for as many as shared
+// memory holds (min_ctas). Where it holds one at d128 (100 KB parts), a cut to three CTAs'
+// 168 registers bought nothing and spilled 300 bytes a thread on sm_89 and sm_120.
 template <int DP, bool kFp8>
 constexpr int mma_min_ctas() {
-    const int wanted = DP <= 128 ? 3 : 2;
-    const int fit = sm_shared_bytes() / (mma_dynamic_smem(DP, kFp8) + mma_static_smem(DP) + 1024);
-    return fit < 1 ? 1 : (fit < wanted ? fit : wanted);
+    return min_ctas(DP <= 128 ? 3 : 2, mma_dynamic_smem(DP, kFp8) + mma_static_smem(DP));
 }
 
 template <int DP, bool kBf16, bool kFp8, bool kSharp>

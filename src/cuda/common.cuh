@@ -14,6 +14,27 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kFp8POffset = 8.807f;
 constexpr float kFltMax = 3.4028235e38f;
 
+// Shared memory of one SM on the architecture being compiled (the CUDA programming guide's
+// table): 100 KB on sm_86, sm_89 and sm_12x, 164 KB on sm_80 and sm_87, 228 KB on sm_90 and
+// sm_100 (and taken for any other).
+constexpr int sm_shared_bytes() {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 860 || __CUDA_ARCH__ == 890 || (__CUDA_ARCH__ >= 1200 && __CUDA_ARCH__ < 1300))
+    return 100 * 1024;
+#elif defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 800 || __CUDA_ARCH__ == 870)
+    return 164 * 1024;
+#else
+    return 228 * 1024;
+#endif
+}
+
+// The CTAs per SM a kernel's launch bounds cut registers for: `wanted`, or as many CTAs of
+// `cta_bytes` of shared memory as the SM holds if that is fewer (each also reserves 1 KB).
+// Cutting registers for CTAs that cannot be resident buys nothing and can spill.
+constexpr int min_ctas(int wanted, int cta_bytes) {
+    const int fit = sm_shared_bytes() / (cta_bytes + 1024);
+    return fit < 1 ? 1 : (fit < wanted ? fit : wanted);
+}
+
 // Geometry of sequence b (§1): lengths and the first row in the input tensors
 // and in the padded workspace layouts.
 struct Seq {
