@@ -208,12 +208,8 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                 }
         }
         float alpha[2];
+        advance_row_max(block_max, m, alpha);
         for (int r = 0; r < 2; ++r) {
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
-            const float m_new = fmaxf(m[r], block_max[r]);
-            alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
-            m[r] = m_new;
             l[r] *= alpha[r];
             l_exact[r] *= alpha[r];
         }

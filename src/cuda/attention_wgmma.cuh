@@ -174,14 +174,10 @@ __global__ void __launch_bounds__(128 * (kWarpgroups + 1), 1)
     // follows the softmax then sits in a later basic block, and the scheduler cannot hoist it
     // above the exponentials (they would stop overlapping the tensor cores).
     auto exponentials = [&](const float (&sc)[kNT * 4], float (&block_max)[2], float g0, float g1, float (&alpha)[2]) {
+        advance_row_max(block_max, m, alpha);
         float m_shift[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
-            block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
-            const float m_new = fmaxf(m[r], block_max[r]);
-            alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
-            m[r] = m_new;
             if constexpr (kLse) l_exact[r] *= alpha[r];
             m_shift[r] = m[r] == -INFINITY ? 0.f : m[r] - p_offset;
         }

@@ -149,6 +149,20 @@ __device__ __forceinline__ float group_sum(float x, int width) {
     return x;
 }
 
+// §6's running maximum of the two rows a thread holds (g and g + 8 of an m16 tile): the
+// block's maximum over the row's four threads, the new m, and alpha = exp2(m_old − m_new),
+// which rescales what was summed under m_old (1 while no key has been visible).
+__device__ __forceinline__ void advance_row_max(float (&block_max)[2], float (&m)[2], float (&alpha)[2]) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 1));
+        block_max[r] = fmaxf(block_max[r], __shfl_xor_sync(0xffffffffu, block_max[r], 2));
+        const float m_new = fmaxf(m[r], block_max[r]);
+        alpha[r] = m_new == -INFINITY ? 1.f : ptx::exp2_approx(m[r] - m_new);
+        m[r] = m_new;
+    }
+}
+
 // §6: the mask entry of (i, j) as visibility plus a saturated log2-unit bias.
 __device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_t i, int64_t j, float* bias) {
     *bias = 0.0f;

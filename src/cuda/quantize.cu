@@ -583,10 +583,11 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     extern __shared__ uint4 stage[];  // kBlockKv x dpad inputs
     k_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage);
 }
+template <bool kFp8>
+using VSmem = std::conditional_t<kFp8, VFp8Smem, VHalfSmem>;
 template <bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(256, min_ctas(6, sizeof(std::conditional_t<kFp8, VFp8Smem, VHalfSmem>)))
-    v_quant_kernel(Params p) {
-    __shared__ std::conditional_t<kFp8, VFp8Smem, VHalfSmem> sm;
+__global__ void __launch_bounds__(256, min_ctas(6, sizeof(VSmem<kFp8>))) v_quant_kernel(Params p) {
+    __shared__ VSmem<kFp8> sm;
     if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
     else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
