@@ -6,7 +6,8 @@
 
 namespace sageattn::alg {
 
-constexpr int64_t kKvBlock = 64;         // §3: K scale groups and the online-softmax step
+constexpr int64_t kKvBlock = 64;         // §3: K scale groups; §6: the online-softmax step
+constexpr int64_t kWideKvBlock = 128;    // §6, §10: the softmax step of the sm_90a kernel's INT8 heads
 constexpr int64_t kQWarpRows = 32;       // §3: per-warp / per-thread Q slab
 constexpr int64_t kQBlockRows = 128;     // §3: per-block Q group
 constexpr int kQThreadGroups = 8;        // §3: per-thread Q groups per slab (row mod 8)

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "common/algorithm.hpp"
 #include "sageattn/sageattn.h"
 
 namespace sageattn {
@@ -16,6 +17,10 @@ struct Problem {
     float sharp_threshold;
     bool varlen;
     int64_t group;  // heads_q / heads_kv
+    // §6's softmax step for INT8 heads: kKvBlock, or kWideKvBlock where the sm_90a kernel runs
+    // (§10). The CPU emulation follows it (tests set it to the kernel's); input-precision heads
+    // always step kKvBlock.
+    int64_t int8_softmax_block = alg::kKvBlock;
 
     int64_t len_q(int64_t b) const { return varlen ? p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b] : p.len_q; }
     int64_t len_kv(int64_t b) const { return varlen ? p.cu_seqlens_kv[b + 1] - p.cu_seqlens_kv[b] : p.len_kv; }

@@ -226,8 +226,10 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const float* v_scale = at<float>(ws, lay.v_scale) + kv_head * d;
     const float* v_offset = at<float>(ws, lay.v_offset) + kv_head * d;
 
-    std::vector<float> s(alg::kKvBlock), acc(static_cast<size_t>(d));
-    std::vector<char> visible(alg::kKvBlock);
+    // §6's softmax step: 64 keys, or the INT8 step of the kernel being emulated (§10).
+    const int64_t step = input_precision ? alg::kKvBlock : pr.int8_softmax_block;
+    std::vector<float> s(static_cast<size_t>(step)), acc(static_cast<size_t>(d));
+    std::vector<char> visible(static_cast<size_t>(step));
     PvAccumulator block_acc(d, p.pv_accum);
     const float p_offset = fp8 ? alg::kFp8POffset : 0.0f;
 
@@ -235,8 +237,8 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
         const int64_t end = pr.visible_end(i, lq, lkv);
         float m = -INFINITY, l = 0.0f, l_exact = 0.0f;
         std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j0 = 0; j0 < end; j0 += alg::kKvBlock) {
-            const int64_t n = std::min(alg::kKvBlock, end - j0);
+        for (int64_t j0 = 0; j0 < end; j0 += step) {
+            const int64_t n = std::min(step, end - j0);
             float block_max = -INFINITY;
             for (int64_t t = 0; t < n; ++t) {
                 const int64_t j = j0 + t;

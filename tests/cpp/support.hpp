@@ -160,6 +160,17 @@ struct Attention {
         return report;
     }
 
+    // The CPU emulation with INT8 heads in softmax steps of `int8_step` keys (§6, §10): what
+    // a GPU kernel with that step is held to. Writes out and lse like run().
+    void emulate(int64_t int8_step) {
+        poison();
+        Problem pr = normalized();
+        pr.int8_softmax_block = int8_step;
+        std::vector<unsigned char> ws(cpu::quantized_workspace_size(pr) + 64);
+        void* aligned = ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64;
+        cpu::quantized_forward(pr, aligned);
+    }
+
     // out as [row][head][dim] doubles in the packed row numbering of the reference.
     std::vector<double> output() const {
         const Problem pr = normalized();

@@ -61,6 +61,36 @@ TEST(Accuracy, KBiasCase) {
     }
 }
 
+// §6's softmax step for INT8 heads: 64 keys, or 128 where the sm_90a kernel runs (§10). Both
+// meet the same bounds; the step changes which maximum P̃ is rounded against, so the two
+// outputs differ (the emulation really follows it), and sharp heads keep 64-key steps.
+TEST(Accuracy, WideSoftmaxStep) {
+    Attention a(Shape{1, 2, 2, 1024, 1000, 128}, Inputs{1.0f, 4.0f}, rng());
+    a.with_lse();
+    std::vector<double> ref_lse;
+    const std::vector<double> ref = a.reference(&ref_lse);
+    std::vector<std::vector<double>> outs;
+    for (int32_t pv : {SAGEATTN_PV_FP8, SAGEATTN_PV_FP16})
+        for (int64_t step : {alg::kKvBlock, alg::kWideKvBlock}) {
+            a.problem.pv_precision = pv;
+            a.emulate(step);
+            outs.push_back(a.output());
+            const Accuracy acc = compare(outs.back(), ref);
+            print(std::string(pv == SAGEATTN_PV_FP8 ? "fp8" : "fp16") + " PV, " + std::to_string(step) + "-key softmax steps", acc);
+            EXPECT_GE(acc.cosine, pv == SAGEATTN_PV_FP8 ? 0.9993 : 0.9999);
+            EXPECT_LE(acc.rel_l1, pv == SAGEATTN_PV_FP8 ? 0.04 : 0.012);
+            for (size_t i = 0; i < a.lse.size(); ++i) EXPECT_NEAR(a.lse[i], ref_lse[(i % 1024) * 2 + i / 1024], 0.02);
+        }
+    EXPECT_NE(outs[0], outs[1]);
+    EXPECT_NE(outs[2], outs[3]);
+    // Heads in input precision (§5) ignore the INT8 step.
+    Attention sharp(Shape{1, 2, 2, 300, 300, 64}, Inputs{30.0f, 0.0f}, rng());
+    sharp.emulate(alg::kKvBlock);
+    const std::vector<double> narrow = sharp.output();
+    sharp.emulate(alg::kWideKvBlock);
+    EXPECT_EQ(narrow, sharp.output());
+}
+
 TEST(Accuracy, SharpSoftmax) {
     // q and k ×30: logits with a standard deviation near 900.
     Shape s{1, 2, 2, 512, 512, 128};
