@@ -35,7 +35,7 @@ Layout layout_of(const Problem& pr) {
     l.dp = padded_head_dim(p.head_dim);
     const int64_t total_q = pr.varlen ? p.len_q : p.batch * p.len_q;
     const int64_t total_kv = pr.varlen ? p.len_kv : p.batch * p.len_kv;
-    l.kv_rows = padded_rows(total_kv, p.batch, kBlockKv);
+    l.kv_rows = padded_rows(total_kv, p.batch, kWideBlockKv);
     l.q_rows = padded_rows(total_q, p.batch, kQuantRows);
     const size_t heads_kv = static_cast<size_t>(p.batch * p.heads_kv), dp = static_cast<size_t>(l.dp);
     size_t at = 0;
@@ -227,9 +227,26 @@ bool small_attention(const sageattn_problem& p, int64_t max_q, int64_t max_kv, i
     return small_problem_path.load(std::memory_order_relaxed) && max_kv <= 1024 && ctas <= 2 * int64_t{sms};
 }
 
+// sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
+// P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags
+// for 16-bit Q·Kᵀ. `pr` is prepared (no AUTO left).
+bool takes_wgmma(const Problem& pr, int dp) {
+    const sageattn_problem& p = pr.p;
+    const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
+    const bool accum = fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
+    const int64_t max_q = pr.varlen ? p.max_len_q : p.len_q, max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    const int device = p.device_index;
+    return kHaveWgmma && devices().cc[device] == 90 && accum && dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT &&
+           !small_attention(p, max_q, max_kv, devices().sms[device]);
+}
+
 }  // namespace
 
 void set_small_problem_path(bool on) { small_problem_path.store(on, std::memory_order_relaxed); }
+
+int64_t int8_softmax_block(const Problem& pr) {
+    return takes_wgmma(pr, padded_head_dim(pr.p.head_dim)) ? alg::kWideKvBlock : alg::kKvBlock;
+}
 
 sageattn_status prepare(Problem& pr) {
     sageattn_problem& p = pr.p;
@@ -301,14 +318,7 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
     launch_quantize(params, one_launch_items(devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
-    // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
-    // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags
-    // for 16-bit Q·Kᵀ.
-    const bool wgmma_accum = params.pv_fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
-    const bool wgmma = kHaveWgmma && devices().cc[p.device_index] == 90 && wgmma_accum && l.dp <= 128 &&
-                       p.qk_precision != SAGEATTN_QK_INPUT &&
-                       !small_attention(p, params.max_len_q, params.max_len_kv, devices().sms[p.device_index]);
-    if (wgmma && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
+    if (takes_wgmma(pr, l.dp) && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
         if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "common/problem.hpp"
 
@@ -16,6 +17,10 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
 // Whether small problems run as one mma.sync launch on sm_90 (see forward); on by
 // default. Tests turn it off to reach the sm_90a kernel with small shapes too.
 void set_small_problem_path(bool on);
+
+// The §6 softmax step forward() runs this problem's INT8 heads with (64 keys, or 128 on the
+// sm_90a kernel), for holding it to the CPU emulation (Problem::int8_softmax_block).
+int64_t int8_softmax_block(const Problem& pr);
 
 // Shared memory one CTA of the mma.sync attention kernel needs (dynamic and static), in
 // bytes; prepare() refuses a problem whose head_dim outgrows the device's per-CTA limit.

@@ -66,7 +66,7 @@ __device__ __forceinline__ Seq sequence(const Params& p, int b) {
         s.in_kv = b * p.k.batch_stride;
     }
     s.pad_q = padded_start(s.row_q, b, kQuantRows);
-    s.pad_kv = padded_start(s.row_kv, b, kBlockKv);
+    s.pad_kv = padded_start(s.row_kv, b, kWideBlockKv);
     return s;
 }
 

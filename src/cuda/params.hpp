@@ -6,9 +6,15 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "common/algorithm.hpp"
+
 namespace sageattn::cuda {
 
-constexpr int kBlockKv = 64;   // keys per block: §3 K groups, §6 softmax steps
+constexpr int kBlockKv = static_cast<int>(alg::kKvBlock);  // keys per block: §3 K groups, the mma.sync kernel's §6 steps
+// Keys per block of the sm_90a kernel (its §6 softmax step, §10). Every sequence's K and V
+// rows start on such a block in the workspace, and the quantization kernels give the rows
+// of a sequence's last such block that lie past its last 64-key block zero codes.
+constexpr int kWideBlockKv = static_cast<int>(alg::kWideKvBlock);
 constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 rows)
 constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
 constexpr int kSumRows = 512;    // keys per CTA of the K/V sums

@@ -22,6 +22,20 @@ __device__ __forceinline__ int8_t int8_code(float x, float inv) {
 // §3 K groups inside a 64-key block: per-thread = (token mod 8) / 2, else one.
 __device__ __forceinline__ int k_group(int j, int granularity) { return granularity == 0 ? (j % 8) / 2 : 0; }
 
+// The sm_90a kernel reads keys in blocks of kWideBlockKv (§10). When a sequence's last
+// 64-key block starts such a block, the 64 rows after it belong to that block too: they
+// get zero codes (and, for K, zero scales), so that no stale bytes of the workspace (an
+// FP8 or FP16 NaN pattern) meet the zero weights of keys past the sequence.
+__device__ __forceinline__ bool ends_wide_block_early(int64_t j0, int64_t len) {
+    return j0 % kWideBlockKv == 0 && j0 + kBlockKv >= len;
+}
+// `rows` rows of `row_bytes` (a multiple of 16), `stride` bytes apart, set to zero by the CTA.
+__device__ __forceinline__ void zero_rows(uint8_t* first, int rows, int row_bytes, int64_t stride) {
+    const int chunks = row_bytes / 16;
+    for (int i = threadIdx.x; i < rows * chunks; i += blockDim.x)
+        *reinterpret_cast<uint4*>(first + (i / chunks) * stride + (i % chunks) * 16) = make_uint4(0u, 0u, 0u, 0u);
+}
+
 // Work split used by every kernel here: a row's head_dim_pad channels are
 // chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
 // at a time.
@@ -290,6 +304,11 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
             pack_codes(x, km, inv);
     }
+    if (ends_wide_block_early(j0, s.len_kv)) {
+        const int64_t tail = hk * p.kv_rows + s.pad_kv + j0 + kBlockKv;
+        zero_rows(reinterpret_cast<uint8_t*>(p.k_codes + tail * p.head_dim_pad), kBlockKv, p.head_dim_pad, p.head_dim_pad);
+        if (threadIdx.x < 4) p.k_scale[tail / kBlockKv * 4 + threadIdx.x] = 0.f;
+    }
 }
 
 // FP16 V codes of one 64-key block, transposed to [channel][key] for the P·V B
@@ -345,6 +364,9 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
         uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
         reinterpret_cast<uint32_t*>(dst)[word] = tile[c * kWordsPerRow + (word ^ ((c / 8) & 31))];
     }
+    if (ends_wide_block_early(j0, s.len_kv))
+        zero_rows(p.v_codes + (hk * p.head_dim_pad * p.kv_rows + s.pad_kv + j0 + kBlockKv) * 2, p.head_dim_pad,
+                  kBlockKv * 2, p.kv_rows * 2);
 }
 
 // FP8 V codes of one 64-key block, transposed to [channel][key] in the FP8
@@ -435,6 +457,8 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
                                    row[(4 * part + 3) ^ key]);
         *reinterpret_cast<uint4*>(p.v_codes + (hk * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
     }
+    if (ends_wide_block_early(j0, s.len_kv))
+        zero_rows(p.v_codes + hk * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
 }
 
 // One chunk of 128 query rows of one (sequence, head): codes, scales with

@@ -1,0 +1,149 @@
+// The sm_90a kernel's consumer warpgroup: 64 query rows against every key block the
+// producer delivers. Per 128-key block j: S_j = Q·K_jᵀ (INT8 wgmma m64n128k32), the
+// softmax step of §6 (softmax.cuh), P̃_j·V_j (FP8 or FP16 wgmma, P̃ from registers) into a
+// fresh fp32 accumulator, folded into O as O·alpha + it ("fp32+fp32", §10).
+//
+// Schedule: a warpgroup issues S_{j+1} right after P·V_j, so Q·Kᵀ of the next block runs
+// while it folds this one, and its softmax starts on scores that are (mostly) in; the
+// other warpgroups' MMAs fill the tensor cores during its softmax. docs/PERF.md has the
+// schedules this one was measured against.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/common.cuh"
+#include "cuda/ptx/mbarrier.cuh"
+#include "cuda/ptx/wgmma.cuh"
+#include "cuda/sm90/producer.cuh"
+#include "cuda/sm90/softmax.cuh"
+
+namespace sageattn::cuda::sm90 {
+
+// What a consumer warpgroup needs of its tile.
+struct Tile {
+    int b, h;
+    Seq s;
+    int64_t lq, lkv;
+    int64_t qw0;        // the warpgroup's first query row
+    int64_t k_block0;   // index of the sequence's first 64-key K-scale block in the workspace
+    int64_t blocks;     // key blocks the CTA's producer delivers
+    int64_t wg_blocks;  // ... of which this warpgroup sees any key (causal: fewer for upper rows)
+};
+
+template <class T, bool kLse>
+__device__ __forceinline__ void consume(const Params& p, const Tile& tile, const Pipeline& pipe, int wg, int tid,
+                                        const int64_t (&row)[2], float (&o)[T::kOTiles * 4], Rows& rows,
+                                        float p_offset) {
+    const int t = tid % 4;
+    float q_scale[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        q_scale[r] = row[r] < tile.lq ? p.q_scale[tile.h * p.q_rows + tile.s.pad_q + row[r]] : 0.f;
+    const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kDp);
+
+    // Block j's K scales for this thread's columns (K group t of each 64-key half), read before
+    // its scores are waited for.
+    auto k_scales = [&](int64_t j, float (&ks)[2]) {
+        const float* at = p.k_scale + (tile.k_block0 + 2 * j) * 4 + t;
+        ks[0] = at[0], ks[1] = at[4];
+    };
+    // Descriptors depend on warp-uniform values only (uniform registers); computed before the
+    // wgmma fence, since an operand defined between the MMAs of one commit group serializes them.
+    // The first MMA of each group overwrites its accumulators (`_fresh`): nothing keeps the
+    // previous block's values alive across the loop.
+    auto issue_s = [&](int32_t (&acc)[T::kSTiles * 4], int64_t j) {
+        const uint64_t k_desc = ptx::make_desc<T::kQKSwizzle>(pipe.k_tile<T>(j));
+        ptx::wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < T::kQKSteps; ++ks) {
+            if (ks == 0) ptx::wgmma_s8_ss_fresh<T::kBlockN>(acc, q_desc, k_desc);
+            else ptx::wgmma_s8_ss<T::kBlockN>(acc, q_desc + 2 * ks, k_desc + 2 * ks);
+        }
+        ptx::wgmma_commit();
+    };
+    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], int64_t j) {
+        uint64_t v_desc[T::kVTiles];
+#pragma unroll
+        for (int vt = 0; vt < T::kVTiles; ++vt) v_desc[vt] = ptx::make_desc<T::kVSwizzle>(pipe.v_tile<T>(j, vt));
+        ptx::wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < T::kPvSteps; ++ks) {
+            const uint64_t d = v_desc[ks / T::kPvStepsPerTile] + 2 * (ks % T::kPvStepsPerTile);
+            if constexpr (T::kVB == 1) {
+                if (ks == 0) ptx::wgmma_e4m3_rs_fresh<T::kPvN>(ob, a[ks], d);
+                else ptx::wgmma_e4m3_rs<T::kPvN>(ob, a[ks], d);
+            } else {
+                if (ks == 0) ptx::wgmma_f16_rs_fresh<T::kPvN>(ob, a[ks], d);
+                else ptx::wgmma_f16_rs<T::kPvN>(ob, a[ks], d);
+            }
+        }
+        ptx::wgmma_commit();
+    };
+    // O = O·alpha + this block's P·V; its last 8 columns are the rounded P̃'s row sums (§6's l).
+    auto fold = [&](const float (&ob)[T::kPvTiles * 4], const float (&alpha)[2]) {
+        rows.l[0] = rows.l[0] * alpha[0] + ob[4 * T::kOTiles + 0];
+        rows.l[1] = rows.l[1] * alpha[1] + ob[4 * T::kOTiles + 2];
+#pragma unroll
+        for (int ot = 0; ot < T::kOTiles; ++ot) {
+            o[4 * ot + 0] = o[4 * ot + 0] * alpha[0] + ob[4 * ot + 0];
+            o[4 * ot + 1] = o[4 * ot + 1] * alpha[0] + ob[4 * ot + 1];
+            o[4 * ot + 2] = o[4 * ot + 2] * alpha[1] + ob[4 * ot + 2];
+            o[4 * ot + 3] = o[4 * ot + 3] * alpha[1] + ob[4 * ot + 3];
+        }
+    };
+    auto wait_full = [&](int64_t j) { ptx::mbarrier_wait(pipe.full + j % T::kStages, pipe.phase<T>(j)); };
+    auto release = [&](int64_t j) { ptx::mbarrier_arrive(pipe.empty + j % T::kStages); };
+    // Blocks wholly inside every bound skip visibility (§10); causal: the warpgroup's first row
+    // sees keys up to qw0 + lkv − lq, and every later row more.
+    const bool plain = p.mask_type == 0 && p.scale > 0.f && tile.qw0 + 64 <= tile.lq;
+    auto interior = [&](int64_t j0) {
+        return plain && j0 + T::kBlockN <= tile.lkv && (!p.causal || j0 + T::kBlockN - 1 <= tile.qw0 + tile.lkv - tile.lq);
+    };
+
+    ptx::mbarrier_wait(pipe.q_full, 0);
+    int32_t acc[T::kSTiles * 4];
+    float ob[T::kPvTiles * 4];
+    uint32_t a[T::kPvSteps][4];
+    const int64_t n = tile.wg_blocks;
+    // One block, S_j already issued; `next` (a compile-time bool) says whether a block follows.
+    // The last block is peeled off the loop so that every MMA issue and wait is unconditional:
+    // the compiler then tracks which accumulators each wait completes (with the issue of S_{j+1}
+    // inside a branch it would wait for it too before the fold).
+    auto step = [&](int64_t j, auto next) {
+        float ks[2], f[2][2], alpha[2];
+        k_scales(j, ks);
+        ptx::wgmma_wait<0>();
+        ptx::fence_operand(acc);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
+        block_softmax<T, kLse>(p, tile.b, tile.h, row, t, j * T::kBlockN, tile.lq, tile.lkv, interior(j * T::kBlockN),
+                               acc, f, p_offset, rows, alpha, a);
+        issue_pv(ob, a, j);
+        if constexpr (decltype(next)::value) {
+            wait_full(j + 1);
+            issue_s(acc, j + 1);
+            ptx::wgmma_wait<1>();
+        } else {
+            ptx::wgmma_wait<0>();
+        }
+        ptx::fence_operand(ob);
+        ptx::fence_operand(a);
+        release(j);
+        fold(ob, alpha);
+    };
+    if (n > 0) {
+        wait_full(0);
+        issue_s(acc, 0);
+        for (int64_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});
+        step(n - 1, std::false_type{});
+    }
+    // Blocks the producer delivered that no row of this warpgroup sees: released unread, in
+    // order, so that each stage's empty barrier counts every consumer once per use.
+    for (int64_t j = n; j < tile.blocks; ++j) {
+        wait_full(j);
+        release(j);
+    }
+}
+
+}  // namespace sageattn::cuda::sm90

@@ -1,0 +1,62 @@
+// The sm_90a kernel's producer: one thread of the producer warpgroup drives the bulk
+// tensor copy engine. Q codes of the tile arrive once; K codes [key][channel] and Vᵀ codes
+// [channel][key] of block n go into stage n % kStages as soon as every consumer has
+// released that stage (its empty barrier), and complete on the stage's full barrier.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/ptx/mbarrier.cuh"
+#include "cuda/ptx/tma.cuh"
+
+namespace sageattn::cuda::sm90 {
+
+// The copy engine's view of the workspace codes (§3, §4): byte tensors, one row a token
+// (Q, K) or a channel (Vᵀ). The maps are the kernel's __grid_constant__ parameters: the
+// copy engine reads them there, never from a local copy.
+struct TensorMaps {
+    const CUtensorMap *q, *k, *v;
+};
+
+// Where one CTA's copies come from and go to.
+struct Pipeline {
+    uint8_t* q_smem;      // the tile's Q codes
+    uint8_t* stages;      // kStages x [K codes | Vᵀ tiles]
+    uint64_t* full;       // [kStages]: the stage's copies have landed
+    uint64_t* empty;      // [kStages]: every consumer thread is done with the stage
+    uint64_t* q_full;
+
+    template <class T>
+    __device__ uint8_t* k_tile(int64_t block) const { return stages + (block % T::kStages) * T::kStageBytes; }
+    template <class T>
+    __device__ uint8_t* v_tile(int64_t block, int tile) const {
+        return k_tile<T>(block) + T::kKBytes + tile * T::kVTileBytes;
+    }
+    template <class T>
+    __device__ uint32_t phase(int64_t block) const { return static_cast<uint32_t>((block / T::kStages) & 1); }
+};
+
+// Q rows past the sequence hold whatever follows (or zeros past the workspace): finite codes
+// whose scores the visibility rule drops. So do K rows past it (the quantization kernels give
+// the rest of a sequence's last block zero codes, so that no Vᵀ byte there is a NaN pattern).
+template <class T>
+__device__ __forceinline__ void produce(const Pipeline& pipe, const TensorMaps& maps, int32_t q_row, int64_t k_row,
+                                        int64_t v_key, int32_t v_row, int64_t blocks) {
+    ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
+    ptx::tma_load_2d(pipe.q_smem, maps.q, 0, q_row, pipe.q_full);
+    for (int64_t n = 0; n < blocks; ++n) {
+        const int stage = static_cast<int>(n % T::kStages);
+        if (n >= T::kStages) ptx::mbarrier_wait(pipe.empty + stage, pipe.phase<T>(n) ^ 1);
+        ptx::mbarrier_arrive_expect_tx(pipe.full + stage, T::kKBytes + T::kVTiles * T::kDp * 128);
+        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + n * T::kBlockN), pipe.full + stage);
+#pragma unroll
+        for (int tile = 0; tile < T::kVTiles; ++tile)
+            ptx::tma_load_2d(pipe.v_tile<T>(n, tile), maps.v,
+                             static_cast<int32_t>((v_key + n * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row,
+                             pipe.full + stage);
+    }
+}
+
+}  // namespace sageattn::cuda::sm90
