@@ -218,7 +218,11 @@ def test_linux_branch_is_untouched(monkeypatch, tmp_path):
     bogus = tmp_path / "libsageattn.so"
     bogus.write_text("x")
     monkeypatch.setenv("SAGEATTN_LIBRARY", str(bogus))
-    monkeypatch.setattr(ctypes, "CDLL", lambda name, *a, **k: (_ for _ in ()).throw(OSError(f"{name}: invalid ELF header")))
+
+    def dlopen(name, *args, **kwargs):
+        raise OSError(f"{name}: invalid ELF header")
+
+    monkeypatch.setattr(ctypes, "CDLL", dlopen)
     monkeypatch.delattr(os, "add_dll_directory", raising=False)
     with pytest.raises(ImportError, match="invalid ELF header"):
         _lib._load()
