@@ -17,18 +17,35 @@
 #   CUDACXX              the nvcc to build with; its CUDA major names the wheel
 #                        (0.1.0+cu13) and is the CUDA runtime linked into it
 #   CMAKE_BUILD_PARALLEL_LEVEL   parallel compile jobs (default: the CPU count)
+#   PYTHON               the Python that builds (default: python3, else python)
 #
 # The build runs in pip's isolated build environment: scikit-build-core (and
 # CMake/Ninja from PyPI where the machine's are missing or too old), no PyTorch.
 # Then: the wheel's path, `auditwheel show`, and tests/wheel/check_wheel.py
 # (tag, version label, contents, and libsageattn.so's DT_NEEDED: glibc,
 # libstdc++ and libgcc only -- no libcudart, no libtorch).
+#
+# On Windows the same script runs in Git Bash (the release workflow's Windows
+# job does), from a shell where MSVC's cl.exe is on PATH (a Developer prompt
+# for VS 2022): it builds with Ninja, and the checks read sageattn.dll's PE
+# imports and exports instead (auditwheel is for Linux).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/dist}"
-python="${PYTHON:-python3}"
+python="${PYTHON:-$(command -v python3 >/dev/null 2>&1 && echo python3 || echo python)}"
 export SAGEATTN_CUDA="${SAGEATTN_CUDA:-ON}"
-export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$("$python" -c 'import os; print(os.cpu_count() or 1)')}"
+windows=
+if [ "$("$python" -c 'import sys; print(sys.platform)')" = win32 ]; then
+  windows=1
+  if ! command -v cl >/dev/null 2>&1; then
+    echo "build_wheel.sh: MSVC's cl.exe is not on PATH: run this from a Developer PowerShell or Command Prompt" \
+      "for VS 2022 (x64), or after vcvars64.bat; nvcc needs it as its host compiler" >&2
+    exit 1
+  fi
+  # nvcc with the Visual Studio generators needs the CUDA MSBuild integration; Ninja needs only cl and nvcc.
+  export CMAKE_GENERATOR="${CMAKE_GENERATOR:-Ninja}"
+fi
 
 case "${SAGEATTN_CUDA^^}" in OFF|0|FALSE|NO|N) cpu_only=1 ;; *) cpu_only= ;; esac
 if [ -n "${SAGEATTN_CUDA_MAJOR:-}" ] && [ -z "$cpu_only" ]; then
@@ -57,10 +74,15 @@ wheel="$(cd "$out" && pwd)/$(basename "${wheels[0]}")"
 mv -f "${wheels[0]}" "$wheel"
 echo "== built in ${elapsed}s: $wheel ($(du -h "$wheel" | cut -f1))"
 
-echo "== auditwheel show"
-"$python" -m auditwheel --version >/dev/null 2>&1 || "$python" -m pip install -q auditwheel
-"$python" -m auditwheel show "$wheel"
+if [ -n "$windows" ]; then
+  echo "== wheel checks (sageattn.dll's imports and exports)"
+  "$python" "$root/tests/wheel/check_wheel.py" "$wheel" --label "$label"
+else
+  echo "== auditwheel show"
+  "$python" -m auditwheel --version >/dev/null 2>&1 || "$python" -m pip install -q auditwheel
+  "$python" -m auditwheel show "$wheel"
 
-echo "== wheel checks"
-"$python" "$root/tests/wheel/check_wheel.py" "$wheel" --label "$label" --auditwheel
+  echo "== wheel checks"
+  "$python" "$root/tests/wheel/check_wheel.py" "$wheel" --label "$label" --auditwheel
+fi
 echo "$wheel"

@@ -33,6 +33,13 @@ MIN_MINOR = {12: 8, 13: 0}
 # Where toolkits are usually installed, besides PATH, CUDA_PATH and CUDA_HOME.
 TOOLKIT_GLOBS = ("/usr/local/cuda", "/usr/local/cuda-{major}*", "/opt/cuda", "/opt/cuda-{major}*",
                  "/opt/nvidia/cuda-{major}*")
+# NVIDIA's Windows installer puts each toolkit in its own vX.Y folder (and names
+# it in CUDA_PATH_VX_Y too).
+WINDOWS_TOOLKIT_GLOBS = ("C:/Program Files/NVIDIA GPU Computing Toolkit/CUDA/v{major}.*",)
+
+
+def _nvcc_name() -> str:
+    return "nvcc.exe" if os.name == "nt" else "nvcc"
 
 _ROOT = Path(__file__).resolve().parent.parent
 _OFF = {"OFF", "0", "FALSE", "NO", "N", "IGNORE", "NOTFOUND"}
@@ -72,7 +79,7 @@ def _find_nvcc() -> str | None:
         return found
     cuda_path = os.environ.get("CUDA_PATH")
     if cuda_path:
-        candidate = Path(cuda_path) / "bin" / "nvcc"
+        candidate = Path(cuda_path) / "bin" / _nvcc_name()
         if candidate.is_file():
             return str(candidate)
     return None
@@ -109,18 +116,24 @@ def _release_key(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"[0-9]+", os.path.basename(os.path.dirname(os.path.dirname(path)))))
 
 
-def nvcc_candidates(major: int, globs=TOOLKIT_GLOBS) -> list[str]:
+def nvcc_candidates(major: int, globs=None) -> list[str]:
     """Every nvcc that may be of CUDA `major`, most likely first: CUDACXX alone
-    when it is set; else nvcc on PATH, $CUDA_PATH, $CUDA_HOME, then the usual
-    install folders (newest release first)."""
+    when it is set; else nvcc on PATH, $CUDA_PATH, $CUDA_HOME, $CUDA_PATH_V<major>_*
+    (Windows), then the usual install folders (newest release first)."""
     explicit = os.environ.get("CUDACXX")
     if explicit:
         return [explicit.split()[0]]
+    if globs is None:
+        globs = WINDOWS_TOOLKIT_GLOBS if os.name == "nt" else TOOLKIT_GLOBS
+    nvcc = _nvcc_name()
     found = [shutil.which("nvcc")]
-    found += [os.path.join(os.environ[v], "bin", "nvcc") for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    found += [os.path.join(os.environ[v], "bin", nvcc) for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    versioned = sorted((v for v in os.environ if v.upper().startswith(f"CUDA_PATH_V{major}_")),
+                       key=lambda v: tuple(int(n) for n in re.findall(r"[0-9]+", v)), reverse=True)
+    found += [os.path.join(os.environ[v], "bin", nvcc) for v in versioned]
     for pattern in globs:
         roots = glob.glob(pattern.format(major=major))
-        found += sorted((os.path.join(r, "bin", "nvcc") for r in roots), key=_release_key, reverse=True)
+        found += sorted((os.path.join(r, "bin", nvcc) for r in roots), key=_release_key, reverse=True)
     seen, out = set(), []
     for path in found:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
@@ -131,7 +144,7 @@ def nvcc_candidates(major: int, globs=TOOLKIT_GLOBS) -> list[str]:
     return out
 
 
-def nvcc_for_major(major: int, globs=TOOLKIT_GLOBS) -> str:
+def nvcc_for_major(major: int, globs=None) -> str:
     """The nvcc of a CUDA `major` toolkit new enough to build the kernels, or a
     RuntimeError that says what was found and what to install."""
     if major not in MIN_MINOR:

@@ -27,9 +27,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Exported from the shared library (sageattn.dll / libsageattn.so), imported by
+ * its users. SAGEATTN_BUILDING_LIBRARY is the library's own compile definition;
+ * SAGEATTN_STATIC is for code linked to the library's objects statically. */
 #if defined(_WIN32)
 #  if defined(SAGEATTN_BUILDING_LIBRARY)
 #    define SAGEATTN_API __declspec(dllexport)
+#  elif defined(SAGEATTN_STATIC)
+#    define SAGEATTN_API
 #  else
 #    define SAGEATTN_API __declspec(dllimport)
 #  endif

@@ -251,13 +251,167 @@ def _load() -> tuple[ctypes.CDLL, str]:
         how = (
             "SAGEATTN_LIBRARY does not name an existing file"
             if os.environ.get("SAGEATTN_LIBRARY")
-            else "no libsageattn in the package folder (set SAGEATTN_LIBRARY to the library's path)"
+            else f"no {_library_names()[0]} in the package folder (set SAGEATTN_LIBRARY to the library's path)"
         )
         raise ImportError(f"sageattention: cannot load libsageattn: {how}; tried: {', '.join(tried)}")
+    if sys.platform == "win32":
+        return _load_windows(path), path
     try:
         return ctypes.CDLL(path), path
     except OSError as e:
         raise ImportError(f"sageattention: cannot load libsageattn from {path}: {e}") from e
+
+
+# ------------------------------------------------------------ Windows loading
+#
+# Since Python 3.8 a DLL's dependencies are looked for in its own folder,
+# Python's folder, System32 and the folders given to os.add_dll_directory, not
+# on PATH; and Windows names no culprit: "[WinError 126] The specified module
+# could not be found" whether the DLL itself or one it needs is missing. The
+# wheel's sageattn.dll needs nothing beyond Windows (the CUDA and C++ runtimes
+# are linked in, the driver's nvcuda.dll is opened when a CUDA problem first
+# runs), but a build of one's own may import the CUDA runtime DLL or the Visual
+# C++ runtime: the loader reads what the DLL imports and says which is missing.
+
+_ERROR_MOD_NOT_FOUND = 126
+_ERROR_PROC_NOT_FOUND = 127
+_ERROR_BAD_EXE_FORMAT = 193
+_ERROR_DLL_INIT_FAILED = 1114
+
+# Directories added with os.add_dll_directory, kept for the life of the process.
+_dll_directories: list = []
+
+
+def _cuda_bin_dirs() -> list[str]:
+    """The CUDA toolkit's DLL folders under CUDA_PATH: bin, and bin\\x64 where a toolkit keeps them there."""
+    root = os.environ.get("CUDA_PATH")
+    if not root:
+        return []
+    return [d for d in (os.path.join(root, "bin", "x64"), os.path.join(root, "bin")) if os.path.isdir(d)]
+
+
+def _dll_hint(name: str) -> str:
+    low = name.lower()
+    if low.startswith("cudart64_"):
+        major = low[len("cudart64_") :].split(".")[0].split("_")[0]
+        return (
+            f"the CUDA {major} runtime: this build links it as a DLL (the wheels link it in); install the CUDA "
+            f"{major} toolkit and set CUDA_PATH to it, or build with CMAKE_CUDA_RUNTIME_LIBRARY=Static (the default)"
+        )
+    if low == "nvcuda.dll":
+        return "the NVIDIA driver's library: install the NVIDIA driver"
+    if low.startswith(("vcruntime140", "msvcp140", "concrt140")):
+        return "the Microsoft Visual C++ 2015-2022 runtime (x64): install the Visual C++ Redistributable"
+    return "a DLL it depends on"
+
+
+def _searched(folder: str) -> str:
+    dirs = [folder, os.path.dirname(sys.executable), "System32"] + [str(getattr(d, "path", d)) for d in _dll_directories]
+    return ", ".join(dict.fromkeys(dirs))
+
+
+def _dependency_error(folder: str, name: str):
+    """None when Windows can load the DLL `name` as sageattn.dll's loader would, else the OSError."""
+    low = name.lower()
+    if low.startswith(("api-ms-win-", "ext-ms-")):
+        return None  # API sets: resolved by Windows itself, not files
+    if os.path.isfile(os.path.join(folder, name)):
+        return None
+    try:
+        ctypes.CDLL(name)
+    except OSError as e:
+        return e
+    return None
+
+
+def _python_bits() -> int:
+    return 8 * ctypes.sizeof(ctypes.c_void_p)
+
+
+def _explain_windows(path: str, error: OSError) -> str:
+    from . import _pe
+
+    folder = os.path.dirname(os.path.abspath(path))
+    code = getattr(error, "winerror", None)
+    try:
+        info = _pe.read_file(path)
+    except (OSError, _pe.PEError) as e:
+        return f"it is not a Windows DLL ({e}); Windows said: {error}"
+    python_bits = _python_bits()
+    if not info.is_dll:
+        return f"it is an executable for {_pe.machine_name(info.machine)}, not a DLL"
+    if info.machine != _pe.MACHINE_AMD64:
+        return f"it is a DLL for {_pe.machine_name(info.machine)}; this {python_bits}-bit Python needs an x64 DLL"
+    if python_bits != 64:
+        return f"it is a 64-bit (x64) DLL and this Python is {python_bits}-bit: use a 64-bit Python"
+    if code == _ERROR_MOD_NOT_FOUND:
+        missing, broken = [], []
+        for dll in info.imports:
+            e = _dependency_error(folder, dll)
+            if e is None:
+                continue
+            if getattr(e, "winerror", None) == _ERROR_MOD_NOT_FOUND:
+                missing.append(f"{dll} ({_dll_hint(dll)})")
+            else:
+                broken.append(f"{dll} ({e})")
+        if missing:
+            return (
+                f"it needs {', '.join(missing)}, which Windows cannot find in {_searched(folder)}"
+                " (PATH is not searched for a DLL's dependencies since Python 3.8)"
+            )
+        if broken:
+            return f"a DLL it imports cannot be loaded: {'; '.join(broken)}"
+        return (
+            f"Windows reports a missing DLL, yet every DLL it imports ({', '.join(info.imports) or 'none'}) "
+            "loads: one of theirs is missing"
+        )
+    if code == _ERROR_PROC_NOT_FOUND:
+        lacking = []
+        for dll, functions in info.imports.items():
+            if _dependency_error(folder, dll) is not None:
+                continue
+            try:
+                lib = ctypes.CDLL(os.path.join(folder, dll) if os.path.isfile(os.path.join(folder, dll)) else dll)
+            except OSError:
+                continue
+            gone = [f for f in functions if not f.startswith("#") and not hasattr(lib, f)]
+            if gone:
+                too_old = (
+                    "the NVIDIA driver is too old for this build: update it"
+                    if dll.lower() == "nvcuda.dll"
+                    else f"that {dll} is older than the one it was built against"
+                )
+                lacking.append(f"{dll} has no {', '.join(gone[:5])}: {too_old}")
+        if lacking:
+            return "; ".join(lacking)
+        return f"a function it imports is missing from a DLL it uses ({error})"
+    if code == _ERROR_BAD_EXE_FORMAT:
+        return f"Windows does not take it for a valid x64 DLL ({error}); reinstall the wheel"
+    if code == _ERROR_DLL_INIT_FAILED:
+        return f"its initialisation failed ({error})"
+    return str(error)
+
+
+def _load_windows(path: str) -> ctypes.CDLL:
+    from . import _pe
+
+    folder = os.path.dirname(os.path.abspath(path))
+    dirs = [folder]
+    try:
+        imports = _pe.read_file(path).imports
+    except (OSError, _pe.PEError):
+        imports = {}
+    if any(dll.lower().startswith("cudart64_") for dll in imports):
+        # A build linked to the CUDA runtime DLL finds it where the toolkit put it,
+        # as it did through PATH before Python 3.8.
+        dirs += _cuda_bin_dirs()
+    for d in dirs:
+        if not any(str(getattr(h, "path", h)) == d for h in _dll_directories):
+            _dll_directories.append(os.add_dll_directory(d))
+    try:
+        return ctypes.CDLL(path)
+    except OSError as e:
+        raise ImportError(f"sageattention: cannot load {path}: {_explain_windows(path, e)}") from e
 
 
 def _bind(lib: ctypes.CDLL, path: str, name: str, restype, argtypes):

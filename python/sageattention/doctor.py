@@ -140,7 +140,12 @@ def _installed_version() -> str | None:
 
 def _is_driver_error(text: str) -> bool:
     t = text.lower()
-    return "insufficient driver" in t or "driver version is insufficient" in t or "driver is insufficient" in t
+    return (
+        "insufficient driver" in t
+        or "driver version is insufficient" in t
+        or "driver is insufficient" in t
+        or "driver is too old" in t  # the Windows loader's words for a driver's nvcuda.dll lacking a function
+    )
 
 
 def _library_section(rep: Report, info: dict, wheel_version: str | None) -> None:

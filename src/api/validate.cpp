@@ -8,14 +8,12 @@
 #include <cstring>
 
 #include "api/error.hpp"
+#include "common/checked.hpp"
 
 namespace sageattn::api {
 namespace {
 
 constexpr uint32_t kMinProblemSize = sizeof(sageattn_problem);  // v1 is the first published layout
-
-bool mul_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_mul_overflow(a, b, out); }
-bool add_overflows(int64_t a, int64_t b, int64_t* out) { return __builtin_add_overflow(a, b, out); }
 
 // Largest element offset + 1 of a view with these extents and strides, or -1 on overflow.
 int64_t span(const int64_t* extents, const int64_t* strides, int n, int64_t inner) {

