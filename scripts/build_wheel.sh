@@ -15,7 +15,7 @@
 #                        scripts/wheel_version.py --nvcc-for-major says which,
 #                        or what to install). Unset: whatever CUDACXX / nvcc is.
 #   CUDACXX              the nvcc to build with; its CUDA major names the wheel
-#                        (0.1.0+cu13) and is the CUDA runtime linked into it
+#                        (2.2.0.0.1.0+cu13) and is the CUDA runtime linked into it
 #   CMAKE_BUILD_PARALLEL_LEVEL   parallel compile jobs (default: the CPU count)
 #
 # The build runs in pip's isolated build environment: scikit-build-core (and

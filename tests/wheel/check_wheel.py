@@ -6,6 +6,8 @@
 - the tag is py3-none-<platform> (one wheel for every CPython >= 3.9);
 - the version carries a local label (+cuXX or +cpu), the same in the file
   name, the METADATA and sageattention/_version.py; with --label, that label;
+  before the label, the SageAttention API version of the wheel's
+  sageattention/_api_version.py, then the library's release X.Y.Z;
 - the package holds sageattention/lib/libsageattn.so and nothing of the C/C++
   install (no headers, no CMake package, no executables, no versioned .so copies);
 - libsageattn.so needs nothing at run time beyond glibc, libstdc++ and libgcc
@@ -139,6 +141,17 @@ def check(wheel_path: str, label: str | None) -> list[str]:
                 )
         else:
             errors.append("no sageattention/_version.py")
+        # The version is the SageAttention API the package implements, then the
+        # library's release X.Y.Z, then the label (docs/INSTALL.md).
+        if "sageattention/_api_version.py" in names:
+            text = z.read("sageattention/_api_version.py").decode()
+            am = re.search(r'^API_VERSION = "([0-9]+\.[0-9]+\.[0-9]+)"$', text, re.MULTILINE)
+            if not am:
+                errors.append("sageattention/_api_version.py has no API_VERSION line")
+            elif not re.fullmatch(rf"{re.escape(am.group(1))}\.[0-9]+\.[0-9]+\.[0-9]+\+[a-z0-9]+", version):
+                errors.append(f"version {version!r} is not <API {am.group(1)}>.<library X.Y.Z>+<label>")
+        else:
+            errors.append("no sageattention/_api_version.py")
         for required in ("sageattention/__init__.py", "sageattention/_lib.py", LIBRARY):
             if required not in names:
                 errors.append(f"missing {required}")
