@@ -23,6 +23,9 @@
 # Then: the wheel's path, `auditwheel show`, and tests/wheel/check_wheel.py
 # (tag, version label, contents, and libsageattn.so's DT_NEEDED: glibc,
 # libstdc++ and libgcc only -- no libcudart, no libtorch).
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/dist}"

@@ -5,6 +5,9 @@
 # (diffusers, transformers, matplotlib: pure Python plus small wheels, about
 # 40 s and 270 MB; pinned to the versions the examples are tested with).
 # Safe to run again.
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
