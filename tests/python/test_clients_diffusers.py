@@ -172,7 +172,8 @@ def speed_script():
     return clients_speed
 
 
-def _tiny_args(clients_speed, device):
+def _tiny_args(device):
+    """What examples/clients_speed.py's builders read, for its toy sizes."""
     import argparse
 
     return argparse.Namespace(tiny=True, device=device, torch_dtype=torch.bfloat16, seed=0, layer_override={})
@@ -182,7 +183,7 @@ def _tiny_args(clients_speed, device):
 @pytest.mark.parametrize("model_name,calls", [("wan", 4), ("flux", 2)])
 def test_set_attention_backend_sage_on_a_model(speed_script, model_name, calls, device):
     # What users write: model.set_attention_backend("sage"), then the forward.
-    model, inputs, _ = speed_script.BUILDERS[model_name](_tiny_args(speed_script, device))
+    model, inputs, _ = speed_script.BUILDERS[model_name](_tiny_args(device))
     with torch.no_grad():
         native = model(**inputs)[0]
         model.set_attention_backend("sage")
@@ -196,10 +197,8 @@ def test_set_attention_backend_sage_on_a_model(speed_script, model_name, calls, 
     assert cosine(out.cpu(), native.cpu()) > 0.999
 
 
-def test_attention_backend_context_manager():
-    import clients_speed
-
-    model, inputs, _ = clients_speed.BUILDERS["wan"](_tiny_args(clients_speed, "cpu"))
+def test_attention_backend_context_manager(speed_script):
+    model, inputs, _ = speed_script.BUILDERS["wan"](_tiny_args("cpu"))
     with torch.no_grad(), dispatch.attention_backend("sage"), sageattention.count_calls() as counts:
         model(**inputs)
     assert counts.library == 4 == counts.total, counts
