@@ -15,7 +15,7 @@
 #                        scripts/wheel_version.py --nvcc-for-major says which,
 #                        or what to install). Unset: whatever CUDACXX / nvcc is.
 #   CUDACXX              the nvcc to build with; its CUDA major names the wheel
-#                        (0.1.0+cu13) and is the CUDA runtime linked into it
+#                        (2.2.0.0.1.0+cu13) and is the CUDA runtime linked into it
 #   CMAKE_BUILD_PARALLEL_LEVEL   parallel compile jobs (default: the CPU count)
 #   PYTHON               the Python that builds (default: python3, else python)
 #
@@ -29,6 +29,9 @@
 # job does), from a shell where MSVC's cl.exe is on PATH (a Developer prompt
 # for VS 2022): it builds with Ninja, and the checks read sageattn.dll's PE
 # imports and exports instead (auditwheel is for Linux).
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/dist}"

@@ -4,10 +4,16 @@
 # (g++-mingw-w64-x86-64-posix), Wine, GoogleTest's sources (built for Windows
 # by the tests) and, for the release files, shellcheck and check-jsonschema
 # (about 20 s and 900 MB from Debian); and for the Python tests PyTorch
-# (CPU build), pytest, and what the examples' tests and the benchmark plot use
-# (diffusers, transformers, matplotlib: pure Python plus small wheels, about
-# 40 s and 270 MB; pinned to the versions the examples are tested with).
-# Safe to run again.
+# (CPU build), pytest, and what the examples' and clients' tests and the
+# benchmark plot use (diffusers, transformers, matplotlib: pure Python plus
+# small wheels, about 40 s and 270 MB; pinned to the versions the examples are
+# tested with). The oldest diffusers the client tests hold us to (0.35.2, pure
+# Python, 4 MB) goes beside it, into $SAGEATTN_CLIENTS_DIR (default
+# ~/.cache/sageattention-clients), where tests/python/test_clients_diffusers.py
+# looks for it. Safe to run again.
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -26,3 +32,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check cmake ninja pytest numpy pyyaml python-hcl2 check-jsonschema
 python3 -c "import torch" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python3 -m pip install -q --disable-pip-version-check "diffusers==0.42.1" "transformers==5.23.0" "matplotlib==3.11.2"
+clients="${SAGEATTN_CLIENTS_DIR:-$HOME/.cache/sageattention-clients}"
+[ -d "$clients/diffusers-0.35.2/diffusers" ] ||
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$clients/diffusers-0.35.2" "diffusers==0.35.2"

@@ -5,6 +5,9 @@
 # and run under Wine, and a win_amd64 CPU wheel checked) and the release files.
 # GPU tests are marked and skip, saying so, where no GPU is present.
 # Dependencies: scripts/setup.sh installs them.
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)

@@ -1,8 +1,12 @@
 """The wheel's version, for scikit-build-core (pyproject.toml, [[tool.dynamic-metadata]]).
 
-The project's version comes from CMakeLists.txt's project() line; a local label
-says which CUDA major the library inside is built with: "0.1.0+cu13",
-"0.1.0+cu12", or "0.1.0+cpu" for a build without the CUDA backend.
+The version is the SageAttention API the package implements
+(python/sageattention/_api_version.py) followed by the library's own release
+(CMakeLists.txt's project() line): "2.2.0" + "0.1.0" = "2.2.0.0.1.0", so that
+clients gating on the reference's version (diffusers: >= 2.1.1) accept it and
+each release of ours stays distinct (docs/INSTALL.md). A local label says
+which CUDA major the library inside is built with: "2.2.0.0.1.0+cu13",
+"+cu12", or "+cpu" for a build without the CUDA backend.
 
 The metadata is read before CMake runs, so the CUDA compiler is found here the
 way CMake finds it (CUDACXX, then nvcc on PATH, then $CUDA_PATH/bin), honouring
@@ -26,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["cuda_label", "dynamic_metadata", "nvcc_for_major", "project_version"]
+__all__ = ["api_version", "cuda_label", "dynamic_metadata", "nvcc_for_major", "package_version", "project_version"]
 
 # The oldest toolkit of each CUDA major that builds the kernels (docs/INSTALL.md).
 MIN_MINOR = {12: 8, 13: 0}
@@ -56,6 +60,20 @@ def project_version(cmakelists: Path = _ROOT / "CMakeLists.txt") -> str:
     if not m:
         raise RuntimeError(f"no 'project(sageattn VERSION x.y.z' line in {cmakelists}")
     return m.group(1)
+
+
+def api_version(module: Path = _ROOT / "python" / "sageattention" / "_api_version.py") -> str:
+    """The SageAttention API version the package implements, read as text (the
+    build environment has no torch, so the package cannot be imported)."""
+    m = re.search(r'^API_VERSION = "([0-9]+\.[0-9]+\.[0-9]+)"$', module.read_text(encoding="utf-8"), re.MULTILINE)
+    if not m:
+        raise RuntimeError(f'no \'API_VERSION = "X.Y.Z"\' line in {module}')
+    return m.group(1)
+
+
+def package_version() -> str:
+    """The version without its label: the API version, then the library's release."""
+    return f"{api_version()}.{project_version()}"
 
 
 def _cuda_mode() -> str:
@@ -201,17 +219,27 @@ def cuda_label() -> str:
 def dynamic_metadata(settings, project):  # the provider protocol: (settings, project)
     if settings:
         raise RuntimeError(f"wheel_version takes no settings, got {sorted(settings)}")
-    return {"version": f"{project_version()}+{cuda_label()}"}
+    return {"version": f"{package_version()}+{cuda_label()}"}
+
+
+_USAGE = """usage: wheel_version.py [--nvcc-for-major MAJOR]
+
+Prints the version the wheel built here would have: the SageAttention API
+version, the library's release, the CUDA label (API.RELEASE+cuXX or +cpu),
+following SAGEATTN_CUDA, CUDACXX and SAGEATTN_CUDA_MAJOR as the build does. With --nvcc-for-major, prints the
+nvcc of a CUDA MAJOR toolkit on this machine instead, or says what to install."""
 
 
 def _main(argv: list[str]) -> int:
     try:
-        if argv[:1] == ["--nvcc-for-major"] and len(argv) == 2 and argv[1].isdigit():
+        if argv[:1] in (["-h"], ["--help"]):
+            print(_USAGE)
+        elif argv[:1] == ["--nvcc-for-major"] and len(argv) == 2 and argv[1].isdigit():
             print(nvcc_for_major(int(argv[1])))
         elif not argv:
-            print(f"{project_version()}+{cuda_label()}")
+            print(f"{package_version()}+{cuda_label()}")
         else:
-            print("usage: wheel_version.py [--nvcc-for-major MAJOR]", file=sys.stderr)
+            print(_USAGE, file=sys.stderr)
             return 2
     except RuntimeError as e:
         print(f"wheel_version.py: {e}", file=sys.stderr)

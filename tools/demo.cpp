@@ -21,11 +21,20 @@ struct Args {
     bool fp16 = false, causal = false;
     double k_bias = 4.0, qk_mult = 1.0;
     int threads = 0;
+    bool help = false;
 };
 
-void usage() {
-    std::puts("usage: sageattn-demo [--len N] [--heads H] [--dim D] [--batch B] [--fp16] [--causal]\n"
-              "                     [--k-bias SIGMA] [--qk-mult X] [--threads T]");
+void usage(std::FILE* to) {
+    std::fputs("usage: sageattn-demo [--len N] [--heads H] [--dim D] [--batch B] [--fp16] [--causal]\n"
+               "                     [--k-bias SIGMA] [--qk-mult X] [--threads T]\n", to);
+}
+
+void help() {
+    usage(stdout);
+    std::puts("\nRuns attention through the C ABI on the CPU for each quantization mode and prints its\n"
+              "accuracy against exact float64 attention (cosine, relative L1, max |err|) and its time.\n"
+              "Inputs are N(0,1) (times --qk-mult for Q and K) with a K channel bias of N(0, SIGMA^2).\n"
+              "Defaults: 1 x 4 heads x 1024 tokens x 128, bf16, --k-bias 4, all CPU threads.");
 }
 
 bool parse(int argc, char** argv, Args& a) {
@@ -38,7 +47,8 @@ bool parse(int argc, char** argv, Args& a) {
             return end && *end == '\0';
         };
         double v = 0;
-        if (f == "--fp16") a.fp16 = true;
+        if (f == "-h" || f == "--help") a.help = true;
+        else if (f == "--fp16") a.fp16 = true;
         else if (f == "--causal") a.causal = true;
         else if (f == "--len" && value(v) && v >= 1) a.len = static_cast<int64_t>(v);
         else if (f == "--heads" && value(v) && v >= 1) a.heads = static_cast<int64_t>(v);
@@ -92,8 +102,12 @@ struct Row {
 int main(int argc, char** argv) {
     Args a;
     if (!parse(argc, argv, a)) {
-        usage();
+        usage(stderr);
         return 2;
+    }
+    if (a.help) {
+        help();
+        return 0;
     }
     const int64_t n = a.batch * a.heads * a.len * a.dim;
     std::mt19937_64 rng(std::random_device{}());

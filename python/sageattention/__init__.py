@@ -56,13 +56,16 @@ try:
     from .sdpa import patch_sdpa, patched_sdpa, sdpa, unpatch_sdpa
     from . import parallel  # sequence parallelism over torch.distributed (docs/PARALLEL.md)
 
+    from ._api_version import API_VERSION as _API_VERSION
+
     try:
         # A wheel carries _version.py, written by its build: the wheel's version,
-        # with the CUDA major as a local label ("0.1.0+cu13", "0.1.0+cpu").
+        # with the CUDA major as a local label ("2.2.0.0.1.0+cu13", "...+cpu").
         from ._version import __version__
     except ImportError:
-        # A source checkout: the loaded library's own version ("0.1.0").
-        __version__ = _library_version()
+        # A source checkout: the SageAttention API it implements, then the loaded
+        # library's own release ("2.2.0" + "0.1.0"), as a wheel has it (docs/INSTALL.md).
+        __version__ = f"{_API_VERSION}.{_library_version()}"
 except ImportError as _e:
     if not _run_as_main():
         raise

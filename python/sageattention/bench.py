@@ -1,11 +1,13 @@
 """Attention throughput and accuracy report: sageattention beside torch SDPA's
 own backends (cuDNN and flash on CUDA), measured in the same run.
 
-    python -m sageattention.bench [--tokens 32768] [--heads 32] [--dims 64 128]
+    python -m sageattention bench [--tokens 32768] [--heads 32] [--dims 64 128]
                                   [--lens 1024 2048 4096 8192 16384 32768]
                                   [--pv auto|fp16|fp8] [--device cuda|cpu]
                                   [--json FILE] [--out DIR] [--doc docs/PERF.md]
-    python -m sageattention.bench --from-json DIR/bench.json --out DIR [--doc docs/PERF.md]
+    python -m sageattention bench --from-json DIR/bench.json --out DIR [--doc docs/PERF.md]
+
+(`python -m sageattention.bench` is the same command.)
 
 TOPS = 4·b·h·len_q·len_kv·d / time, halved for causal. "ours e2e" is the whole
 `sageattn` call (quantization included); "kernel" is the attention kernel's
@@ -430,26 +432,30 @@ def write_report(report, out=None, json_path=None, doc=None) -> None:
         update_doc(doc, markdown(report, image))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sageattention.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", type=int, default=32768, help="b·len of each throughput problem")
-    ap.add_argument("--heads", type=int, default=32)
-    ap.add_argument("--dims", type=int, nargs="+", default=[64, 128])
-    ap.add_argument("--lens", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
+def main(argv=None, prog="python -m sageattention bench", description=None) -> int:
+    paragraphs = __doc__.split("\n\n")
+    ap = argparse.ArgumentParser(prog=prog, description=description or paragraphs[0],
+                                 epilog="\n\n".join(paragraphs[3:5]))
+    ap.add_argument("--tokens", type=int, default=32768, help="b·len of each throughput problem (default 32768)")
+    ap.add_argument("--heads", type=int, default=32, help="attention heads (default 32)")
+    ap.add_argument("--dims", type=int, nargs="+", default=[64, 128], help="head dims (default 64 128)")
+    ap.add_argument("--lens", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768],
+                    help="sequence lengths; batch = tokens / len (default 1k to 32k)")
     ap.add_argument("--pv", default="auto", choices=["auto", "fp16", "fp8"], help="force a P·V path")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--backends", nargs="+", choices=sorted(TORCH_BACKENDS) + ["default"], default=None,
                     help="torch SDPA backends to time (default: cudnn flash on CUDA, default on the CPU)")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed calls before each measurement (default 5)")
+    ap.add_argument("--iters", type=int, default=20, help="timed calls; the median is reported (default 20)")
     ap.add_argument("--acc-len", type=int, default=4096, help="sequence length of the accuracy table")
-    ap.add_argument("--acc-heads", type=int, default=8)
+    ap.add_argument("--acc-heads", type=int, default=8, help="heads of the accuracy table (default 8)")
     ap.add_argument("--no-throughput", action="store_true", help="only the accuracy table")
     ap.add_argument("--no-accuracy", action="store_true", help="only the throughput table")
     ap.add_argument("--json", default=None, help="write every number here (default with --out: DIR/bench.json)")
     ap.add_argument("--out", default=None, help="folder for bench.md, bench.json and bench.png")
     ap.add_argument("--doc", default=None, help="a markdown file whose bench:begin/end block gets the report")
-    ap.add_argument("--from-json", default=None, help="render a saved run instead of measuring")
+    ap.add_argument("--from-json", default=None, help="render a saved run (bench.json) instead of measuring")
     args = ap.parse_args(argv)
 
     if args.from_json:
@@ -488,4 +494,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m sageattention.bench"))

@@ -43,9 +43,11 @@ _PV_ANY = {**_PV_FP8, **_PV_FP16, "fp32": (_lib.PV_AUTO, _lib.ACCUM_FP32), None:
 _PV_TABLES = {"any": _PV_ANY, "fp16": _PV_FP16, "fp8": _PV_FP8, "sm90": _PV_SM90}
 
 # Keyword arguments every entry point honours beyond its own parameters.
+# (attn_mask is a named parameter of every entry point: keyword-only where the
+# reference has none, so that clients that look for it in the signature, as
+# ComfyUI does before passing masks, find it.)
 _EXTRA_KWARGS = frozenset(
     (
-        "attn_mask",  # bool (True attends) or additive, broadcast to [batch, heads_q, len_q, len_kv]
         "qk_quant_gran",
         "pv_accum_dtype",
         "smooth_k",
@@ -172,6 +174,8 @@ def sageattn(
     is_causal: bool = False,
     sm_scale: float | None = None,
     return_lse: bool = False,
+    *,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ):
     """SageAttention with the best kernel for q's device (CPU or CUDA).
@@ -180,11 +184,11 @@ def sageattn(
     head_dim] ("NHD"); k, v likewise with heads_kv dividing heads_q. fp16 or
     bf16, head_dim 1..256. is_causal aligns the mask bottom-right. Returns
     out in q's layout, and with return_lse the float32 natural-log LSE
-    [batch, heads_q, len_q]. kwargs: see docs/PYTHON.md (attn_mask, ...).
+    [batch, heads_q, len_q]. attn_mask: bool (True attends) or additive,
+    broadcast to [batch, heads_q, len_q, len_kv]. kwargs: see docs/PYTHON.md.
     """
     explicit = (("sm_scale", sm_scale), ("return_lse", return_lse))
-    mask = kwargs.pop("attn_mask", None) if kwargs else None
-    return _dense("sageattn", q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "any")
+    return _dense("sageattn", q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "any")
 
 
 def sageattn_qk_int8_pv_fp16_triton(
@@ -226,14 +230,15 @@ def sageattn_qk_int8_pv_fp16_cuda(
     smooth_k: bool = True,
     smooth_v: bool = False,
     return_lse: bool = False,
+    *,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """INT8 Q/K, FP16 P·V. pv_accum_dtype: "fp32", "fp16+fp32" or "fp16"
     (run as fp16+fp32). smooth_v is honoured in every mode."""
     explicit = _explicit(locals())
-    mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp16_cuda"
-    return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "fp16")
+    return _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "fp16")
 
 
 def sageattn_qk_int8_pv_fp8_cuda(
@@ -248,13 +253,14 @@ def sageattn_qk_int8_pv_fp8_cuda(
     smooth_k: bool = True,
     smooth_v: bool = False,
     return_lse: bool = False,
+    *,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """INT8 Q/K, FP8 P·V. pv_accum_dtype: "fp32", "fp32+fp32" or "fp32+fp16"."""
     explicit = _explicit(locals())
-    mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp8_cuda"
-    return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "fp8")
+    return _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "fp8")
 
 
 def sageattn_qk_int8_pv_fp8_cuda_sm90(
@@ -268,14 +274,15 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     pv_accum_dtype: str = "fp32+fp32",
     smooth_k: bool = True,
     return_lse: bool = False,
+    *,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """INT8 Q/K, FP8 P·V, the reference's Hopper entry point; runs on any
     device the library supports. pv_accum_dtype: "fp32+fp32" or "fp32"."""
     explicit = _explicit(locals())
-    mask = kwargs.pop("attn_mask", None)
     fn = "sageattn_qk_int8_pv_fp8_cuda_sm90"
-    return _dense(fn, q, k, v, tensor_layout, is_causal, mask, kwargs, explicit, "sm90")
+    return _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "sm90")
 
 
 def _cu_seqlens(fn: str, name: str, cu) -> torch.Tensor:
@@ -299,6 +306,8 @@ def sageattn_varlen(
     is_causal: bool = False,
     sm_scale: float | None = None,
     smooth_k: bool = True,
+    *,
+    attn_mask: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Attention over packed sequences: q [total_q, heads_q, head_dim], k and
@@ -309,10 +318,9 @@ def sageattn_varlen(
     _check_tensors(fn, q, k, v)
     cu_q = _cu_seqlens(fn, "cu_seqlens_q", cu_seqlens_q)
     cu_k = _cu_seqlens(fn, "cu_seqlens_k", cu_seqlens_k)
-    mask = kwargs.pop("attn_mask", None)
     o = _resolve(fn, kwargs, (("sm_scale", sm_scale), ("smooth_k", smooth_k)), "any")
     out, lse = _ops.attention(
-        q, k, v, _ops.VARLEN, mask, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), bool(is_causal), o
+        q, k, v, _ops.VARLEN, attn_mask, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), bool(is_causal), o
     )
     return (out, lse) if o.return_lse else out
 

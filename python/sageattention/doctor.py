@@ -375,9 +375,9 @@ def render(rep: Report) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sageattention doctor",
-                                 description="Check the sageattention installation and say what to fix.")
+def main(argv: list[str] | None = None, prog: str = "python -m sageattention doctor",
+         description: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=description or __doc__.split("\n\n")[0])
     ap.add_argument("--no-bench", action="store_true", help="skip the benchmark against torch SDPA")
     ap.add_argument("--quick", action="store_true", help="smaller sizes for the accuracy check and benchmark")
     ap.add_argument("--json", action="store_true", help="print a machine-readable JSON object instead")

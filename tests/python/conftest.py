@@ -1,13 +1,17 @@
 """pytest setup for the sageattention package tests.
 
 Runs against the library named by SAGEATTN_LIBRARY (default: the CMake build
-folder of this checkout) and the package in python/ (default: this checkout).
+folder of this checkout) and the package in python/ (default: this checkout),
+which gets the distribution metadata its wheel would have (see below).
 GPU tests carry @pytest.mark.gpu and are skipped, with the reason printed,
 where torch sees no CUDA device.
 """
 
+import importlib.metadata
+import importlib.util
 import os
 import sys
+import tempfile
 
 import pytest
 
@@ -20,8 +24,37 @@ if os.path.join(_ROOT, "python") not in sys.path:
     sys.path.insert(0, os.path.join(_ROOT, "python"))
 
 
+# Clients such as diffusers take the installed sageattention's version from its
+# distribution metadata, which a checkout put on sys.path lacks: diffusers would
+# refuse it as an old or absent package. Unless a distribution is installed
+# (a wheel, whose own metadata then counts), give the checkout the metadata its
+# wheel carries: its name and version (the version scripts/wheel_version.py
+# gives the wheel of this tree, without the label).
+_checkout_metadata = None
+
+
+def _give_the_checkout_metadata():
+    global _checkout_metadata
+    try:
+        importlib.metadata.version("sageattention")
+        return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.spec_from_file_location("_wheel_version", os.path.join(_ROOT, "scripts", "wheel_version.py"))
+    wheel_version = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheel_version)
+    version = wheel_version.package_version()
+    _checkout_metadata = tempfile.TemporaryDirectory(prefix="sageattention-metadata-")
+    info = os.path.join(_checkout_metadata.name, f"sageattention-{version}.dist-info")
+    os.mkdir(info)
+    with open(os.path.join(info, "METADATA"), "w") as f:
+        f.write(f"Metadata-Version: 2.1\nName: sageattention\nVersion: {version}\n")
+    sys.path.append(_checkout_metadata.name)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one, with the reason shown)")
+    _give_the_checkout_metadata()
 
 
 def _gpu_skip_reason():

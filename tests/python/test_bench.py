@@ -60,7 +60,9 @@ def test_module_and_old_script_run():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "python"), os.environ.get("PYTHONPATH", "")]))
     args = TINY[:-4] + ["--lens", "64", "--dims", "16", "--no-accuracy"]
     script = os.path.join(root, "bench", "bench.py")
-    for cmd in ([sys.executable, "-m", "sageattention.bench"], [sys.executable, script]):
+    commands = ([sys.executable, "-m", "sageattention", "bench"], [sys.executable, "-m", "sageattention.bench"],
+                [sys.executable, script])
+    for cmd in commands:
         r = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=120, check=False)
         assert r.returncode == 0, r.stderr
         assert "d  16 causal len     64" in r.stdout

@@ -16,7 +16,7 @@ API = sorted(check_wheel.api_functions())
 SYSTEM = {"KERNEL32.dll": ["GetLastError"], "msvcrt.dll": ["malloc"], "api-ms-win-crt-runtime-l1-1-0.dll": ["_initterm"]}
 
 
-def _wheel(tmp_path, dll=None, extra=(), platform="win_amd64", version="0.1.0+cu13", library="sageattn.dll"):
+def _wheel(tmp_path, dll=None, extra=(), platform="win_amd64", version="2.2.0.0.1.0+cu13", library="sageattn.dll"):
     path = tmp_path / f"sageattention-{version}-py3-none-{platform}.whl"
     info = f"sageattention-{version}.dist-info"
     with zipfile.ZipFile(path, "w") as z:
@@ -25,6 +25,7 @@ def _wheel(tmp_path, dll=None, extra=(), platform="win_amd64", version="0.1.0+cu
         z.writestr("sageattention/__init__.py", "")
         z.writestr("sageattention/_lib.py", "")
         z.writestr("sageattention/_version.py", f'__version__ = "{version}"\n')
+        z.writestr("sageattention/_api_version.py", 'API_VERSION = "2.2.0"\n')
         z.writestr(f"sageattention/lib/{library}", dll if dll is not None else make_pe(SYSTEM, API))
         for name in extra:
             z.writestr(name, b"")
@@ -93,10 +94,10 @@ def test_wrong_name_and_install_leftovers_fail(tmp_path):
 def test_unknown_platform_fails(tmp_path):
     errors = check_wheel.check(_wheel(tmp_path, platform="macosx_14_0_arm64"), None)
     assert errors == [
-        "sageattention-0.1.0+cu13-py3-none-macosx_14_0_arm64.whl: platform 'macosx_14_0_arm64': "
+        "sageattention-2.2.0.0.1.0+cu13-py3-none-macosx_14_0_arm64.whl: platform 'macosx_14_0_arm64': "
         "expected linux_x86_64, linux_aarch64 or win_amd64"
     ]
 
 
 def test_label_is_checked_on_windows_too(tmp_path):
-    assert check_wheel.check(_wheel(tmp_path), "cu12") == ["version '0.1.0+cu13': expected the label +cu12"]
+    assert check_wheel.check(_wheel(tmp_path), "cu12") == ["version '2.2.0.0.1.0+cu13': expected the label +cu12"]

@@ -27,8 +27,11 @@ def _import_error(library_path):
 def test_version_and_build_info():
     info = sageattention.build_info()
     assert info["abi_version"] == 1
-    # A wheel's __version__ carries the CUDA major as a local label ("0.1.0+cu13").
-    assert info["version"] == sageattention.__version__.partition("+")[0]
+    # The package's version is the SageAttention API it implements, then the
+    # library's release; a wheel's adds the CUDA major as a label ("2.2.0.0.1.0+cu13").
+    from sageattention._api_version import API_VERSION
+
+    assert sageattention.__version__.partition("+")[0] == f"{API_VERSION}.{info['version']}"
     assert "cpu" in info["backends"]
     assert info["max_head_dim"] == 256
     assert set(info["pv_precisions"]) <= {"fp8", "fp16"}

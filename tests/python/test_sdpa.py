@@ -233,3 +233,45 @@ def test_gpu_sdpa_matches_torch_and_captures_in_a_graph():
     q.copy_(torch.randn_like(q))
     graph.replay()
     assert same_run(captured, sa.sdpa(q, k, v, attn_mask=mask, enable_gqa=True))
+
+
+def test_torch_attention_modules_and_their_fast_path():
+    # docs/PYTHON.md's table: which of torch's own attention modules reach the
+    # patched SDPA, and how to make the others reach it.
+    torch.manual_seed(0)
+    x = make((2, 64, 128), BF16, seed=20)
+    kv = make((2, 24, 128), BF16, seed=21)
+    mha = torch.nn.MultiheadAttention(128, 4, batch_first=True, dtype=BF16).eval()
+    layer = torch.nn.TransformerEncoderLayer(128, 4, 256, batch_first=True, dtype=BF16).eval()
+
+    def calls(fn):
+        with torch.no_grad(), sa.count_calls() as counts, sa.patched_sdpa():
+            fn()
+        return counts.library, counts.torch
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    assert fast  # torch's default
+    try:
+        assert calls(lambda: mha(x, x, x)) == (0, {})  # need_weights=True: its own softmax
+        assert calls(lambda: mha(x, x, x, need_weights=False)) == (0, {})  # the fast path
+        assert calls(lambda: layer(x)) == (0, {})  # the fast path
+        assert calls(lambda: mha(x, kv, kv, need_weights=False)) == (1, {})  # cross-attention: no fast path
+        torch.backends.mha.set_fastpath_enabled(False)
+        assert calls(lambda: mha(x, x, x, need_weights=False)) == (1, {})
+        assert calls(lambda: layer(x)) == (1, {})
+        assert calls(lambda: mha(x, x, x)) == (0, {})  # still its own softmax
+        layer.train()
+        assert calls(lambda: layer(x)) == (0, {"sdpa: dropout": 1})
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    # With the fast path off, the module's output is still its own within our error.
+    layer.eval()
+    with torch.no_grad():
+        reference = layer(x)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with sa.patched_sdpa():
+                ours = layer(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
+    assert cosine(ours, reference) > 0.999

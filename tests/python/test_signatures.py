@@ -55,16 +55,26 @@ REFERENCE = {
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_reference_signature(name):
+    # The reference's parameters, in its order (positional calls keep working),
+    # then, where the reference has no attn_mask, a keyword-only one: clients look
+    # for it in the signature before they pass a mask (ComfyUI's attention_sage
+    # sends masked calls elsewhere when sageattn has none; the reference would
+    # swallow it in **kwargs), and keyword-only changes no positional call.
     params = list(inspect.signature(getattr(sageattention, name)).parameters.values())
     expected = REFERENCE[name]
-    got = []
+    got, keyword_only = [], []
     for p in params:
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             got.append(KWARGS)
+        elif p.kind is inspect.Parameter.KEYWORD_ONLY:
+            keyword_only.append((p.name, p.default))
         else:
             assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, f"{name}: {p.name} is {p.kind}"
             got.append((p.name, p.default))
     assert got == expected
+    named = [p[0] for p in expected if p != KWARGS]
+    assert keyword_only == ([] if "attn_mask" in named else [("attn_mask", None)])
+    assert "attn_mask" in inspect.signature(getattr(sageattention, name)).parameters
 
 
 def test_reference_names_are_exported():

@@ -5,6 +5,7 @@ nvcc scripts that only answer --version: no toolkit is downloaded or run."""
 import glob
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -139,3 +140,33 @@ def test_windows_toolkits_by_cuda_path_vx_y(wv, tmp_path, monkeypatch):
     assert wv.nvcc_for_major(13, ()) == cu13
     monkeypatch.setenv("CUDA_PATH", str(tmp_path / "v13.0"))  # what the installer sets to the latest
     assert wv._find_nvcc() == cu13
+
+
+def test_version_is_the_api_then_our_release(wv, monkeypatch):
+    # What clients compare: diffusers enables its sage backends from 2.1.1; ours
+    # implements the 2.2.0 API, so it must sort above the reference's 2.2.0 and
+    # below a 2.2.1 it does not implement, and never equal a reference version.
+    from packaging.version import Version
+
+    api, release = wv.api_version(), wv.project_version()
+    assert api == "2.2.0" and re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", release)
+    version = wv.package_version()
+    assert version == f"{api}.{release}"
+    v = Version(version)
+    assert len(v.release) == 6 and v >= Version("2.1.1")
+    assert Version("2.2.0") < v < Version("2.2.1")
+    monkeypatch.setenv("SAGEATTN_CUDA", "OFF")
+    assert wv.dynamic_metadata({}, {}) == {"version": f"{version}+cpu"}
+
+
+def test_docs_name_the_wheels_of_this_version(wv):
+    # README.md and docs/INSTALL.md tell users which file to install: they must
+    # name the version a build of this tree gets.
+    version = wv.package_version()
+    for doc in ("README.md", os.path.join("docs", "INSTALL.md")):
+        with open(os.path.join(_ROOT, doc), encoding="utf-8") as f:
+            names = re.findall(r"sageattention-([0-9][0-9.]*)\+(cu[0-9]+|cpu)-py3-none-linux_x86_64\.whl", f.read())
+        assert names, f"{doc} names no wheel file"
+        for found, label in names:
+            assert found == version, f"{doc} names sageattention-{found}+{label}-...; this tree builds {version}"
+

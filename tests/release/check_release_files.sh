@@ -19,6 +19,9 @@
 # its binary from GitHub at install time: where that fails the checks above stand
 # in for it, with a notice; set SAGEATTN_RELEASE_STRICT=1 to make a missing
 # actionlint an error. Exits non-zero on any finding.
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root" || exit 1

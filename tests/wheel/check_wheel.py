@@ -7,6 +7,8 @@
   platform linux_x86_64, linux_aarch64 or win_amd64;
 - the version carries a local label (+cuXX or +cpu), the same in the file
   name, the METADATA and sageattention/_version.py; with --label, that label;
+  before the label, the SageAttention API version of the wheel's
+  sageattention/_api_version.py, then the library's release X.Y.Z;
 - the package holds the library (sageattention/lib/libsageattn.so on Linux,
   sageattention/lib/sageattn.dll on Windows) and nothing of the C/C++ install
   (no headers, no CMake package, no import or static libraries, no executables,
@@ -221,6 +223,17 @@ def check(wheel_path: str, label: str | None) -> list[str]:
                 )
         else:
             errors.append("no sageattention/_version.py")
+        # The version is the SageAttention API the package implements, then the
+        # library's release X.Y.Z, then the label (docs/INSTALL.md).
+        if "sageattention/_api_version.py" in names:
+            text = z.read("sageattention/_api_version.py").decode()
+            am = re.search(r'^API_VERSION = "([0-9]+\.[0-9]+\.[0-9]+)"$', text, re.MULTILINE)
+            if not am:
+                errors.append("sageattention/_api_version.py has no API_VERSION line")
+            elif not re.fullmatch(rf"{re.escape(am.group(1))}\.[0-9]+\.[0-9]+\.[0-9]+\+[a-z0-9]+", version):
+                errors.append(f"version {version!r} is not <API {am.group(1)}>.<library X.Y.Z>+<label>")
+        else:
+            errors.append("no sageattention/_api_version.py")
         for required in ("sageattention/__init__.py", "sageattention/_lib.py", library):
             if required not in names:
                 errors.append(f"missing {required}")

@@ -6,6 +6,9 @@
 # SAGEATTN_LIBRARY and PYTHONPATH unset: the package and its library must come
 # from the installed wheel, not from the source tree.
 # Needs: python3 with venv and pip, a C++ compiler, torch in python3's site-packages.
+
+# --help: the comment above, and nothing run.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;; esac
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 python="${PYTHON:-python3}"
