@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -19,6 +20,18 @@ namespace {
 using api::fail;
 
 int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
+
+// The longest sequence the kernels can meet: dense, the length; varlen, max_len cut to the
+// tensor's packed rows (no clamped sequence is longer, common.cuh), which bounds the grids
+// and the workspace whatever max_len says.
+int64_t longest_q(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    return pr.varlen ? std::min(p.max_len_q, p.len_q) : p.len_q;
+}
+int64_t longest_kv(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    return pr.varlen ? std::min(p.max_len_kv, p.len_kv) : p.len_kv;
+}
 
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
@@ -62,7 +75,7 @@ Layout layout_of(const Problem& pr) {
     l.q_codes = take(q_cells * dp);
     l.q_scale = take(q_cells * 4);
     l.q_shift = take(q_cells * 4);
-    const int64_t max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    const int64_t max_kv = longest_kv(pr);
     l.sum_chunks = static_cast<int32_t>((max_kv + kSumRows - 1) / kSumRows);
     l.err_chunks = static_cast<int32_t>((max_kv + kBlockKv - 1) / kBlockKv);
     // Parts of the cross-CTA results: K/V sums and V's range (always), V's rounding errors (FP8 V).
@@ -90,8 +103,8 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.batch = static_cast<int32_t>(p.batch), k.heads_q = static_cast<int32_t>(p.heads_q);
     k.heads_kv = static_cast<int32_t>(p.heads_kv), k.group = static_cast<int32_t>(pr.group);
     k.len_q = p.len_q, k.len_kv = p.len_kv;
-    k.max_len_q = pr.varlen ? p.max_len_q : p.len_q;
-    k.max_len_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    k.max_len_q = longest_q(pr);
+    k.max_len_kv = longest_kv(pr);
     k.head_dim = static_cast<int32_t>(p.head_dim), k.head_dim_pad = l.dp;
     k.bf16 = p.dtype == SAGEATTN_DTYPE_BF16, k.causal = p.causal;
     auto vectorizable = [](const sageattn_tensor& t) {
@@ -234,7 +247,7 @@ bool takes_wgmma(const Problem& pr, int dp) {
     const sageattn_problem& p = pr.p;
     const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
     const bool accum = fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
-    const int64_t max_q = pr.varlen ? p.max_len_q : p.len_q, max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
     const int device = p.device_index;
     return kHaveWgmma && devices().cc[device] == 90 && accum && dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT &&
            !small_attention(p, max_q, max_kv, devices().sms[device]);
@@ -265,10 +278,15 @@ sageattn_status prepare(Problem& pr) {
                     p.device_index, cc);
     if (p.algorithm == SAGEATTN_ALGORITHM_EXACT)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "algorithm = exact runs on the CPU only");
-    // Sequences and heads are grid dimensions z and y.
+    // Sequences and heads are grid dimensions z and y; 64-row query tiles and 64-key blocks
+    // along the sequence are grid dimension x (at most 2^31 - 1).
     if (p.batch > 65535 || p.heads_q > 65535)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "batch = %lld, heads_q = %lld: the CUDA kernels take at most 65535 of each",
                     static_cast<long long>(p.batch), static_cast<long long>(p.heads_q));
+    const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
+    if ((max_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) || (max_q + kTileQ - 1) / kTileQ >= (int64_t{1} << 31))
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
+                    static_cast<long long>(max_q), static_cast<long long>(max_kv));
     // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there,
     // unless the sm_90a kernel (FP8 wgmma) takes the problem.
     const bool fp8_native = (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && p.head_dim <= 128);
@@ -307,11 +325,6 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     const sageattn_problem& p = pr.p;
     if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
     const Params params = params_of(pr, l, workspace);
-    // Blocks along the sequence are grid dimension x of the quantization kernels.
-    if ((params.max_len_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) ||
-        (params.max_len_q + kQuantRows - 1) / kQuantRows >= (int64_t{1} << 31))
-        return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
-                    static_cast<long long>(params.max_len_q), static_cast<long long>(params.max_len_kv));
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);

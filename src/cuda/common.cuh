@@ -47,16 +47,16 @@ struct Seq {
 __device__ __forceinline__ Seq sequence(const Params& p, int b) {
     Seq s;
     if (p.cu_seqlens_q) {
-        const int64_t q0 = p.cu_seqlens_q[b], k0 = p.cu_seqlens_kv[b];
-        s.len_q = p.cu_seqlens_q[b + 1] - q0;
-        s.len_kv = p.cu_seqlens_kv[b + 1] - k0;
-        // A sequence longer than its max_len would fall outside the grid: clamp, never overrun.
-        s.len_q = s.len_q < 0 ? 0 : (s.len_q > p.max_len_q ? p.max_len_q : s.len_q);
-        s.len_kv = s.len_kv < 0 ? 0 : (s.len_kv > p.max_len_kv ? p.max_len_kv : s.len_kv);
-        s.row_q = q0;
-        s.row_kv = k0;
-        s.in_q = q0 * p.q.token_stride;
-        s.in_kv = k0 * p.k.token_stride;
+        // The one place every kernel reads cu_seqlens: clamped to the tensors (params.hpp),
+        // whatever they hold.
+        const SeqRows q = clamp_sequence(p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1], p.len_q, p.max_len_q);
+        const SeqRows k = clamp_sequence(p.cu_seqlens_kv[b], p.cu_seqlens_kv[b + 1], p.len_kv, p.max_len_kv);
+        s.len_q = q.len;
+        s.len_kv = k.len;
+        s.row_q = q.start;
+        s.row_kv = k.start;
+        s.in_q = q.start * p.q.token_stride;
+        s.in_kv = k.start * p.k.token_stride;
     } else {
         s.len_q = p.len_q;
         s.len_kv = p.len_kv;

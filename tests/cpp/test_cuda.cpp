@@ -4,9 +4,11 @@
 // Without a CUDA device every test here is skipped, and says so.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cuda/backend.hpp"
+#include "cuda/params.hpp"
 #include "support.hpp"
 
 namespace sageattn::test {
@@ -270,6 +272,49 @@ TEST(Gpu, RunToRunIdentical) {
         EXPECT_TRUE(first == a.out.storage) << (pv == SAGEATTN_PV_FP8 ? "fp8" : "fp16") << ": outputs differ between runs";
         EXPECT_TRUE(first_lse == a.lse) << "LSE differs between runs";
     }
+}
+
+// §1 on CUDA: whatever cu_seqlens hold (past the tensor, negative, decreasing, longer than
+// max_len), every kernel's rows of a sequence (clamp_sequence, read by sequence() in
+// common.cuh) stay inside the tensor and the mask's max_len extents, and its padded rows
+// inside the workspace; consistent offsets pass unchanged. No GPU needed.
+TEST(CudaBackend, VarlenClampStaysInBounds) {
+    std::mt19937_64 r(seed() + 901);
+    std::uniform_int_distribution<int64_t> small(0, 700), wild(-3000, 3000);
+    std::bernoulli_distribution coin(0.5);
+    const int64_t huge = INT32_MAX, tiny = INT32_MIN;
+    int hostile = 0;
+    for (int trial = 0; trial < 20000; ++trial) {
+        const int64_t batch = 1 + static_cast<int64_t>(r() % 6), total = small(r), max_len = small(r) - 5;
+        std::vector<int64_t> cu(static_cast<size_t>(batch + 1), 0);
+        const bool valid = coin(r);
+        for (int64_t b = 1; b <= batch; ++b) {
+            if (valid) cu[b] = std::min(total, cu[b - 1] + small(r) / 4);
+            else cu[b] = r() % 10 == 0 ? (coin(r) ? huge : tiny) : wild(r);
+        }
+        if (!valid) cu[0] = r() % 4 == 0 ? wild(r) : 0;
+        for (int64_t b = 0; b < batch; ++b) {
+            const cuda::SeqRows s = cuda::clamp_sequence(cu[b], cu[b + 1], total, max_len);
+            ASSERT_GE(s.start, 0);
+            ASSERT_GE(s.len, 0);
+            ASSERT_LE(s.start + s.len, total) << "cu " << cu[b] << ", " << cu[b + 1] << " total " << total;
+            ASSERT_LE(s.len, std::max<int64_t>(max_len, 0));
+            for (int64_t pad : {int64_t{cuda::kQuantRows}, int64_t{cuda::kWideBlockKv}}) {
+                const int64_t first = cuda::padded_start(s.start, b, pad);
+                const int64_t end = first + (s.len + pad - 1) / pad * pad;  // whole blocks are read and written
+                ASSERT_GE(first, 0);
+                ASSERT_LE(end, cuda::padded_rows(total, batch, pad));
+            }
+            const bool consistent = cu[b] >= 0 && cu[b + 1] >= cu[b] && cu[b + 1] <= total && cu[b + 1] - cu[b] <= max_len;
+            if (consistent) {
+                EXPECT_EQ(s.start, cu[b]);
+                EXPECT_EQ(s.len, cu[b + 1] - cu[b]);
+            } else {
+                ++hostile;
+            }
+        }
+    }
+    EXPECT_GT(hostile, 10000);
 }
 
 // The mma.sync kernel's shared memory per CTA, which prepare() holds against the device's
