@@ -86,8 +86,8 @@ __device__ __forceinline__ int64_t out_base(const Params& p, int b, const Seq& s
 
 // §5: whether the heads's scores are too sharp for INT8 Q·Kᵀ (σ estimate over the threshold).
 __device__ __forceinline__ bool sharp_scores(const Params& p, int b, int h) {
-    const float qmax = __uint_as_float(p.q_amax[b * p.heads_q + h]);
-    const float kmax = __uint_as_float(p.k_amax[b * p.heads_kv + h / p.group]);
+    const float qmax = __uint_as_float(p.q_amax[static_cast<int64_t>(b) * p.heads_q + h]);
+    const float kmax = __uint_as_float(p.k_amax[static_cast<int64_t>(b) * p.heads_kv + h / p.group]);
     const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
     return sigma > p.sharp_threshold;
 }

@@ -292,7 +292,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
             group_inv[g] = kInt8Max / floored;
             p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + g] = floored / kInt8Max;
         }
-        if (lane == 0) atomic_max_nonneg(p.k_amax + b * p.heads_kv + hk, block);
+        if (lane == 0) atomic_max_nonneg(p.k_amax + static_cast<int64_t>(b) * p.heads_kv + hk, block);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
@@ -361,11 +361,11 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
     for (int i = threadIdx.x; i < p.head_dim_pad * kWordsPerRow; i += blockDim.x) {
         const int c = i / kWordsPerRow, word = i % kWordsPerRow;
-        uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
+        uint8_t* dst = p.v_codes + ((static_cast<int64_t>(hk) * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
         reinterpret_cast<uint32_t*>(dst)[word] = tile[c * kWordsPerRow + (word ^ ((c / 8) & 31))];
     }
     if (ends_wide_block_early(j0, s.len_kv))
-        zero_rows(p.v_codes + (hk * p.head_dim_pad * p.kv_rows + s.pad_kv + j0 + kBlockKv) * 2, p.head_dim_pad,
+        zero_rows(p.v_codes + (static_cast<int64_t>(hk) * p.head_dim_pad * p.kv_rows + s.pad_kv + j0 + kBlockKv) * 2, p.head_dim_pad,
                   kBlockKv * 2, p.kv_rows * 2);
 }
 
@@ -447,7 +447,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int64_t pair = static_cast<int64_t>(b) * p.heads_kv + hk;
     const int parts_n = static_cast<int>((s.len_kv + kBlockKv - 1) / kBlockKv);
     if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, bx, parts_n, block_err, dp,
-                      p.tickets + p.batch * p.heads_kv + pair, totals))
+                      p.tickets + static_cast<int64_t>(p.batch) * p.heads_kv + pair, totals))
         for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) p.v_err[slot + c] = totals[c];
     // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
     for (int i = threadIdx.x; i < dp * 4; i += blockDim.x) {
@@ -455,10 +455,10 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         const uint32_t* row = tile + c * (kBlockKv / 4);
         const uint4 w = make_uint4(row[(4 * part) ^ key], row[(4 * part + 1) ^ key], row[(4 * part + 2) ^ key],
                                    row[(4 * part + 3) ^ key]);
-        *reinterpret_cast<uint4*>(p.v_codes + (hk * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
+        *reinterpret_cast<uint4*>(p.v_codes + (static_cast<int64_t>(hk) * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
     }
     if (ends_wide_block_early(j0, s.len_kv))
-        zero_rows(p.v_codes + hk * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
+        zero_rows(p.v_codes + static_cast<int64_t>(hk) * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
 }
 
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
@@ -526,7 +526,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         const int64_t row = h * p.q_rows + s.pad_q + i;
         p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
         p.q_shift[row] = (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
-        if (local == 0) atomic_max_nonneg(p.q_amax + b * p.heads_q + h, block);
+        if (local == 0) atomic_max_nonneg(p.q_amax + static_cast<int64_t>(b) * p.heads_q + h, block);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
