@@ -13,7 +13,10 @@
 namespace sageattn::api {
 namespace {
 
-constexpr uint32_t kMinProblemSize = sizeof(sageattn_problem);  // v1 is the first published layout
+// The first published layout (ABI 1) ends with num_threads; later fields are appended
+// (sageattn.h), and a caller whose struct ends before them gets their defaults.
+constexpr uint32_t kMinProblemSize = offsetof(sageattn_problem, check_seqlens);
+static_assert(sizeof(void*) != 8 || kMinProblemSize == 352, "the first published sageattn_problem is 352 bytes");
 
 // Largest element offset + 1 of a view with these extents and strides, or -1 on overflow.
 int64_t span(const int64_t* extents, const int64_t* strides, int n, int64_t inner) {
@@ -86,6 +89,8 @@ sageattn_status check_tensor(const char* name, const sageattn_tensor& t, const P
     return check_view(name, t.data, extents, strides, kNames, 3, p.head_dim, dtype_size(p.dtype), is_output);
 }
 
+}  // namespace
+
 sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch, int64_t total, int64_t max_len) {
     if (reinterpret_cast<uintptr_t>(cu) % alignof(int32_t) != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "%s = %p is not 4-byte aligned", name, static_cast<const void*>(cu));
@@ -106,6 +111,8 @@ sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch
                     cu[batch], total);
     return SAGEATTN_SUCCESS;
 }
+
+namespace {
 
 sageattn_status check_options(sageattn_problem& p) {
     if (p.qk_granularity < 0 || p.qk_granularity > SAGEATTN_QK_PER_BLOCK)
@@ -144,6 +151,9 @@ sageattn_status check_options(sageattn_problem& p) {
     if ((p.smooth_k != 0 && p.smooth_k != 1) || (p.smooth_v != 0 && p.smooth_v != 1))
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "smooth_k = %d, smooth_v = %d; each must be 0 or 1", p.smooth_k,
                     p.smooth_v);
+    if (p.check_seqlens != 0 && p.check_seqlens != 1)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "check_seqlens = %d; expected 0 (clamp on CUDA) or 1 (check)",
+                    p.check_seqlens);
     if (p.num_threads < 0)
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "num_threads = %d; expected >= 0 (0 = all hardware threads)",
                     p.num_threads);
@@ -206,7 +216,8 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
 
     Problem& pr = *out;
     default_problem(&pr.p);
-    std::memcpy(&pr.p, in, sizeof(sageattn_problem));
+    std::memcpy(&pr.p, in, std::min<size_t>(in->struct_size, sizeof(sageattn_problem)));
+    pr.p.struct_size = sizeof(sageattn_problem);
     sageattn_problem& p = pr.p;
 
     if (p.dtype != SAGEATTN_DTYPE_FP16 && p.dtype != SAGEATTN_DTYPE_BF16)

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "api/error.hpp"
+#include "api/validate.hpp"
 #include "common/algorithm.hpp"
 #include "cuda/launch.hpp"
 #include "cuda/params.hpp"
@@ -35,7 +37,7 @@ int64_t longest_kv(const Problem& pr) {
 
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, zeroed_end;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, zeroed_end;
     size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, sum_parts, err_parts, total;
     int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;
@@ -66,6 +68,7 @@ Layout layout_of(const Problem& pr) {
     l.tickets = take(heads_kv * 2 * 4);
     l.ready = take(heads_kv * 4);
     l.next_item = take(4);
+    l.seqlens_faults = take(4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
@@ -316,6 +319,39 @@ size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8) {
 
 size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
 
+namespace {
+
+// check_seqlens: §1's rules tested on the device, read back (the stream is waited for), and
+// on a failure the arrays copied here to name the first fault as the CPU does. `faults` is a
+// zeroed word of the workspace.
+sageattn_status check_device_seqlens(const Problem& pr, uint32_t* faults, cudaStream_t stream) {
+    const sageattn_problem& p = pr.p;
+    launch_check_seqlens(p.cu_seqlens_q, p.cu_seqlens_kv, p.batch, p.len_q, p.len_kv, p.max_len_q, p.max_len_kv, faults,
+                         stream);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_error(e, "cu_seqlens check kernel");
+    uint32_t found = 0;
+    e = cudaMemcpyAsync(&found, faults, sizeof found, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    if (e != cudaSuccess) return cuda_error(e, "check_seqlens: reading the check back");
+    const char* names[2] = {"cu_seqlens_q", "cu_seqlens_kv"};
+    const int32_t* arrays[2] = {p.cu_seqlens_q, p.cu_seqlens_kv};
+    const int64_t totals[2] = {p.len_q, p.len_kv}, maxima[2] = {p.max_len_q, p.max_len_kv};
+    for (int i = 0; i < 2; ++i) {
+        if (!(found & (1u << i))) continue;
+        std::vector<int32_t> host(static_cast<size_t>(p.batch + 1));
+        e = cudaMemcpy(host.data(), arrays[i], host.size() * sizeof(int32_t), cudaMemcpyDeviceToHost);
+        if (e != cudaSuccess) return cuda_error(e, "check_seqlens: copying cu_seqlens back");
+        const sageattn_status s = api::check_seqlens(names[i], host.data(), p.batch, totals[i], maxima[i]);
+        if (s != SAGEATTN_SUCCESS) return s;
+        return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "%s failed the device check but not on the host: it changed meanwhile",
+                    names[i]);
+    }
+    return SAGEATTN_SUCCESS;
+}
+
+}  // namespace
+
 sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream_ptr) {
     const Layout l = layout_of(pr);
     if (bytes < l.total)
@@ -323,12 +359,29 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
     const sageattn_problem& p = pr.p;
-    if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
+    const bool check = pr.varlen && p.check_seqlens && p.batch > 0;
+    if (!check && (p.batch == 0 || p.len_q == 0)) return SAGEATTN_SUCCESS;
     const Params params = params_of(pr, l, workspace);
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-    cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
+    cudaError_t e;
+    if (check) {
+        // The check waits for the stream; a stream being captured into a graph cannot be waited for.
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        if ((e = cudaStreamIsCapturing(stream, &capture)) != cudaSuccess) return cuda_error(e, "cudaStreamIsCapturing");
+        if (capture != cudaStreamCaptureStatusNone)
+            return fail(SAGEATTN_ERROR_UNSUPPORTED,
+                        "check_seqlens = 1 waits for the stream to read its result back, which cannot happen while "
+                        "the stream is captured into a CUDA graph: check before the capture, or capture with "
+                        "check_seqlens = 0 (cu_seqlens are then clamped to the tensors)");
+    }
+    e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
     if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
+    if (check) {
+        const sageattn_status s = check_device_seqlens(pr, region<uint32_t>(workspace, l.seqlens_faults), stream);
+        if (s != SAGEATTN_SUCCESS) return s;
+        if (p.len_q == 0) return SAGEATTN_SUCCESS;
+    }
     launch_quantize(params, one_launch_items(devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
     if (takes_wgmma(pr, l.dp) && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
