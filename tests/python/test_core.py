@@ -286,6 +286,25 @@ def test_varlen_accepts_int64_seqlens():
     assert torch.equal(out64, sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24))
 
 
+def test_varlen_int64_seqlens_past_int32_are_refused_not_wrapped():
+    # 2^32 + 8 narrowed to int32 would read as 8: a plausible offset, and a wrong answer.
+    q = make((32, 2, 16), seed=1)
+    for bad in (2**32 + 8, -(2**31) - 1):
+        cu = torch.tensor([0, 8, bad], dtype=torch.int64)
+        with pytest.raises(ValueError, match=rf"cu_seqlens_k\[2\] = {bad} does not fit the int32"):
+            sa.sageattn_varlen(q, q, q, _cu([8, 24]), cu, 24, 24)
+
+
+def test_varlen_check_seqlens_on_the_cpu_changes_nothing():
+    # CPU offsets are always checked; the keyword is accepted and the answer is the same.
+    lq = [8, 24]
+    q = make((32, 2, 16), seed=1)
+    out = sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24, check_seqlens=True)
+    assert torch.equal(out, sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24))
+    with pytest.raises(ValueError, match="INVALID_SEQLENS"):
+        sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 20, 24, check_seqlens=False)
+
+
 # ----------------------------------------------------------- gradients
 
 
@@ -460,6 +479,45 @@ def test_gpu_matches_cpu_emulation(layout, name, kwargs):
     gpu_lse, seen = gpu_lse.cpu(), torch.isfinite(cpu_lse)  # len_q > len_kv: early rows see no key
     assert torch.equal(torch.isfinite(gpu_lse), seen)
     assert (gpu_lse[seen] - cpu_lse[seen]).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+def test_gpu_varlen_offsets_checked_or_clamped():
+    _need_cuda_backend()
+    t = make((256, 2, 64), seed=1).cuda()
+    good = torch.tensor([0, 100, 256], dtype=torch.int32, device="cuda")
+    past = torch.tensor([0, 256, 512], dtype=torch.int32, device="cuda")  # twice the tensor's rows
+    expected = sa.sageattn_varlen(t, t, t, good, good, 156, 156)
+    assert torch.equal(sa.sageattn_varlen(t, t, t, good, good, 156, 156, check_seqlens=True), expected)
+    with pytest.raises(ValueError, match=r"INVALID_SEQLENS: cu_seqlens_q\[2\] = 512 exceeds the 256 packed tokens"):
+        sa.sageattn_varlen(t, t, t, past, past, 256, 256, check_seqlens=True)
+    with pytest.raises(ValueError, match="INVALID_SEQLENS: sequence 1 of cu_seqlens_kv has length 156 > its max_len 64"):
+        sa.sageattn_varlen(t, t, t, good, good, 156, 64, check_seqlens=True)
+    # Unchecked, the same offsets are clamped to the tensor: the first sequence is all of it.
+    clamped = sa.sageattn_varlen(t, t, t, past, past, 256, 256)
+    dense = sa.sageattn(t[None], t[None], t[None], tensor_layout="NHD")[0]
+    assert cosine(clamped.cpu(), dense.cpu()) >= 0.99999
+    # int64 offsets past int32 are refused when checked (never wrapped).
+    wide = past.long() + torch.tensor([0, 0, 2**32], device="cuda")
+    with pytest.raises(ValueError, match=r"cu_seqlens_q\[2\] = 4294967808 does not fit"):
+        sa.sageattn_varlen(t, t, t, wide, good, 256, 256, check_seqlens=True)
+
+
+@pytest.mark.gpu
+def test_gpu_varlen_check_is_refused_inside_graph_capture():
+    _need_cuda_backend()
+    t = make((256, 2, 64), seed=1).cuda()
+    cu = torch.tensor([0, 100, 256], dtype=torch.int32, device="cuda")
+    sa.sageattn_varlen(t, t, t, cu, cu, 156, 156)  # warm up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(NotImplementedError, match="check_seqlens = 1 waits for the stream"):
+        with torch.cuda.graph(graph):
+            sa.sageattn_varlen(t, t, t, cu, cu, 156, 156, check_seqlens=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = sa.sageattn_varlen(t, t, t, cu, cu, 156, 156)
+    graph.replay()
+    assert same_run(out, sa.sageattn_varlen(t, t, t, cu, cu, 156, 156))
 
 
 @pytest.mark.gpu
