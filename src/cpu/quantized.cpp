@@ -19,7 +19,7 @@ size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
 
 // Byte offsets of the K/V stage's outputs inside the workspace.
 struct Layout {
-    size_t k_mean, k_codes, k_scale, k_amax, v_values, v_scale, v_offset, total;
+    size_t k_mean, k_codes, k_scale, k_amax, v_values, v_scale, v_offset, key_nonfinite, total;
 };
 
 Layout layout_of(const Problem& pr) {
@@ -36,6 +36,7 @@ Layout layout_of(const Problem& pr) {
     l.v_values = take(tokens * d * sizeof(float));  // V after FP8/FP16 rounding, kept decoded
     l.v_scale = take(heads * d * sizeof(float));
     l.v_offset = take(heads * d * sizeof(float));
+    l.key_nonfinite = take(tokens);  // 1 where the key's k or v holds a NaN or an infinity
     l.total = at;
     return l;
 }
@@ -64,9 +65,20 @@ void quantize_rows(const float* rows, int64_t n, int64_t d, int64_t groups, cons
     }
 }
 
-void load_rows(const Problem& pr, const sageattn_tensor& t, int64_t b, int64_t h, int64_t n, bool kv, float* dst) {
+// §6's non-finite rule: rows are read with their NaNs and infinities as 0, so that they
+// reach no statistic, group or code, and each row that held one is marked in `nonfinite`
+// (when given) instead.
+void load_rows(const Problem& pr, const sageattn_tensor& t, int64_t b, int64_t h, int64_t n, bool kv, float* dst,
+               uint8_t* nonfinite = nullptr) {
     const int64_t d = pr.p.head_dim;
-    for (int64_t i = 0; i < n; ++i) load_row(t.data, pr.p.dtype, pr.offset(t, b, h, i, kv), d, dst + i * d);
+    for (int64_t i = 0; i < n; ++i) {
+        float* row = dst + i * d;
+        load_row(t.data, pr.p.dtype, pr.offset(t, b, h, i, kv), d, row);
+        bool bad = false;
+        for (int64_t c = 0; c < d; ++c)
+            if (!std::isfinite(row[c])) bad = true, row[c] = 0.0f;
+        if (nonfinite) nonfinite[i] = static_cast<uint8_t>(nonfinite[i] | (bad ? 1 : 0));
+    }
 }
 
 // Per-channel mean over n rows, summed in double (§2: any order within fp32 noise).
@@ -85,8 +97,10 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const int64_t first = hk * pr.total_kv() + pr.row0_kv(b);  // this sequence's first token row
     std::vector<float> rows(static_cast<size_t>(n * d));
 
+    uint8_t* key_nonfinite = at<uint8_t>(ws, lay.key_nonfinite) + first;
+    std::fill(key_nonfinite, key_nonfinite + n, uint8_t{0});
     float* k_mean = at<float>(ws, lay.k_mean) + head * d;
-    load_rows(pr, p.k, b, hk, n, true, rows.data());
+    load_rows(pr, p.k, b, hk, n, true, rows.data(), key_nonfinite);
     if (p.smooth_k) channel_mean(rows.data(), n, d, k_mean);
     else std::fill(k_mean, k_mean + d, 0.0f);
     float kmax = 0.0f;
@@ -103,7 +117,7 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     float* v_offset = at<float>(ws, lay.v_offset) + head * d;
     float* v_scale = at<float>(ws, lay.v_scale) + head * d;
     float* values = at<float>(ws, lay.v_values) + first * d;
-    load_rows(pr, p.v, b, hk, n, true, rows.data());
+    load_rows(pr, p.v, b, hk, n, true, rows.data(), key_nonfinite);
     if (p.smooth_v) channel_mean(rows.data(), n, d, v_offset);
     else std::fill(v_offset, v_offset + d, 0.0f);
     for (int64_t c = 0; c < d; ++c) {
@@ -185,7 +199,8 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
 
     std::vector<float> q(static_cast<size_t>(lq * d));
-    load_rows(pr, p.q, b, h, lq, false, q.data());
+    std::vector<uint8_t> q_nonfinite(static_cast<size_t>(lq), 0);
+    load_rows(pr, p.q, b, h, lq, false, q.data(), q_nonfinite.data());
     float qmax = 0.0f;
     for (float x : q) qmax = std::max(qmax, std::fabs(x));
     const float kmax = at<float>(ws, lay.k_amax)[kv_head];
@@ -225,6 +240,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const float* v_values = at<float>(ws, lay.v_values) + first_kv * d;
     const float* v_scale = at<float>(ws, lay.v_scale) + kv_head * d;
     const float* v_offset = at<float>(ws, lay.v_offset) + kv_head * d;
+    const uint8_t* key_nonfinite = at<uint8_t>(ws, lay.key_nonfinite) + first_kv;
 
     // §6's softmax step: 64 keys, or the INT8 step of the kernel being emulated (§10).
     const int64_t step = input_precision ? alg::kKvBlock : pr.int8_softmax_block;
@@ -236,6 +252,8 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     for (int64_t i = 0; i < lq; ++i) {
         const int64_t end = pr.visible_end(i, lq, lkv);
         float m = -INFINITY, l = 0.0f, l_exact = 0.0f;
+        // §6: a NaN or infinity in q_i, in k or v of a key the row sees, or a NaN score makes the row NaN.
+        bool nonfinite = q_nonfinite[i] != 0;
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (int64_t j0 = 0; j0 < end; j0 += step) {
             const int64_t n = std::min(step, end - j0);
@@ -245,6 +263,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
                 const MaskValue mv = mask_at(p.mask, b, h, i, j);
                 visible[t] = mv.visible;
                 if (!mv.visible) continue;
+                if (key_nonfinite[j]) nonfinite = true;
                 float logit;
                 if (input_precision) {
                     float dot = 0.0f;
@@ -258,6 +277,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
                     logit = static_cast<float>(dot) * (q_scale[i] * k_scale[j]);
                 }
                 s[t] = logit + alg::bias_log2(mv.bias);
+                if (std::isnan(s[t])) nonfinite = true;
                 block_max = std::max(block_max, s[t]);
             }
             if (block_max == -INFINITY) continue;  // nothing visible in this block
@@ -282,15 +302,16 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
             for (int64_t c = 0; c < d; ++c) acc[c] = acc[c] * alpha + inner[c];
         }
         const int64_t oo = pr.offset(p.out, b, h, i, false);
-        const bool empty = m == -INFINITY;
+        const bool empty = m == -INFINITY;  // no visible key; a non-finite row is not empty, whatever m says
         const float inv_l = empty ? 0.0f : 1.0f / l;
         for (int64_t c = 0; c < d; ++c) {
-            const float o = empty ? 0.0f : acc[c] * inv_l * v_scale[c] + v_offset[c];
+            const float o = nonfinite ? NAN : empty ? 0.0f : acc[c] * inv_l * v_scale[c] + v_offset[c];
             store_element(p.out.data, p.dtype, oo + c, o);
         }
         if (p.lse)
-            p.lse[pr.lse_offset(b, h, i)] =
-                empty ? -INFINITY : (m + std::log2(l_exact) - p_offset) * alg::kLn2 + lse_shift[i];
+            p.lse[pr.lse_offset(b, h, i)] = nonfinite ? NAN
+                                            : empty   ? -INFINITY
+                                                      : (m + std::log2(l_exact) - p_offset) * alg::kLn2 + lse_shift[i];
     }
 }
 

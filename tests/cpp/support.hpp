@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/validate.hpp"
+#include "common/access.hpp"
 #include "common/numeric.hpp"
 #include "cpu/cpu.hpp"
 #include "sageattn/sageattn.h"
@@ -195,6 +196,46 @@ struct Attention {
         return o;
     }
 };
+
+// (row, head) pairs, rows in the packed numbering of Attention::output(), whose output holds a
+// NaN or an infinity.
+inline std::vector<char> nonfinite_rows(const std::vector<double>& out, int64_t heads, int64_t d) {
+    std::vector<char> bad(out.size() / static_cast<size_t>(d), 0);
+    for (size_t i = 0; i < out.size(); ++i)
+        if (!std::isfinite(out[i])) bad[i / static_cast<size_t>(d)] = 1;
+    (void)heads;
+    return bad;
+}
+
+// §6's non-finite rule read off the inputs, independently of every implementation: (row, head)
+// is non-finite when its q row holds a NaN or an infinity, when a key it sees (§1) holds one in
+// k or v, or when the additive bias of a key it sees is NaN.
+inline std::vector<char> expected_nonfinite_rows(const Attention& a) {
+    const Problem pr = a.normalized();
+    const sageattn_problem& p = pr.p;
+    const int64_t hq = p.heads_q, d = p.head_dim;
+    std::vector<char> bad(static_cast<size_t>(pr.total_q() * hq), 0);
+    auto row_bad = [&](const Tensor& t, const sageattn_tensor& view, int64_t b, int64_t h, int64_t i, bool kv) {
+        const int64_t o = pr.offset(view, b, h, i, kv);
+        for (int64_t c = 0; c < d; ++c)
+            if (!std::isfinite(decode(t.storage[static_cast<size_t>(o + c)], a.shape.dtype))) return true;
+        return false;
+    };
+    for (int64_t b = 0; b < p.batch; ++b)
+        for (int64_t h = 0; h < hq; ++h) {
+            const int64_t lq = pr.len_q(b), lkv = pr.len_kv(b), hk = h / pr.group;
+            for (int64_t i = 0; i < lq; ++i) {
+                bool any = row_bad(a.q, p.q, b, h, i, false);
+                for (int64_t j = 0; j < pr.visible_end(i, lq, lkv) && !any; ++j) {
+                    const MaskValue mv = mask_at(p.mask, b, h, i, j);
+                    if (!mv.visible) continue;
+                    any = std::isnan(mv.bias) || row_bad(a.k, p.k, b, hk, j, true) || row_bad(a.v, p.v, b, hk, j, true);
+                }
+                bad[static_cast<size_t>((pr.row0_q(b) + i) * hq + h)] = any;
+            }
+        }
+    return bad;
+}
 
 struct Accuracy {
     double cosine, rel_l1, max_abs;

@@ -437,6 +437,96 @@ TEST(Features, LseMatchesReference) {
         }
 }
 
+// §6's non-finite rule. One NaN or infinity at a time in q, k, v or an additive bias, causal and
+// masked, on every Q·Kᵀ and P·V path: the rows that come out non-finite are exactly those the
+// rule names (computed from the inputs here, and the float64 reference's), NaN in every channel
+// and the LSE; every other row is exactly the answer for the input with that element read as 0
+// (so the value reached no mean, amax, group or code), and a row that sees no key but has a
+// NaN in q is NaN, not an empty row's zeros.
+TEST(Features, NonFiniteInputs) {
+    struct Poke {
+        const char* what;
+        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
+        int64_t h, t, c;
+        float value;
+    };
+    const Poke pokes[] = {
+        {"NaN in q", 'q', 1, 37, 5, NAN},        {"+inf in q", 'q', 0, 80, 63, INFINITY},
+        {"NaN in q, a row that sees no key", 'q', 0, 3, 0, NAN},
+        {"NaN in k", 'k', 0, 55, 7, NAN},        {"-inf in k", 'k', 0, 129, 0, -INFINITY},
+        {"NaN in v", 'v', 0, 40, 2, NAN},        {"+inf in v", 'v', 0, 64, 33, INFINITY},
+        {"NaN bias", 'm', 0, 70, 0, NAN},
+    };
+    struct Mode { const char* name; int32_t qk, pv, accum, gran, smooth_v; };
+    const Mode modes[] = {
+        {"int8 fp8", SAGEATTN_QK_INT8, SAGEATTN_PV_FP8, 0, 0, 0},
+        {"int8 per-block fp16 fp16+fp32 smooth V", SAGEATTN_QK_INT8, SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 2, 1},
+        {"input fp8 fp32+fp16", SAGEATTN_QK_INPUT, SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP16, 0, 0},
+    };
+    const int64_t lq = 140, lkv = 130, d = 64;  // causal, len_q > len_kv: rows 0..9 see no key
+    for (const Poke& poke : pokes)
+        for (const Mode& m : modes) {
+            const std::string label = std::string(poke.what) + ", " + m.name;
+            const uint64_t s0 = rng()();
+            std::mt19937_64 r(s0);
+            Attention a(Shape{1, 2, 1, lq, lkv, d}, Inputs{1.0f, 2.0f}, r);
+            a.problem.causal = 1;
+            a.problem.qk_precision = m.qk;
+            a.problem.pv_precision = m.pv;
+            a.problem.pv_accum = m.accum;
+            a.problem.qk_granularity = m.gran;
+            a.problem.smooth_v = m.smooth_v;
+            a.with_lse();
+            // An additive mask per (head, row, key) that hides a few keys from some rows (key 55 from rows
+            // 100..119 of head 1, say): keys a row does not see must not reach it.
+            std::vector<float> bias(static_cast<size_t>(2 * lq * lkv), 0.0f);
+            for (int64_t h = 0; h < 2; ++h)
+                for (int64_t i = 100; i < 120; ++i)
+                    for (int64_t j : {40, 55, 64, 70, 129}) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
+            a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
+            auto set = [&](float x) {
+                switch (poke.tensor) {
+                    case 'q': a.q.storage[a.q.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    case 'k': a.k.storage[a.k.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    case 'v': a.v.storage[a.v.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    default:  // every row of both heads that sees key t, unless hidden
+                        for (int64_t h = 0; h < 2; ++h)
+                            for (int64_t i = 0; i < lq; ++i) {
+                                float& e = bias[static_cast<size_t>((h * lq + i) * lkv + poke.t)];
+                                if (e != -INFINITY) e = x;
+                            }
+                }
+            };
+            set(0.0f);
+            a.run();
+            const std::vector<double> zeroed = a.output();  // the input with that element 0
+            const std::vector<float> zeroed_lse = a.lse;
+            set(poke.value);
+            a.run();
+            const std::vector<double> out = a.output();
+            const std::vector<char> want = expected_nonfinite_rows(a), got = nonfinite_rows(out, 2, d);
+            std::vector<double> ref_lse;
+            const std::vector<double> ref = a.reference(&ref_lse);
+            EXPECT_EQ(nonfinite_rows(ref, 2, d), want) << label << ": the reference";
+            ASSERT_EQ(got, want) << label;
+            int n_bad = 0;
+            for (size_t row = 0; row < want.size(); ++row) {
+                const size_t i = row / 2, h = row % 2, lse_at = h * lq + i;
+                if (want[row]) {
+                    ++n_bad;
+                    for (int64_t c = 0; c < d; ++c) EXPECT_TRUE(std::isnan(out[row * d + c])) << label << " row " << row;
+                    EXPECT_TRUE(std::isnan(a.lse[lse_at])) << label << " row " << row;
+                    continue;
+                }
+                for (int64_t c = 0; c < d; ++c) ASSERT_EQ(out[row * d + c], zeroed[row * d + c]) << label << " row " << row;
+                ASSERT_EQ(std::memcmp(&a.lse[lse_at], &zeroed_lse[lse_at], sizeof(float)), 0) << label << " row " << row;
+            }
+            EXPECT_GT(n_bad, 0) << label;
+            EXPECT_LT(n_bad, static_cast<int>(want.size())) << label << ": every row is NaN";
+            std::printf("[ nonfinite] %-58s %3d of %zu rows NaN, as the rule says\n", label.c_str(), n_bad, want.size());
+        }
+}
+
 TEST(Features, ExactAlgorithmThroughTheAbi) {
     Attention a(Shape{1, 2, 1, 40, 60, 64, SAGEATTN_DTYPE_FP16}, Inputs{1.0f, 1.0f}, rng());
     a.problem.algorithm = SAGEATTN_ALGORITHM_EXACT;

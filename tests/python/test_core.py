@@ -253,6 +253,44 @@ def test_return_lse_matches_logsumexp(layout):
     assert torch.equal(out, sa.sageattn(q, k, v, tensor_layout=layout, sm_scale=0.2))
 
 
+# ----------------------------------------------------------- non-finite inputs
+
+
+def _nan_rows(out):
+    return (~torch.isfinite(out.float())).any(-1)
+
+
+@pytest.mark.parametrize("pv", ["fp32", "fp16+fp32"])
+def test_nonfinite_inputs_give_nan_rows(pv):
+    # docs/ALGORITHM.md §6: a NaN or infinity in q_i, or in k or v of a key row i sees, makes row i
+    # NaN (and its LSE); rows that do not see it keep the answer for that element read as 0.
+    q, k, v = qkv(b=1, hq=2, hkv=1, lq=48, lkv=40, d=32, seed=3)
+    kwargs = dict(is_causal=True, return_lse=True, pv_accum_dtype=pv)
+    for name, t, where, value, rows in [
+        ("q", q, (0, 1, 7, 3), float("nan"), {(1, 7)}),  # row 7 sees no key (causal, 48 > 40): NaN, not zeros
+        ("k", k, (0, 0, 20, 0), float("inf"), {(h, i) for h in (0, 1) for i in range(28, 48)}),
+        ("v", v, (0, 0, 39, 5), float("-inf"), {(h, 47) for h in (0, 1)}),
+    ]:
+        zeroed = t.clone()
+        zeroed[where] = 0
+        args = {"q": (zeroed, k, v), "k": (q, zeroed, v), "v": (q, k, zeroed)}[name]
+        base, base_lse = sa.sageattn(*args, **kwargs)
+        poked = t.clone()
+        poked[where] = value
+        args = {"q": (poked, k, v), "k": (q, poked, v), "v": (q, k, poked)}[name]
+        out, lse = sa.sageattn(*args, **kwargs)
+        want = torch.zeros(1, 2, 48, dtype=torch.bool)
+        for h, i in rows:
+            want[0, h, i] = True
+        assert torch.equal(_nan_rows(out), want), name
+        assert torch.isnan(out[want]).all() and torch.isnan(lse[want]).all(), name
+        assert torch.equal(out[~want], base[~want]), name
+        assert torch.equal(lse[~want], base_lse[~want]), name
+        # The exact algorithm follows the same rule.
+        exact, exact_lse = sa.reference_attention(*args, is_causal=True, return_lse=True)
+        assert torch.equal(_nan_rows(exact), want) and torch.equal(torch.isnan(exact_lse), want), name
+
+
 # ---------------------------------------------------------------- varlen
 
 
