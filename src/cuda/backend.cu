@@ -37,8 +37,8 @@ int64_t longest_kv(const Problem& pr) {
 
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, zeroed_end;
-    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, sum_parts, err_parts, total;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, kv_nonfinite, zeroed_end;
+    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, key_nonfinite, sum_parts, err_parts, total;
     int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;
     int dp;
@@ -69,6 +69,8 @@ Layout layout_of(const Problem& pr) {
     l.ready = take(heads_kv * 4);
     l.next_item = take(4);
     l.seqlens_faults = take(4);
+    l.q_nonfinite = take(static_cast<size_t>(p.batch * p.heads_q) * 4);
+    l.kv_nonfinite = take(heads_kv * 4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
@@ -78,6 +80,7 @@ Layout layout_of(const Problem& pr) {
     l.q_codes = take(q_cells * dp);
     l.q_scale = take(q_cells * 4);
     l.q_shift = take(q_cells * 4);
+    l.key_nonfinite = take(2 * kv_cells / kBlockKv * 8);  // one bit a key, K's and V's
     const int64_t max_kv = longest_kv(pr);
     l.sum_chunks = static_cast<int32_t>((max_kv + kSumRows - 1) / kSumRows);
     l.err_chunks = static_cast<int32_t>((max_kv + kBlockKv - 1) / kBlockKv);
@@ -136,6 +139,9 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.q_codes = region<int8_t>(ws, l.q_codes);
     k.q_scale = region<float>(ws, l.q_scale);
     k.q_shift = region<float>(ws, l.q_shift);
+    k.q_nonfinite = region<uint32_t>(ws, l.q_nonfinite);
+    k.kv_nonfinite = region<uint32_t>(ws, l.kv_nonfinite);
+    k.key_nonfinite = region<uint64_t>(ws, l.key_nonfinite);
     k.kv_rows = l.kv_rows, k.q_rows = l.q_rows;
     k.sum_parts = region<float>(ws, l.sum_parts);
     k.err_parts = region<float>(ws, l.err_parts);

@@ -70,7 +70,10 @@ struct Params {
     uint8_t* v_codes;    // [heads_kv][dpad][kv_rows], 1 (fp8) or 2 (fp16) bytes an element
     int8_t* q_codes;     // [heads_q][q_rows][dpad]
     float* q_scale;      // [heads_q][q_rows]
-    float* q_shift;      // [heads_q][q_rows]: §6's LSE shift
+    float* q_shift;      // [heads_q][q_rows]: §6's LSE shift; NaN marks a q row with a NaN or infinity (§6)
+    uint32_t* q_nonfinite;    // [batch][heads_q]    zeroed: 1 once a q row holds a NaN or infinity (§6)
+    uint32_t* kv_nonfinite;   // [batch][heads_kv]   zeroed: 1 once a key's k or v holds a NaN or infinity (§6)
+    uint64_t* key_nonfinite;  // [2][heads_kv][kv_rows / 64]: those keys, bit j of a 64-key block; K's, then V's
     int64_t kv_rows, q_rows;  // padded row counts of the packed layouts
     // Cross-CTA sums in a fixed order (run-to-run identical results): each CTA writes its part,
     // the last one of a (sequence, KV head) to finish adds them up in order.

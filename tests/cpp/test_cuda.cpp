@@ -487,6 +487,102 @@ TEST(Gpu, CheckedVarlen) {
     cudaStreamDestroy(stream);
 }
 
+// ---- Non-finite inputs (§6): NaN rows where the rule puts them, on every kernel path --------
+
+// One NaN or infinity at a time in q, k, v or an additive bias, causal and masked, on the
+// mma.sync kernel (small path), the sm_90a kernel (small path off, INT8 heads), the mma.sync
+// kernel's 16-bit Q·Kᵀ (qk_precision input; and sharp heads beside the sm_90a kernel), FP8 and
+// FP16 P·V: the rows that come out non-finite are exactly those the rule names (from the inputs,
+// and as the emulation gives them), NaN in every channel and the LSE; every other row agrees
+// with the emulation within the GPU bound. compute-sanitizer memcheck runs this test too.
+TEST(Gpu, NonFiniteInputs) {
+    REQUIRE_GPU();
+    struct Poke {
+        const char* what;
+        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
+        int64_t h, t, c;
+        float value;
+    };
+    const Poke pokes[] = {
+        {"NaN in q", 'q', 1, 137, 5, NAN},
+        {"NaN in q, a row that sees no key", 'q', 0, 3, 60, NAN},
+        {"+inf in k", 'k', 0, 150, 7, INFINITY},
+        {"NaN in v", 'v', 0, 200, 2, NAN},
+        {"-inf in v, the last key", 'v', 0, 279, 63, -INFINITY},
+        {"NaN bias", 'm', 0, 70, 0, NAN},
+    };
+    struct Path { const char* name; bool small; int32_t qk, pv; float mult; };
+    const Path paths[] = {
+        {"mma.sync fp8", true, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 1.0f},
+        {"sm_90a (elsewhere mma.sync) fp8", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 1.0f},
+        {"sm_90a (elsewhere mma.sync) fp16", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP16, 1.0f},
+        {"16-bit QK (qk input) fp16", true, SAGEATTN_QK_INPUT, SAGEATTN_PV_FP16, 1.0f},
+        {"sharp heads beside the sm_90a kernel", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 30.0f},
+    };
+    const int64_t lq = 300, lkv = 280, d = 64;  // causal, len_q > len_kv: rows 0..19 see no key
+    for (const Path& path : paths)
+        for (const Poke& poke : pokes) {
+            const std::string label = std::string(path.name) + ": " + poke.what;
+            Attention a(Shape{1, 2, 1, lq, lkv, d, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{path.mult, 2.0f}, rng());
+            a.problem.causal = 1;
+            a.problem.qk_precision = path.qk;
+            a.problem.pv_precision = path.pv;
+            a.with_lse();
+            std::vector<float> bias(static_cast<size_t>(2 * lq * lkv), 0.0f);
+            for (int64_t h = 0; h < 2; ++h)
+                for (int64_t i = 230; i < 250; ++i)
+                    for (int64_t j : {70, 150, 200, 279}) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
+            a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
+            switch (poke.tensor) {
+                case 'q': a.q.storage[a.q.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                case 'k': a.k.storage[a.k.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                case 'v': a.v.storage[a.v.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                default:
+                    for (int64_t h = 0; h < 2; ++h)
+                        for (int64_t i = 0; i < lq; ++i) {
+                            float& e = bias[static_cast<size_t>((h * lq + i) * lkv + poke.t)];
+                            if (e != -INFINITY) e = poke.value;
+                        }
+            }
+            cuda::set_small_problem_path(path.small);
+            const int64_t step = gpu_int8_softmax_block(a);
+            a.emulate(step);
+            const std::vector<double> cpu = a.output();
+            const std::vector<float> cpu_lse = a.lse;
+            const sageattn_status st = run_gpu(a, bias.size() * 4);
+            cuda::set_small_problem_path(true);
+            ASSERT_EQ(st, SAGEATTN_SUCCESS) << label << ": " << sageattn_last_error();
+            const std::vector<double> gpu = a.output();
+            const std::vector<char> want = expected_nonfinite_rows(a);
+            EXPECT_EQ(nonfinite_rows(cpu, 2, d), want) << label << ": the emulation";
+            ASSERT_EQ(nonfinite_rows(gpu, 2, d), want) << label;
+            std::vector<double> gpu_ok, cpu_ok;
+            int n_bad = 0;
+            for (size_t row = 0; row < want.size(); ++row) {
+                const size_t i = row / 2, h = row % 2;
+                const float lse = a.lse[h * lq + i];
+                if (want[row]) {
+                    ++n_bad;
+                    for (int64_t c = 0; c < d; ++c) EXPECT_TRUE(std::isnan(gpu[row * d + c])) << label << " row " << row;
+                    EXPECT_TRUE(std::isnan(lse)) << label << " row " << row;
+                    continue;
+                }
+                gpu_ok.insert(gpu_ok.end(), gpu.begin() + row * d, gpu.begin() + (row + 1) * d);
+                cpu_ok.insert(cpu_ok.end(), cpu.begin() + row * d, cpu.begin() + (row + 1) * d);
+                const float want_lse = cpu_lse[h * lq + i];
+                if (std::isinf(want_lse)) EXPECT_EQ(lse, want_lse) << label << " row " << row;
+                else EXPECT_NEAR(lse, want_lse, 0.01) << label << " row " << row;
+            }
+            const Accuracy acc = compare(gpu_ok, cpu_ok);
+            std::printf("[ gpu      ] %-66s %3d NaN rows; the other rows vs CPU: cos %.7f rel.L1 %.6f\n", label.c_str(),
+                        n_bad, acc.cosine, acc.rel_l1);
+            EXPECT_GT(n_bad, 0) << label;
+            EXPECT_TRUE(acc.finite) << label;
+            EXPECT_GE(acc.cosine, 0.99999) << label;
+            EXPECT_LE(acc.rel_l1, 1e-3) << label;
+        }
+}
+
 // Cross-CTA sums (K and V means, V's rounding error) are added in a fixed order:
 // two runs give the same bits, on every kernel family.
 TEST(Gpu, RunToRunIdentical) {

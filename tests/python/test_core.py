@@ -520,6 +520,25 @@ def test_gpu_matches_cpu_emulation(layout, name, kwargs):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("pv", ["fp32+fp32", "fp16+fp32"])
+def test_gpu_nonfinite_inputs_give_the_cpu_nan_rows(pv):
+    # docs/ALGORITHM.md §6 on CUDA, through the package (tests/cpp/test_cuda.cpp covers every kernel path).
+    _need_cuda_backend()
+    q, k, v = qkv(b=1, hq=2, hkv=1, lq=300, lkv=280, d=64, dtype=BF16, seed=5)
+    q[0, 1, 137, 5] = float("nan")
+    k[0, 0, 150, 7] = float("inf")
+    v[0, 0, 279, 63] = float("-inf")
+    kwargs = dict(is_causal=True, return_lse=True, pv_accum_dtype=pv)
+    cpu, cpu_lse = sa.sageattn(q, k, v, **kwargs)
+    gpu, gpu_lse = sa.sageattn(*(t.cuda() for t in (q, k, v)), **kwargs)
+    gpu, gpu_lse = gpu.cpu(), gpu_lse.cpu()
+    bad = _nan_rows(cpu)
+    assert bad.sum() > 0 and torch.equal(_nan_rows(gpu), bad)
+    assert torch.isnan(gpu[bad]).all() and torch.equal(torch.isnan(gpu_lse), torch.isnan(cpu_lse))
+    assert cosine(gpu[~bad], cpu[~bad]) >= 0.99999
+
+
+@pytest.mark.gpu
 def test_gpu_varlen_offsets_checked_or_clamped():
     _need_cuda_backend()
     t = make((256, 2, 64), seed=1).cuda()
