@@ -24,6 +24,9 @@ cmake --build build -j "$jobs"
 (cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^([0-9]+: )?\[ (seed|accuracy|sharp|rejected|gpu) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
 (cd build && ctest -j "$jobs" --output-on-failure)
 
+echo "== Mutation check: the tests must fail when the CPU emulation drops an option"
+bash scripts/mutation_check.sh
+
 echo "== C++ invalid-input, numeric and feature tests under AddressSanitizer + UBSan"
 cmake -S . -B build-sanitize "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DSAGEATTN_BUILD_TESTS=ON \
   -DSAGEATTN_BUILD_TOOLS=OFF -DSAGEATTN_SANITIZE=address,undefined -DSAGEATTN_CUDA=OFF >/dev/null

@@ -225,6 +225,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
         const int gran = p.qk_granularity;
         quantize_rows(q.data(), lq, d, alg::q_groups(lq, gran), [gran](int64_t i) { return alg::q_group(i, gran); },
                       q_codes.data(), q_scale.data());
+        if (report) std::copy(q_scale.begin(), q_scale.end(), report->q_scale.begin() + h * pr.total_q() + pr.row0_q(b));
         for (float& s : q_scale) s *= scale_log2;  // §3: scale·log2(e) rides on Q's scale
         if (p.smooth_k) {
             const float* k_mean = at<float>(ws, lay.k_mean) + kv_head * d;
@@ -315,19 +316,71 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     }
 }
 
+// The mutation check (scripts/mutation_check.sh) compiles this file with one
+// SAGEATTN_MUTATE_<NAME> at a time. Each makes the emulation drop one option of
+// docs/ALGORITHM.md, as a kernel that ignored it would, and the check asserts that some
+// test then fails. A normal build defines none, and this returns the problem unchanged.
+Problem mutated(Problem pr) {
+    sageattn_problem& p = pr.p;
+    (void)p;
+#if defined(SAGEATTN_MUTATE_GRANULARITY_ALL_PER_THREAD)
+    p.qk_granularity = SAGEATTN_QK_PER_THREAD;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_THREAD_AS_WARP)
+    if (p.qk_granularity == SAGEATTN_QK_PER_THREAD) p.qk_granularity = SAGEATTN_QK_PER_WARP;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_WARP_AS_BLOCK)
+    if (p.qk_granularity == SAGEATTN_QK_PER_WARP) p.qk_granularity = SAGEATTN_QK_PER_BLOCK;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_BLOCK_AS_WARP)
+    if (p.qk_granularity == SAGEATTN_QK_PER_BLOCK) p.qk_granularity = SAGEATTN_QK_PER_WARP;
+#elif defined(SAGEATTN_MUTATE_QK_INT8_AS_AUTO)
+    if (p.qk_precision == SAGEATTN_QK_INT8) p.qk_precision = SAGEATTN_QK_AUTO;
+#elif defined(SAGEATTN_MUTATE_QK_INPUT_AS_AUTO)
+    if (p.qk_precision == SAGEATTN_QK_INPUT) p.qk_precision = SAGEATTN_QK_AUTO;
+#elif defined(SAGEATTN_MUTATE_SHARP_RULE_OFF)
+    if (p.qk_precision == SAGEATTN_QK_AUTO) p.qk_precision = SAGEATTN_QK_INT8;
+#elif defined(SAGEATTN_MUTATE_SHARP_THRESHOLD_IGNORED)
+    pr.sharp_threshold = 0.3f;
+#elif defined(SAGEATTN_MUTATE_SMOOTH_K_IGNORED)
+    p.smooth_k = 1;
+#elif defined(SAGEATTN_MUTATE_SMOOTH_V_IGNORED)
+    p.smooth_v = 0;
+#elif defined(SAGEATTN_MUTATE_PV_FP16_AS_FP8)
+    if (p.pv_precision == SAGEATTN_PV_FP16) p.pv_precision = SAGEATTN_PV_FP8, p.pv_accum = SAGEATTN_ACCUM_FP32_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_ALL_AS_FP32)
+    p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_AS_FP16_INNER)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32)
+        p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP16 : SAGEATTN_ACCUM_FP16_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_FP32_AS_FP32_FP16)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP32) p.pv_accum = SAGEATTN_ACCUM_FP32_FP16;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_FP16_AS_FP32)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP16) p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP16_FP32_AS_FP32)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP16_FP32) p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_SOFTMAX_STEP_IGNORED)
+    pr.int8_softmax_block = alg::kKvBlock;
+#endif
+    return pr;
+}
+
 }  // namespace
 
 size_t quantized_workspace_size(const Problem& pr) { return layout_of(pr).total; }
 
-void quantized_forward(const Problem& pr, void* workspace, QuantizedReport* report) {
+void quantized_forward(const Problem& problem, void* workspace, QuantizedReport* report) {
+    const Problem pr = mutated(problem);
     const sageattn_problem& p = pr.p;
     const Layout lay = layout_of(pr);
     if (report) {
         report->sharp_heads.assign(static_cast<size_t>(p.batch * p.heads_q), 0);
         report->sharpness.assign(static_cast<size_t>(p.batch * p.heads_q), 0.0f);
+        report->q_scale.assign(static_cast<size_t>(p.heads_q * pr.total_q()), 0.0f);
     }
     parallel_for(p.batch * p.heads_kv, p.num_threads,
                  [&](int64_t item) { quantize_kv(pr, workspace, lay, item / p.heads_kv, item % p.heads_kv); });
+    if (report) {
+        const float* k_scale = at<float>(workspace, lay.k_scale);
+        report->k_scale.assign(k_scale, k_scale + p.heads_kv * pr.total_kv());
+    }
     parallel_for(p.batch * p.heads_q, p.num_threads,
                  [&](int64_t item) { attend_head(pr, workspace, lay, item / p.heads_q, item % p.heads_q, report); });
 }
