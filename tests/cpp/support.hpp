@@ -255,6 +255,63 @@ inline Accuracy compare(const std::vector<double>& x, const std::vector<double>&
     return {cos, l1r == 0 ? l1 : l1 / l1r, worst, finite};
 }
 
+// ---- How close a GPU kernel must be to the CPU emulation (docs/ALGORITHM.md §7, §10) ------
+
+// Relative L1 between a GPU run and the emulation of the same problem: FP8 P·V measured up to
+// 4.1e-4 (H100, 2026-12-06; per-warp groups, an additive mask), FP16 P·V about 1e-6.
+constexpr double kGpuRelL1Fp8 = 1e-3;
+constexpr double kGpuRelL1Fp16 = 1e-4;
+constexpr double kGpuCosine = 0.99999;
+inline double gpu_rel_l1_bound(int32_t pv_precision) {
+    return pv_precision == SAGEATTN_PV_FP16 ? kGpuRelL1Fp16 : kGpuRelL1Fp8;
+}
+
+// Options of one run, and the same run with one option changed: the bound must tell them apart,
+// or a kernel that ignored the option would pass it. (Every option of §3-§6 appears.)
+struct Options {
+    const char* name;
+    int32_t granularity, qk, pv, accum, smooth_k, smooth_v;
+    void apply(sageattn_problem& p) const {
+        p.qk_granularity = granularity, p.qk_precision = qk, p.pv_precision = pv, p.pv_accum = accum;
+        p.smooth_k = smooth_k, p.smooth_v = smooth_v;
+    }
+};
+struct OptionPair {
+    Options run, other;
+};
+inline const std::vector<OptionPair>& option_pairs() {
+    constexpr int32_t T = SAGEATTN_QK_PER_THREAD, W = SAGEATTN_QK_PER_WARP, B = SAGEATTN_QK_PER_BLOCK;
+    constexpr int32_t A = SAGEATTN_QK_AUTO, I = SAGEATTN_QK_INPUT, F8 = SAGEATTN_PV_FP8, F16 = SAGEATTN_PV_FP16;
+    constexpr int32_t f32 = SAGEATTN_ACCUM_FP32, f32f32 = SAGEATTN_ACCUM_FP32_FP32, f32f16 = SAGEATTN_ACCUM_FP32_FP16,
+                      f16f32 = SAGEATTN_ACCUM_FP16_FP32;
+    static const Options def8{"per-thread fp8 fp32+fp32", T, A, F8, f32f32, 1, 0};
+    static const Options def16{"per-thread fp16 fp32", T, A, F16, f32, 1, 0};
+    static const std::vector<OptionPair> pairs = {
+        {def8, {"per-warp", W, A, F8, f32f32, 1, 0}},
+        {def8, {"per-block", B, A, F8, f32f32, 1, 0}},
+        {{"per-warp fp8", W, A, F8, f32f32, 1, 0}, {"per-block", B, A, F8, f32f32, 1, 0}},
+        {{"per-block fp8", B, A, F8, f32f32, 1, 0}, {"per-warp", W, A, F8, f32f32, 1, 0}},
+        {def8, {"input-precision QK", T, I, F8, f32f32, 1, 0}},
+        {def8, {"no smooth K", T, A, F8, f32f32, 0, 0}},
+        {def8, {"smooth V", T, A, F8, f32f32, 1, 1}},
+        {{"fp8 smooth V", T, A, F8, f32f32, 1, 1}, {"no smooth V", T, A, F8, f32f32, 1, 0}},
+        {def8, {"fp32+fp16", T, A, F8, f32f16, 1, 0}},
+        {{"fp8 fp32+fp16", T, A, F8, f32f16, 1, 0}, {"fp32+fp32", T, A, F8, f32f32, 1, 0}},
+        {{"fp8 fp32", T, A, F8, f32, 1, 0}, {"fp32+fp16", T, A, F8, f32f16, 1, 0}},
+        {def8, {"fp16 P·V", T, A, F16, f32, 1, 0}},
+        {def16, {"fp8 P·V", T, A, F8, f32f32, 1, 0}},
+        {def16, {"fp16+fp32", T, A, F16, f16f32, 1, 0}},
+        {{"fp16 fp16+fp32", T, A, F16, f16f32, 1, 0}, {"fp32", T, A, F16, f32, 1, 0}},
+        {def16, {"smooth V", T, A, F16, f32, 1, 1}},
+        {def16, {"per-warp", W, A, F16, f32, 1, 0}},
+        {def16, {"input-precision QK", T, I, F16, f32, 1, 0}},
+    };
+    return pairs;
+}
+// The problem these pairs are measured on: V centred (a mean would dwarf the differences).
+inline Shape option_shape() { return Shape{1, 2, 2, 200, 333, 128}; }
+inline Inputs option_inputs() { return Inputs{1.0f, 3.0f}; }
+
 inline void print(const std::string& what, const Accuracy& a) {
     std::printf("[ accuracy ] %-58s cosine %.6f  rel.L1 %.5f  max|err| %.5f\n", what.c_str(), a.cosine, a.rel_l1,
                 a.max_abs);

@@ -300,6 +300,25 @@ TEST(Features, Fp16AccumulationRoundsEverySixteenKeys) {
     EXPECT_GE(differ, 3) << "the data must make fp16 accumulation visible";
 }
 
+// The premise of the GPU bound (test_cuda.cpp, Gpu.BoundSeparatesOptions): on its problem, the
+// emulation with one option changed is at least 2.5x the bound away (3x to 300x measured), at
+// both softmax steps, so a kernel that dropped the option could not pass.
+TEST(Accuracy, OptionsAreFartherApartThanTheGpuBound) {
+    Attention a(option_shape(), option_inputs(), rng());
+    for (int64_t step : {alg::kKvBlock, alg::kWideKvBlock})
+        for (const OptionPair& pair : option_pairs()) {
+            pair.run.apply(a.problem);
+            a.emulate(step);
+            const std::vector<double> run = a.output();
+            pair.other.apply(a.problem);
+            a.emulate(step);
+            const double gap = compare(run, a.output()).rel_l1, bound = gpu_rel_l1_bound(pair.run.pv);
+            std::printf("[ accuracy ] %-28s vs %-20s step %3lld: rel.L1 %.5f = %5.1f x the GPU bound\n", pair.run.name,
+                        pair.other.name, static_cast<long long>(step), gap, gap / bound);
+            EXPECT_GE(gap, 2.5 * bound) << pair.run.name << " vs " << pair.other.name << ", step " << step;
+        }
+}
+
 // ---- Layouts, heads, lengths ------------------------------------------------
 
 TEST(Features, LayoutsGiveIdenticalResults) {
