@@ -180,6 +180,35 @@ sageattn_status check_mask(const Problem& pr) {
     return check_view("mask", m.data, extents, strides, kNames, 4, 1, elem, false);
 }
 
+// The sizes every implementation derives from the extents (rows and heads, per-row and
+// per-(sequence, head) workspace, loop counts) must fit in int64 with room to spare: strides of
+// 0 let inputs describe far more tokens than memory holds, and nothing else bounds them. A
+// generous bound in bytes: 4096 per (row, head) of the padded layouts, 24 per key and 9216
+// per (sequence, KV head) for the cross-CTA sums (src/cuda/backend.cu, src/cpu/quantized.cpp).
+sageattn_status check_sizes(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    constexpr int64_t kPad = 128, kRowBytes = 4096, kLimit = int64_t{1} << 62;
+    int64_t total_q = p.len_q, total_kv = p.len_kv, pad = 0, rows_q = 0, rows_kv = 0, seq_heads_q = 0, seq_heads_kv = 0;
+    int64_t bytes = 0, term = 0, per_head = 0;
+    const int64_t max_kv = pr.varlen ? std::min(p.max_len_kv, p.len_kv) : p.len_kv;
+    const bool fits =
+        (pr.varlen || (!mul_overflows(p.batch, p.len_q, &total_q) && !mul_overflows(p.batch, p.len_kv, &total_kv))) &&
+        !mul_overflows(p.batch + 1, kPad, &pad) && !add_overflows(total_q, pad, &rows_q) &&
+        !add_overflows(total_kv, pad, &rows_kv) && !mul_overflows(p.batch, p.heads_q, &seq_heads_q) &&
+        !mul_overflows(p.batch, p.heads_kv, &seq_heads_kv) && !mul_overflows(rows_q, p.heads_q, &term) &&
+        !mul_overflows(term, kRowBytes, &bytes) && !mul_overflows(rows_kv, p.heads_kv, &term) &&
+        !mul_overflows(term, kRowBytes, &term) && !add_overflows(bytes, term, &bytes) &&
+        !mul_overflows(max_kv, 24, &per_head) && !add_overflows(per_head, 9216, &per_head) &&
+        !mul_overflows(seq_heads_kv, per_head, &term) && !add_overflows(bytes, term, &bytes) &&
+        !mul_overflows(seq_heads_q, 16, &term) && !add_overflows(bytes, term, &bytes) && bytes < kLimit;
+    if (!fits)
+        return fail(SAGEATTN_ERROR_OVERFLOW,
+                    "batch = %" PRId64 ", heads_q = %" PRId64 ", heads_kv = %" PRId64 ", len_q = %" PRId64
+                    ", len_kv = %" PRId64 ": the rows and workspace these sizes need are past what 64 bits address",
+                    p.batch, p.heads_q, p.heads_kv, p.len_q, p.len_kv);
+    return SAGEATTN_SUCCESS;
+}
+
 }  // namespace
 
 void default_problem(sageattn_problem* p) {
@@ -283,6 +312,7 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
         if ((s = check_view("lse", p.lse, extents, strides, kNames, 3, 1, 4, true)) != SAGEATTN_SUCCESS) return s;
     }
     if ((s = check_options(p)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_sizes(pr)) != SAGEATTN_SUCCESS) return s;
     pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : kDefaultSharpThreshold;
     return SAGEATTN_SUCCESS;
 }

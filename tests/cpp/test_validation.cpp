@@ -102,6 +102,10 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"overflowing k stride", [](auto& p) { p.k.batch_stride = INT64_MAX / 2; }, SAGEATTN_ERROR_OVERFLOW, "k:"},
         {"overflowing stride product", [](auto& p) { p.q.head_stride = INT64_MAX / 3; }, SAGEATTN_ERROR_OVERFLOW, "q:"},
         {"bytes past the address space", [](auto& p) { p.v.token_stride = INT64_MAX / 64; }, SAGEATTN_ERROR_OVERFLOW, "v:"},
+        // Broadcast inputs (stride 0) can describe more keys than memory holds; the workspace
+        // and loop counts derived from them must not overflow (found by the fuzzer).
+        {"keys past 64-bit sizes", [](auto& p) { p.batch = int64_t{1} << 40; p.len_q = 0; p.len_kv = INT32_MAX; p.k = p.v = sageattn_tensor{p.k.data, 0, 0, 0}; }, SAGEATTN_ERROR_OVERFLOW, "len_kv = 2147483647"},
+        {"heads past 64-bit sizes", [](auto& p) { p.batch = 1; p.heads_q = p.heads_kv = int64_t{1} << 40; p.len_q = 1; p.len_kv = 1 << 20; p.q = p.k = p.v = sageattn_tensor{p.k.data, 0, 0, 0}; p.out = sageattn_tensor{p.out.data, 0, 64, 64}; }, SAGEATTN_ERROR_OVERFLOW, "heads_kv = 1099511627776"},
         {"misaligned q", [](auto& p) { p.q.data = static_cast<char*>(p.q.data) + 1; }, SAGEATTN_ERROR_MISALIGNED, "q.data"},
         {"scale NaN", [](auto& p) { p.scale = NAN; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
         {"scale inf", [](auto& p) { p.scale = INFINITY; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
