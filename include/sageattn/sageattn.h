@@ -3,7 +3,8 @@
  *
  * One call computes   out = softmax(scale · Q Kᵀ + mask) · V
  * with Q and K quantized to INT8 and P·V in FP8 or FP16, as written down in
- * docs/ALGORITHM.md. The same call can also run the exact float64 algorithm on
+ * docs/ALGORITHM.md. A NaN or an infinity in q, or in k or v of a key a row
+ * sees, makes that output row (and its LSE) NaN (§6). The same call can also run the exact float64 algorithm on
  * the CPU (SAGEATTN_ALGORITHM_EXACT), the judge every other path answers to.
  *
  * Usage:
