@@ -548,7 +548,7 @@ def test_gpu_varlen_offsets_checked_or_clamped():
     assert torch.equal(sa.sageattn_varlen(t, t, t, good, good, 156, 156, check_seqlens=True), expected)
     with pytest.raises(ValueError, match=r"INVALID_SEQLENS: cu_seqlens_q\[2\] = 512 exceeds the 256 packed tokens"):
         sa.sageattn_varlen(t, t, t, past, past, 256, 256, check_seqlens=True)
-    with pytest.raises(ValueError, match="INVALID_SEQLENS: sequence 1 of cu_seqlens_kv has length 156 > its max_len 64"):
+    with pytest.raises(ValueError, match="INVALID_SEQLENS: sequence 0 of cu_seqlens_kv has length 100 > its max_len 64"):
         sa.sageattn_varlen(t, t, t, good, good, 156, 64, check_seqlens=True)
     # Unchecked, the same offsets are clamped to the tensor: the first sequence is all of it.
     clamped = sa.sageattn_varlen(t, t, t, past, past, 256, 256)
