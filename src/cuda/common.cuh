@@ -196,7 +196,10 @@ __device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_
     else if (p.mask_dtype == 2) x = ptx::load16<true>(static_cast<const uint16_t*>(p.mask) + idx);
     else x = ptx::load16<false>(static_cast<const uint16_t*>(p.mask) + idx);
     if (x == -INFINITY) return false;
-    *bias = fminf(fmaxf(x * kLog2e, -kFltMax), kFltMax);
+    // Saturated as the CPU does it (algorithm.hpp's bias_log2): fminf/fmaxf would turn a NaN
+    // bias into -FLT_MAX, and §6 wants it to reach the row.
+    const float y = x * kLog2e;
+    *bias = y < -kFltMax ? -kFltMax : (y > kFltMax ? kFltMax : y);
     return true;
 }
 
