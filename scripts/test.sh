@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: the C++ suites (CTest), the invalid-input suites again under
-# AddressSanitizer + UBSan, the Python suite on CPU tensors, the wheel, the
+# Runs every test: the C++ suites (CTest), the mutation check (each quantization
+# option dropped from the CPU emulation must fail a test), the invalid-input suites
+# and the C ABI fuzzer under AddressSanitizer + UBSan, the Python suite on CPU tensors, the wheel, the
 # Windows build (the CPU library and the C++ suites cross-built with MinGW-w64
 # and run under Wine, and a win_amd64 CPU wheel checked) and the release files.
 # GPU tests are marked and skip, saying so, where no GPU is present.
@@ -21,14 +22,22 @@ echo "== C++ tests (Release)"
 cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DSAGEATTN_BUILD_TESTS=ON \
   -DSAGEATTN_CUDA_ARCHS="${SAGEATTN_CUDA_ARCHS:-80;89;90-real}" >/dev/null
 cmake --build build -j "$jobs"
-(cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^([0-9]+: )?\[ (seed|accuracy|sharp|rejected|gpu) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
+(cd build && ctest -j "$jobs" --output-on-failure -V | grep -E '^([0-9]+: )?\[ (seed|accuracy|sharp|rejected|gpu|nonfinite|fuzz) |SKIPPED|Test +#|tests passed|tests failed|Failure|FAILED' ) || true
 (cd build && ctest -j "$jobs" --output-on-failure)
 
-echo "== C++ invalid-input, numeric and feature tests under AddressSanitizer + UBSan"
+echo "== Mutation check: the tests must fail when the CPU emulation drops an option"
+bash scripts/mutation_check.sh
+
+echo "== C++ invalid-input, numeric and feature tests, and the C ABI fuzzer (100 000 descriptors), under AddressSanitizer + UBSan"
 cmake -S . -B build-sanitize "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DSAGEATTN_BUILD_TESTS=ON \
   -DSAGEATTN_BUILD_TOOLS=OFF -DSAGEATTN_SANITIZE=address,undefined -DSAGEATTN_CUDA=OFF >/dev/null
 cmake --build build-sanitize -j "$jobs"
-(cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j "$jobs" --output-on-failure)
+if ! (cd build-sanitize && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest -j "$jobs" -V >ctest.log 2>&1); then
+  tail -200 build-sanitize/ctest.log
+  echo "test.sh: the sanitized suites failed (build-sanitize/ctest.log)" >&2
+  exit 1
+fi
+grep -E '^[0-9]+: \[ (seed|fuzz) |tests passed' build-sanitize/ctest.log
 
 if [ -d tests/python ]; then
   echo "== Python tests (CPU tensors)"

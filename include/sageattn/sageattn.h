@@ -3,7 +3,8 @@
  *
  * One call computes   out = softmax(scale · Q Kᵀ + mask) · V
  * with Q and K quantized to INT8 and P·V in FP8 or FP16, as written down in
- * docs/ALGORITHM.md. The same call can also run the exact float64 algorithm on
+ * docs/ALGORITHM.md. A NaN or an infinity in q, or in k or v of a key a row
+ * sees, makes that output row (and its LSE) NaN (§6). The same call can also run the exact float64 algorithm on
  * the CPU (SAGEATTN_ALGORITHM_EXACT), the judge every other path answers to.
  *
  * Usage:
@@ -170,8 +171,11 @@ typedef struct sageattn_problem {
 
     /* Variable length: both or neither. batch+1 int32 prefix sums on the
      * problem's device, starting at 0, non-decreasing, ending <= len_q/len_kv.
-     * The CPU checks them; on CUDA they stay on the device (checking them would
-     * synchronise), so the kernels clamp each length to [0, max_len] instead. */
+     * The CPU checks them. On CUDA they stay on the device: the kernels clamp
+     * sequence b to rows [s, s + len), s = clamp(cu[b], 0, len_q/len_kv),
+     * len <= max_len, inside the tensor, so that no offset reads or writes out
+     * of bounds (inconsistent offsets then give the clamped sequences' answer);
+     * check_seqlens (below) turns them into an error instead. */
     const int32_t* cu_seqlens_q;
     const int32_t* cu_seqlens_kv;
     int64_t max_len_q; /* >= every sequence's length */
@@ -199,6 +203,17 @@ typedef struct sageattn_problem {
     int32_t smooth_v;         /* subtract V's per-channel mean, add it back (default 0) */
 
     int32_t num_threads; /* CPU device: worker threads, 0 = all hardware threads */
+
+    /* Fields appended after the first published layout (ABI 1): a caller whose
+     * struct_size ends before one gets its default. */
+
+    /* CUDA varlen problems: 1 = sageattn_forward checks cu_seqlens on the device
+     * first (one small kernel, then it waits for the stream to read the result
+     * back: a synchronisation) and fails with SAGEATTN_ERROR_INVALID_SEQLENS as
+     * the CPU does; refused (SAGEATTN_ERROR_UNSUPPORTED) while the stream is
+     * being captured into a CUDA graph. 0 (default): clamped, as above. The CPU
+     * always checks. */
+    int32_t check_seqlens;
 } sageattn_problem;
 
 /* Which backends and kernels this build has. */

@@ -94,6 +94,8 @@ public:
         p_.max_len_q = max_len_q; p_.max_len_kv = max_len_kv;
         return *this;
     }
+    // CUDA: cu_seqlens checked on the device before the run (synchronises; sageattn.h).
+    Problem& check_seqlens(bool on = true) { p_.check_seqlens = on ? 1 : 0; return *this; }
     Problem& causal(bool on = true) { p_.causal = on ? 1 : 0; return *this; }
     Problem& scale(float s) { p_.scale = s; return *this; }
     Problem& bool_mask(const void* data, int64_t sb, int64_t sh, int64_t sq, int64_t skv) {

@@ -131,6 +131,8 @@ class Problem(ctypes.Structure):
         ("smooth_k", ctypes.c_int32),
         ("smooth_v", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
+        # Appended after ABI 1's first layout (sageattn.h).
+        ("check_seqlens", ctypes.c_int32),
     ]
 
 

@@ -40,7 +40,7 @@ _library.define(
     "fwd(Tensor q, Tensor k, Tensor v, int layout, Tensor? attn_mask, Tensor? cu_seqlens_q, "
     "Tensor? cu_seqlens_kv, int max_seqlen_q, int max_seqlen_kv, bool is_causal, float scale, "
     "bool return_lse, int algorithm, int qk_granularity, int qk_precision, int pv_precision, "
-    "int pv_accum, bool smooth_k, bool smooth_v, bool fallback) -> (Tensor, Tensor)"
+    "int pv_accum, bool smooth_k, bool smooth_v, bool fallback, bool check_seqlens=False) -> (Tensor, Tensor)"
 )
 _library.define(
     "bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, int layout, Tensor? attn_mask, "
@@ -191,7 +191,7 @@ class _Plan:
         "device", "index", "extra", "fix", "geom", "mask_shape", "lse_shape",
     )  # fmt: skip
 
-    def __init__(self, q, k, v, out, lse, layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options):
+    def __init__(self, q, k, v, out, lse, layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, check):
         self.raw = raw = bytearray(_DEFAULTS)
         p = _P.from_buffer(raw)
         self.addr = ctypes.addressof(p)
@@ -220,6 +220,7 @@ class _Plan:
         p.dtype = _DTYPES[q.dtype]
         if layout == VARLEN:
             p.max_len_q, p.max_len_kv = max_q, max_kv
+            p.check_seqlens = 1 if check else 0
         p.causal = 1 if is_causal else 0
         scale, _, algorithm, granularity, qk_precision, pv_precision, pv_accum, smooth_k, smooth_v = options
         p.scale = scale
@@ -312,9 +313,12 @@ def _meta(t):
     return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
 
 
-def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False):
+def _forward(
+    q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False, check=False
+):
     """The work of the `fwd` op (options: its arguments from `scale` to
-    `smooth_v`); returns (out, lse), lse None unless asked for.
+    `smooth_v`; check: its `check_seqlens`); returns (out, lse), lse None
+    unless asked for.
 
     Everything checked here in Python is a function of the tensors' metadata,
     so it is checked once per combination and the struct it fills is kept (a
@@ -324,7 +328,7 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
         q.dtype, k.dtype, v.dtype, q.device, k.device, v.device, layout, is_causal, options,
     )  # fmt: skip
     if attn_mask is not None or cu_q is not None or cu_kv is not None:
-        key += (_meta(attn_mask), _meta(cu_q), _meta(cu_kv), max_q, max_kv)
+        key += (_meta(attn_mask), _meta(cu_q), _meta(cu_kv), max_q, max_kv, check)
     try:
         plans = _tls.plans
     except AttributeError:
@@ -332,7 +336,8 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
     plan = plans.get(key)
     if plan is None:
         return _first_forward(
-            plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws
+            plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws,
+            check,
         )
     if plan.fix:
         q, k, v = _fix_last_dim(q), _fix_last_dim(k), _fix_last_dim(v)
@@ -344,12 +349,13 @@ def _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, 
             _counting.active.ran()
         return out, lse
     mask = None if attn_mask is None else attn_mask.expand(plan.mask_shape)
-    args = (layout, plan.geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options)
+    args = (layout, plan.geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, check)
     return _failed(status, q, k, v, out, lse, args, fallback)
 
 
 def _first_forward(
-    plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False
+    plans, key, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, keep_ws=False,
+    check=False,
 ):
     """A combination not seen before on this thread: every Python-side check,
     then the run, and the plan kept if the library accepted the problem."""
@@ -362,7 +368,7 @@ def _first_forward(
     mask = None if attn_mask is None else _expand_mask(attn_mask, q.device, mask_shape)
     out = torch.empty_like(q)
     lse = _new_lse(q, layout, batch, hq, lq, options[1])
-    args = (layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options)
+    args = (layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, check)
     plan = _Plan(q, k, v, out, lse, *args)
     plan.fix, plan.mask_shape = fix, mask_shape
     status = plan.run(q, k, v, out, lse, mask, cu_q, cu_kv, keep_ws)
@@ -379,8 +385,8 @@ def _first_forward(
 def _failed(status, q, k, v, out, lse, args, fallback):
     """After a failed run: a retry on fresh copies for misaligned views, torch's
     answer where the caller allows it (`fallback`), or the library's error.
-    args: (layout, geom, mask expanded, cu_q, cu_kv, max_q, max_kv, is_causal, options)."""
-    layout, _, mask, cu_q, cu_kv, _, _, is_causal, options = args
+    args: (layout, geom, mask expanded, cu_q, cu_kv, max_q, max_kv, is_causal, options, check)."""
+    layout, _, mask, cu_q, cu_kv, _, _, is_causal, options, _ = args
     guard = _NO_GUARD
     if q.is_cuda and q.get_device() != _current_device():
         guard = torch.cuda.device(q.get_device())
@@ -404,13 +410,17 @@ def _failed(status, q, k, v, out, lse, args, fallback):
 
 
 def _fwd_kernel(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, *rest):
-    out, lse = _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, rest[:9], rest[9])
+    # rest: the options (scale .. smooth_v), fallback, and check_seqlens when given (it has a default).
+    check = len(rest) > 10 and rest[10]
+    out, lse = _forward(
+        q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, rest[:9], rest[9], check=check
+    )
     return out, lse if lse is not None else out.new_empty((0,), dtype=torch.float32)
 
 
 def _fwd_fake(
     q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale, return_lse,
-    algorithm, qk_granularity, qk_precision, pv_precision, pv_accum, smooth_k, smooth_v, fallback,
+    algorithm, qk_granularity, qk_precision, pv_precision, pv_accum, smooth_k, smooth_v, fallback, check_seqlens=False,
 ):
     q, k, v = _fix_last_dim(q), _fix_last_dim(k), _fix_last_dim(v)
     batch, hq, _, lq, lkv, _ = _geometry(q, k, v, layout, cu_q, cu_kv)
@@ -586,7 +596,7 @@ def _backward(ctx, grad_out, grad_lse):
     dq, dk, dv = torch.ops.sageattention.bwd.default(
         grad_out, grad_lse, q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, scale
     )
-    return (dq, dk, dv) + (None,) * 17
+    return (dq, dk, dv) + (None,) * 18
 
 
 torch.library.register_autograd("sageattention::fwd", _backward, setup_context=_setup_context, lib=_library)
@@ -617,9 +627,12 @@ class Options(NamedTuple):
 DEFAULT_OPTIONS = Options()
 
 
-def attention(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback=False):
+def attention(
+    q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback=False, check_seqlens=False
+):
     """Runs the `fwd` op; returns (out, lse). Without options.return_lse,
-    lse is None or an empty tensor: callers must not use it."""
+    lse is None or an empty tensor: callers must not use it. check_seqlens:
+    the op's argument (varlen on CUDA: cu_seqlens checked on the device)."""
     if (
         _is_compiling()
         or _dispatch_modes()
@@ -639,11 +652,15 @@ def attention(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal,
             )
         )
     ):
-        return _fwd_op(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, *options, fallback)
+        return _fwd_op(
+            q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, *options, fallback, check_seqlens
+        )
     # Plain eager tensors, nothing to differentiate, no dispatch mode watching:
     # the op would only route to this same code, through a dispatcher and an
     # autograd layer that cost more host time than the rest of the call.
-    return _forward(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, True)
+    return _forward(
+        q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback, True, check_seqlens
+    )
 
 
 def attention_checked(q, k, v, layout, attn_mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, fallback=False):

@@ -285,11 +285,29 @@ def sageattn_qk_int8_pv_fp8_cuda_sm90(
     return _dense(fn, q, k, v, tensor_layout, is_causal, attn_mask, kwargs, explicit, "sm90")
 
 
-def _cu_seqlens(fn: str, name: str, cu) -> torch.Tensor:
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _cu_seqlens(fn: str, name: str, cu, check: bool = True) -> torch.Tensor:
+    """cu_seqlens as the int32 the ABI reads. The reference takes int64 too: a plain
+    narrowing would wrap an offset past 2^31 into a plausible one, so int64 values
+    are checked first (reading them costs a synchronisation on CUDA, which the
+    unchecked CUDA path does not pay: it saturates them to int32 instead, and the
+    kernels then clamp offsets to the tensors)."""
     if not isinstance(cu, torch.Tensor):
         raise TypeError(f"{fn}(): {name} must be a torch.Tensor, not {type(cu).__name__}")
     if cu.dtype == torch.int64:
-        cu = cu.to(torch.int32)  # the reference takes int64 too; the ABI reads int32
+        if (check or not cu.is_cuda) and cu.numel() > 0:
+            outside = (cu < _INT32_MIN) | (cu > _INT32_MAX)
+            if bool(outside.any()):
+                i = int(outside.nonzero()[0, 0])
+                raise ValueError(
+                    f"{fn}(): {name}[{i}] = {int(cu[i])} does not fit the int32 offsets the library reads "
+                    f"(-2^31 .. 2^31-1)"
+                )
+        elif cu.is_cuda:
+            cu = cu.clamp(_INT32_MIN, _INT32_MAX)
+        cu = cu.to(torch.int32)
     elif cu.dtype != torch.int32:
         raise ValueError(f"{fn}(): {name}.dtype is {cu.dtype}; expected torch.int32 or torch.int64")
     return cu.contiguous()
@@ -308,19 +326,28 @@ def sageattn_varlen(
     smooth_k: bool = True,
     *,
     attn_mask: torch.Tensor | None = None,
+    check_seqlens: bool = False,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Attention over packed sequences: q [total_q, heads_q, head_dim], k and
     v [total_kv, heads_kv, head_dim]; sequence b is rows cu_seqlens[b] to
     cu_seqlens[b+1]. Smoothing and causal masks are per sequence. With
-    return_lse=True (a keyword) returns (out, lse [heads_q, total_q])."""
+    return_lse=True (a keyword) returns (out, lse [heads_q, total_q]).
+
+    CPU tensors' offsets are always checked. On CUDA they stay on the device
+    and are clamped to the tensors (no memory error; inconsistent offsets then
+    give the clamped sequences' answer); check_seqlens=True checks them there
+    first and raises ValueError as the CPU does, at the cost of a
+    synchronisation; it cannot run inside CUDA-graph capture."""
     fn = "sageattn_varlen"
     _check_tensors(fn, q, k, v)
-    cu_q = _cu_seqlens(fn, "cu_seqlens_q", cu_seqlens_q)
-    cu_k = _cu_seqlens(fn, "cu_seqlens_k", cu_seqlens_k)
+    check = bool(check_seqlens)
+    cu_q = _cu_seqlens(fn, "cu_seqlens_q", cu_seqlens_q, check)
+    cu_k = _cu_seqlens(fn, "cu_seqlens_k", cu_seqlens_k, check)
     o = _resolve(fn, kwargs, (("sm_scale", sm_scale), ("smooth_k", smooth_k)), "any")
     out, lse = _ops.attention(
-        q, k, v, _ops.VARLEN, attn_mask, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), bool(is_causal), o
+        q, k, v, _ops.VARLEN, attn_mask, cu_q, cu_k, int(max_seqlen_q), int(max_seqlen_k), bool(is_causal), o,
+        check_seqlens=check,
     )
     return (out, lse) if o.return_lse else out
 

@@ -13,7 +13,10 @@
 namespace sageattn::api {
 namespace {
 
-constexpr uint32_t kMinProblemSize = sizeof(sageattn_problem);  // v1 is the first published layout
+// The first published layout (ABI 1) ends with num_threads; later fields are appended
+// (sageattn.h), and a caller whose struct ends before them gets their defaults.
+constexpr uint32_t kMinProblemSize = offsetof(sageattn_problem, check_seqlens);
+static_assert(sizeof(void*) != 8 || kMinProblemSize == 352, "the first published sageattn_problem is 352 bytes");
 
 // Largest element offset + 1 of a view with these extents and strides, or -1 on overflow.
 int64_t span(const int64_t* extents, const int64_t* strides, int n, int64_t inner) {
@@ -86,6 +89,8 @@ sageattn_status check_tensor(const char* name, const sageattn_tensor& t, const P
     return check_view(name, t.data, extents, strides, kNames, 3, p.head_dim, dtype_size(p.dtype), is_output);
 }
 
+}  // namespace
+
 sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch, int64_t total, int64_t max_len) {
     if (reinterpret_cast<uintptr_t>(cu) % alignof(int32_t) != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "%s = %p is not 4-byte aligned", name, static_cast<const void*>(cu));
@@ -106,6 +111,8 @@ sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch
                     cu[batch], total);
     return SAGEATTN_SUCCESS;
 }
+
+namespace {
 
 sageattn_status check_options(sageattn_problem& p) {
     if (p.qk_granularity < 0 || p.qk_granularity > SAGEATTN_QK_PER_BLOCK)
@@ -144,6 +151,9 @@ sageattn_status check_options(sageattn_problem& p) {
     if ((p.smooth_k != 0 && p.smooth_k != 1) || (p.smooth_v != 0 && p.smooth_v != 1))
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "smooth_k = %d, smooth_v = %d; each must be 0 or 1", p.smooth_k,
                     p.smooth_v);
+    if (p.check_seqlens != 0 && p.check_seqlens != 1)
+        return fail(SAGEATTN_ERROR_INVALID_OPTION, "check_seqlens = %d; expected 0 (clamp on CUDA) or 1 (check)",
+                    p.check_seqlens);
     if (p.num_threads < 0)
         return fail(SAGEATTN_ERROR_INVALID_OPTION, "num_threads = %d; expected >= 0 (0 = all hardware threads)",
                     p.num_threads);
@@ -168,6 +178,35 @@ sageattn_status check_mask(const Problem& pr) {
                                 pr.varlen ? p.max_len_kv : p.len_kv};
     const int64_t strides[4] = {m.batch_stride, m.head_stride, m.q_stride, m.kv_stride};
     return check_view("mask", m.data, extents, strides, kNames, 4, 1, elem, false);
+}
+
+// The sizes every implementation derives from the extents (rows and heads, per-row and
+// per-(sequence, head) workspace, loop counts) must fit in int64 with room to spare: strides of
+// 0 let inputs describe far more tokens than memory holds, and nothing else bounds them. A
+// generous bound in bytes: 4096 per (row, head) of the padded layouts, 24 per key and 9216
+// per (sequence, KV head) for the cross-CTA sums (src/cuda/backend.cu, src/cpu/quantized.cpp).
+sageattn_status check_sizes(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    constexpr int64_t kPad = 128, kRowBytes = 4096, kLimit = int64_t{1} << 62;
+    int64_t total_q = p.len_q, total_kv = p.len_kv, pad = 0, rows_q = 0, rows_kv = 0, seq_heads_q = 0, seq_heads_kv = 0;
+    int64_t bytes = 0, term = 0, per_head = 0;
+    const int64_t max_kv = pr.varlen ? std::min(p.max_len_kv, p.len_kv) : p.len_kv;
+    const bool fits =
+        (pr.varlen || (!mul_overflows(p.batch, p.len_q, &total_q) && !mul_overflows(p.batch, p.len_kv, &total_kv))) &&
+        !mul_overflows(p.batch + 1, kPad, &pad) && !add_overflows(total_q, pad, &rows_q) &&
+        !add_overflows(total_kv, pad, &rows_kv) && !mul_overflows(p.batch, p.heads_q, &seq_heads_q) &&
+        !mul_overflows(p.batch, p.heads_kv, &seq_heads_kv) && !mul_overflows(rows_q, p.heads_q, &term) &&
+        !mul_overflows(term, kRowBytes, &bytes) && !mul_overflows(rows_kv, p.heads_kv, &term) &&
+        !mul_overflows(term, kRowBytes, &term) && !add_overflows(bytes, term, &bytes) &&
+        !mul_overflows(max_kv, 24, &per_head) && !add_overflows(per_head, 9216, &per_head) &&
+        !mul_overflows(seq_heads_kv, per_head, &term) && !add_overflows(bytes, term, &bytes) &&
+        !mul_overflows(seq_heads_q, 16, &term) && !add_overflows(bytes, term, &bytes) && bytes < kLimit;
+    if (!fits)
+        return fail(SAGEATTN_ERROR_OVERFLOW,
+                    "batch = %" PRId64 ", heads_q = %" PRId64 ", heads_kv = %" PRId64 ", len_q = %" PRId64
+                    ", len_kv = %" PRId64 ": the rows and workspace these sizes need are past what 64 bits address",
+                    p.batch, p.heads_q, p.heads_kv, p.len_q, p.len_kv);
+    return SAGEATTN_SUCCESS;
 }
 
 }  // namespace
@@ -206,7 +245,8 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
 
     Problem& pr = *out;
     default_problem(&pr.p);
-    std::memcpy(&pr.p, in, sizeof(sageattn_problem));
+    std::memcpy(&pr.p, in, std::min<size_t>(in->struct_size, sizeof(sageattn_problem)));
+    pr.p.struct_size = sizeof(sageattn_problem);
     sageattn_problem& p = pr.p;
 
     if (p.dtype != SAGEATTN_DTYPE_FP16 && p.dtype != SAGEATTN_DTYPE_BF16)
@@ -272,6 +312,7 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
         if ((s = check_view("lse", p.lse, extents, strides, kNames, 3, 1, 4, true)) != SAGEATTN_SUCCESS) return s;
     }
     if ((s = check_options(p)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_sizes(pr)) != SAGEATTN_SUCCESS) return s;
     pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : kDefaultSharpThreshold;
     return SAGEATTN_SUCCESS;
 }

@@ -8,6 +8,10 @@ namespace sageattn::api {
 // problem and its defaults resolved. On failure records the message.
 sageattn_status normalize(const sageattn_problem* in, Problem* out);
 
+// §1's rules for one array of varlen prefix sums (host memory): cu[0] = 0, non-decreasing,
+// every length <= max_len, cu[batch] <= total. On failure records the message.
+sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch, int64_t total, int64_t max_len);
+
 // The defaults sageattn_problem_init writes.
 void default_problem(sageattn_problem* p);
 

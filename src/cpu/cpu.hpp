@@ -25,6 +25,8 @@ size_t quantized_workspace_size(const Problem& pr);
 struct QuantizedReport {
     std::vector<uint8_t> sharp_heads;  // [batch][heads_q]: 1 where Q·Kᵀ ran in the input precision
     std::vector<float> sharpness;      // [batch][heads_q]: §5's estimated logit noise
+    std::vector<float> q_scale;        // [heads_q][total_q]: §3's scale of each row's group (0: input precision)
+    std::vector<float> k_scale;        // [heads_kv][total_kv]: §3's scale of each key's group
 };
 
 // Runs the quantized algorithm; `workspace` holds quantized_workspace_size()

@@ -19,7 +19,7 @@ size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
 
 // Byte offsets of the K/V stage's outputs inside the workspace.
 struct Layout {
-    size_t k_mean, k_codes, k_scale, k_amax, v_values, v_scale, v_offset, total;
+    size_t k_mean, k_codes, k_scale, k_amax, v_values, v_scale, v_offset, key_nonfinite, total;
 };
 
 Layout layout_of(const Problem& pr) {
@@ -36,6 +36,7 @@ Layout layout_of(const Problem& pr) {
     l.v_values = take(tokens * d * sizeof(float));  // V after FP8/FP16 rounding, kept decoded
     l.v_scale = take(heads * d * sizeof(float));
     l.v_offset = take(heads * d * sizeof(float));
+    l.key_nonfinite = take(tokens);  // 1 where the key's k or v holds a NaN or an infinity
     l.total = at;
     return l;
 }
@@ -64,9 +65,20 @@ void quantize_rows(const float* rows, int64_t n, int64_t d, int64_t groups, cons
     }
 }
 
-void load_rows(const Problem& pr, const sageattn_tensor& t, int64_t b, int64_t h, int64_t n, bool kv, float* dst) {
+// §6's non-finite rule: rows are read with their NaNs and infinities as 0, so that they
+// reach no statistic, group or code, and each row that held one is marked in `nonfinite`
+// (when given) instead.
+void load_rows(const Problem& pr, const sageattn_tensor& t, int64_t b, int64_t h, int64_t n, bool kv, float* dst,
+               uint8_t* nonfinite = nullptr) {
     const int64_t d = pr.p.head_dim;
-    for (int64_t i = 0; i < n; ++i) load_row(t.data, pr.p.dtype, pr.offset(t, b, h, i, kv), d, dst + i * d);
+    for (int64_t i = 0; i < n; ++i) {
+        float* row = dst + i * d;
+        load_row(t.data, pr.p.dtype, pr.offset(t, b, h, i, kv), d, row);
+        bool bad = false;
+        for (int64_t c = 0; c < d; ++c)
+            if (!std::isfinite(row[c])) bad = true, row[c] = 0.0f;
+        if (nonfinite) nonfinite[i] = static_cast<uint8_t>(nonfinite[i] | (bad ? 1 : 0));
+    }
 }
 
 // Per-channel mean over n rows, summed in double (§2: any order within fp32 noise).
@@ -85,8 +97,10 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const int64_t first = hk * pr.total_kv() + pr.row0_kv(b);  // this sequence's first token row
     std::vector<float> rows(static_cast<size_t>(n * d));
 
+    uint8_t* key_nonfinite = at<uint8_t>(ws, lay.key_nonfinite) + first;
+    std::fill(key_nonfinite, key_nonfinite + n, uint8_t{0});
     float* k_mean = at<float>(ws, lay.k_mean) + head * d;
-    load_rows(pr, p.k, b, hk, n, true, rows.data());
+    load_rows(pr, p.k, b, hk, n, true, rows.data(), key_nonfinite);
     if (p.smooth_k) channel_mean(rows.data(), n, d, k_mean);
     else std::fill(k_mean, k_mean + d, 0.0f);
     float kmax = 0.0f;
@@ -103,7 +117,7 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     float* v_offset = at<float>(ws, lay.v_offset) + head * d;
     float* v_scale = at<float>(ws, lay.v_scale) + head * d;
     float* values = at<float>(ws, lay.v_values) + first * d;
-    load_rows(pr, p.v, b, hk, n, true, rows.data());
+    load_rows(pr, p.v, b, hk, n, true, rows.data(), key_nonfinite);
     if (p.smooth_v) channel_mean(rows.data(), n, d, v_offset);
     else std::fill(v_offset, v_offset + d, 0.0f);
     for (int64_t c = 0; c < d; ++c) {
@@ -185,7 +199,8 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
 
     std::vector<float> q(static_cast<size_t>(lq * d));
-    load_rows(pr, p.q, b, h, lq, false, q.data());
+    std::vector<uint8_t> q_nonfinite(static_cast<size_t>(lq), 0);
+    load_rows(pr, p.q, b, h, lq, false, q.data(), q_nonfinite.data());
     float qmax = 0.0f;
     for (float x : q) qmax = std::max(qmax, std::fabs(x));
     const float kmax = at<float>(ws, lay.k_amax)[kv_head];
@@ -210,6 +225,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
         const int gran = p.qk_granularity;
         quantize_rows(q.data(), lq, d, alg::q_groups(lq, gran), [gran](int64_t i) { return alg::q_group(i, gran); },
                       q_codes.data(), q_scale.data());
+        if (report) std::copy(q_scale.begin(), q_scale.end(), report->q_scale.begin() + h * pr.total_q() + pr.row0_q(b));
         for (float& s : q_scale) s *= scale_log2;  // §3: scale·log2(e) rides on Q's scale
         if (p.smooth_k) {
             const float* k_mean = at<float>(ws, lay.k_mean) + kv_head * d;
@@ -225,6 +241,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     const float* v_values = at<float>(ws, lay.v_values) + first_kv * d;
     const float* v_scale = at<float>(ws, lay.v_scale) + kv_head * d;
     const float* v_offset = at<float>(ws, lay.v_offset) + kv_head * d;
+    const uint8_t* key_nonfinite = at<uint8_t>(ws, lay.key_nonfinite) + first_kv;
 
     // §6's softmax step: 64 keys, or the INT8 step of the kernel being emulated (§10).
     const int64_t step = input_precision ? alg::kKvBlock : pr.int8_softmax_block;
@@ -236,6 +253,8 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     for (int64_t i = 0; i < lq; ++i) {
         const int64_t end = pr.visible_end(i, lq, lkv);
         float m = -INFINITY, l = 0.0f, l_exact = 0.0f;
+        // §6: a NaN or infinity in q_i, in k or v of a key the row sees, or a NaN score makes the row NaN.
+        bool nonfinite = q_nonfinite[i] != 0;
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (int64_t j0 = 0; j0 < end; j0 += step) {
             const int64_t n = std::min(step, end - j0);
@@ -245,6 +264,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
                 const MaskValue mv = mask_at(p.mask, b, h, i, j);
                 visible[t] = mv.visible;
                 if (!mv.visible) continue;
+                if (key_nonfinite[j]) nonfinite = true;
                 float logit;
                 if (input_precision) {
                     float dot = 0.0f;
@@ -258,6 +278,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
                     logit = static_cast<float>(dot) * (q_scale[i] * k_scale[j]);
                 }
                 s[t] = logit + alg::bias_log2(mv.bias);
+                if (std::isnan(s[t])) nonfinite = true;
                 block_max = std::max(block_max, s[t]);
             }
             if (block_max == -INFINITY) continue;  // nothing visible in this block
@@ -282,31 +303,84 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
             for (int64_t c = 0; c < d; ++c) acc[c] = acc[c] * alpha + inner[c];
         }
         const int64_t oo = pr.offset(p.out, b, h, i, false);
-        const bool empty = m == -INFINITY;
+        const bool empty = m == -INFINITY;  // no visible key; a non-finite row is not empty, whatever m says
         const float inv_l = empty ? 0.0f : 1.0f / l;
         for (int64_t c = 0; c < d; ++c) {
-            const float o = empty ? 0.0f : acc[c] * inv_l * v_scale[c] + v_offset[c];
+            const float o = nonfinite ? NAN : empty ? 0.0f : acc[c] * inv_l * v_scale[c] + v_offset[c];
             store_element(p.out.data, p.dtype, oo + c, o);
         }
         if (p.lse)
-            p.lse[pr.lse_offset(b, h, i)] =
-                empty ? -INFINITY : (m + std::log2(l_exact) - p_offset) * alg::kLn2 + lse_shift[i];
+            p.lse[pr.lse_offset(b, h, i)] = nonfinite ? NAN
+                                            : empty   ? -INFINITY
+                                                      : (m + std::log2(l_exact) - p_offset) * alg::kLn2 + lse_shift[i];
     }
+}
+
+// The mutation check (scripts/mutation_check.sh) compiles this file with one
+// SAGEATTN_MUTATE_<NAME> at a time. Each makes the emulation drop one option of
+// docs/ALGORITHM.md, as a kernel that ignored it would, and the check asserts that some
+// test then fails. A normal build defines none, and this returns the problem unchanged.
+Problem mutated(Problem pr) {
+    sageattn_problem& p = pr.p;
+    (void)p;
+#if defined(SAGEATTN_MUTATE_GRANULARITY_ALL_PER_THREAD)
+    p.qk_granularity = SAGEATTN_QK_PER_THREAD;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_THREAD_AS_WARP)
+    if (p.qk_granularity == SAGEATTN_QK_PER_THREAD) p.qk_granularity = SAGEATTN_QK_PER_WARP;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_WARP_AS_BLOCK)
+    if (p.qk_granularity == SAGEATTN_QK_PER_WARP) p.qk_granularity = SAGEATTN_QK_PER_BLOCK;
+#elif defined(SAGEATTN_MUTATE_GRANULARITY_BLOCK_AS_WARP)
+    if (p.qk_granularity == SAGEATTN_QK_PER_BLOCK) p.qk_granularity = SAGEATTN_QK_PER_WARP;
+#elif defined(SAGEATTN_MUTATE_QK_INT8_AS_AUTO)
+    if (p.qk_precision == SAGEATTN_QK_INT8) p.qk_precision = SAGEATTN_QK_AUTO;
+#elif defined(SAGEATTN_MUTATE_QK_INPUT_AS_AUTO)
+    if (p.qk_precision == SAGEATTN_QK_INPUT) p.qk_precision = SAGEATTN_QK_AUTO;
+#elif defined(SAGEATTN_MUTATE_SHARP_RULE_OFF)
+    if (p.qk_precision == SAGEATTN_QK_AUTO) p.qk_precision = SAGEATTN_QK_INT8;
+#elif defined(SAGEATTN_MUTATE_SHARP_THRESHOLD_IGNORED)
+    pr.sharp_threshold = 0.3f;
+#elif defined(SAGEATTN_MUTATE_SMOOTH_K_IGNORED)
+    p.smooth_k = 1;
+#elif defined(SAGEATTN_MUTATE_SMOOTH_V_IGNORED)
+    p.smooth_v = 0;
+#elif defined(SAGEATTN_MUTATE_PV_FP16_AS_FP8)
+    if (p.pv_precision == SAGEATTN_PV_FP16) p.pv_precision = SAGEATTN_PV_FP8, p.pv_accum = SAGEATTN_ACCUM_FP32_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_ALL_AS_FP32)
+    p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_AS_FP16_INNER)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32)
+        p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP16 : SAGEATTN_ACCUM_FP16_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_FP32_AS_FP32_FP16)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP32) p.pv_accum = SAGEATTN_ACCUM_FP32_FP16;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP32_FP16_AS_FP32)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP16) p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_ACCUM_FP16_FP32_AS_FP32)
+    if (p.pv_accum == SAGEATTN_ACCUM_FP16_FP32) p.pv_accum = SAGEATTN_ACCUM_FP32;
+#elif defined(SAGEATTN_MUTATE_SOFTMAX_STEP_IGNORED)
+    pr.int8_softmax_block = alg::kKvBlock;
+#endif
+    return pr;
 }
 
 }  // namespace
 
 size_t quantized_workspace_size(const Problem& pr) { return layout_of(pr).total; }
 
-void quantized_forward(const Problem& pr, void* workspace, QuantizedReport* report) {
+void quantized_forward(const Problem& problem, void* workspace, QuantizedReport* report) {
+    const Problem pr = mutated(problem);
     const sageattn_problem& p = pr.p;
     const Layout lay = layout_of(pr);
     if (report) {
         report->sharp_heads.assign(static_cast<size_t>(p.batch * p.heads_q), 0);
         report->sharpness.assign(static_cast<size_t>(p.batch * p.heads_q), 0.0f);
+        report->q_scale.assign(static_cast<size_t>(p.heads_q * pr.total_q()), 0.0f);
     }
     parallel_for(p.batch * p.heads_kv, p.num_threads,
                  [&](int64_t item) { quantize_kv(pr, workspace, lay, item / p.heads_kv, item % p.heads_kv); });
+    if (report) {
+        const float* k_scale = at<float>(workspace, lay.k_scale);
+        report->k_scale.assign(k_scale, k_scale + p.heads_kv * pr.total_kv());
+    }
     parallel_for(p.batch * p.heads_q, p.num_threads,
                  [&](int64_t item) { attend_head(pr, workspace, lay, item / p.heads_q, item % p.heads_q, report); });
 }

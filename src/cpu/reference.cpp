@@ -15,11 +15,13 @@ void reference_head(const Problem& pr, int64_t b, int64_t h, double* out, double
     const sageattn_problem& p = pr.p;
     const int64_t d = p.head_dim, lq = pr.len_q(b), lkv = pr.len_kv(b), hk = h / pr.group;
     std::vector<double> k(static_cast<size_t>(lkv * d)), v(static_cast<size_t>(lkv * d));
+    std::vector<char> key_nonfinite(static_cast<size_t>(lkv), 0);
     for (int64_t j = 0; j < lkv; ++j) {
         const int64_t ko = pr.offset(p.k, b, hk, j, true), vo = pr.offset(p.v, b, hk, j, true);
         for (int64_t c = 0; c < d; ++c) {
             k[j * d + c] = load_element(p.k.data, p.dtype, ko + c);
             v[j * d + c] = load_element(p.v.data, p.dtype, vo + c);
+            if (!std::isfinite(k[j * d + c]) || !std::isfinite(v[j * d + c])) key_nonfinite[j] = 1;
         }
     }
     std::vector<double> q(static_cast<size_t>(d)), s(static_cast<size_t>(lkv)), o(static_cast<size_t>(d));
@@ -27,7 +29,14 @@ void reference_head(const Problem& pr, int64_t b, int64_t h, double* out, double
     const double scale = pr.scale64;
     for (int64_t i = 0; i < lq; ++i) {
         const int64_t qo = pr.offset(p.q, b, h, i, false);
-        for (int64_t c = 0; c < d; ++c) q[c] = load_element(p.q.data, p.dtype, qo + c);
+        // §6's non-finite rule, stated rather than left to IEEE arithmetic (which can turn an
+        // infinity into a score of -inf, a key that silently drops out): a NaN or infinity in
+        // q_i, in k or v of a key the row sees, or a NaN score gives a NaN row and LSE.
+        bool nonfinite = false;
+        for (int64_t c = 0; c < d; ++c) {
+            q[c] = load_element(p.q.data, p.dtype, qo + c);
+            if (!std::isfinite(q[c])) nonfinite = true;
+        }
         double m = -INFINITY;
         const int64_t end = pr.visible_end(i, lq, lkv);
         for (int64_t j = 0; j < lkv; ++j) {
@@ -37,11 +46,16 @@ void reference_head(const Problem& pr, int64_t b, int64_t h, double* out, double
             double dot = 0.0;
             for (int64_t c = 0; c < d; ++c) dot += q[c] * k[j * d + c];
             s[j] = scale * dot + static_cast<double>(mv.bias);
+            if (key_nonfinite[j] || std::isnan(s[j])) nonfinite = true;
             if (s[j] > m) m = s[j];
         }
         std::fill(o.begin(), o.end(), 0.0);
         double l = 0.0;
-        if (m != -INFINITY) {
+        if (nonfinite) {
+            std::fill(o.begin(), o.end(), NAN);
+            l = NAN;
+            m = 0.0;
+        } else if (m != -INFINITY) {
             for (int64_t j = 0; j < lkv; ++j) {
                 if (!seen[j]) continue;
                 const double w = std::exp(s[j] - m);
@@ -51,7 +65,7 @@ void reference_head(const Problem& pr, int64_t b, int64_t h, double* out, double
             for (int64_t c = 0; c < d; ++c) o[c] /= l;
         }
         for (int64_t c = 0; c < d; ++c) out[i * d + c] = o[c];
-        lse[i] = m == -INFINITY ? -INFINITY : m + std::log(l);
+        lse[i] = m == -INFINITY ? -INFINITY : m + std::log(l);  // NaN for a non-finite row (l)
     }
 }
 

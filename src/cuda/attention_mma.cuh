@@ -121,7 +121,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
         constexpr int kVecPerRow = kBlockKv * kVB / 16;
         for (int i = threadIdx.x; i < DP * kVecPerRow; i += blockDim.x) {
             const int c = i / kVecPerRow, w = i % kVecPerRow;
-            const uint8_t* src = p.v_codes + ((hk * DP + c) * p.kv_rows + s.pad_kv + j0) * kVB;
+            const uint8_t* src = p.v_codes + ((static_cast<int64_t>(hk) * DP + c) * p.kv_rows + s.pad_kv + j0) * kVB;
             ptx::cp_async_16(v_dst + c * Smem::kVRow + w * 16, src + w * 16);
         }
         ptx::cp_async_commit();

@@ -158,9 +158,10 @@ inline bool byte_map(CUtensorMap* map, const void* base, uint64_t cols, uint64_t
 // (query_tile in common.cuh).
 template <class T, bool kBf16>
 bool launch(const Params& p, cudaStream_t stream) {
-    // Tile coordinates are 32-bit.
+    // Tile coordinates are 32-bit: Q and K rows, Vᵀ rows (channels) and Vᵀ columns (key bytes).
     const int64_t q_cells = static_cast<int64_t>(p.heads_q) * p.q_rows, kv_cells = static_cast<int64_t>(p.heads_kv) * p.kv_rows;
-    if (q_cells >= (int64_t{1} << 31) || kv_cells >= (int64_t{1} << 31) || int64_t{p.heads_kv} * T::kDp >= (int64_t{1} << 31))
+    if (q_cells >= (int64_t{1} << 31) || kv_cells >= (int64_t{1} << 31) || int64_t{p.heads_kv} * T::kDp >= (int64_t{1} << 31) ||
+        p.kv_rows * T::kVB >= (int64_t{1} << 31))
         return false;
     CUtensorMap q_map, k_map, v_map;
     if (!byte_map(&q_map, p.q_codes, T::kDp, static_cast<uint64_t>(q_cells), T::kDp, T::kDp, T::kTileQ, T::kQKSwizzle) ||

@@ -3,10 +3,13 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "api/error.hpp"
+#include "api/validate.hpp"
 #include "common/algorithm.hpp"
 #include "cuda/launch.hpp"
 #include "cuda/params.hpp"
@@ -20,10 +23,22 @@ using api::fail;
 
 int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
 
+// The longest sequence the kernels can meet: dense, the length; varlen, max_len cut to the
+// tensor's packed rows (no clamped sequence is longer, common.cuh), which bounds the grids
+// and the workspace whatever max_len says.
+int64_t longest_q(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    return pr.varlen ? std::min(p.max_len_q, p.len_q) : p.len_q;
+}
+int64_t longest_kv(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    return pr.varlen ? std::min(p.max_len_kv, p.len_kv) : p.len_kv;
+}
+
 // Byte offsets of every workspace region; the zeroed ones come first.
 struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, zeroed_end;
-    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, sum_parts, err_parts, total;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, kv_nonfinite, zeroed_end;
+    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, key_nonfinite, sum_parts, err_parts, total;
     int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;
     int dp;
@@ -53,6 +68,9 @@ Layout layout_of(const Problem& pr) {
     l.tickets = take(heads_kv * 2 * 4);
     l.ready = take(heads_kv * 4);
     l.next_item = take(4);
+    l.seqlens_faults = take(4);
+    l.q_nonfinite = take(static_cast<size_t>(p.batch * p.heads_q) * 4);
+    l.kv_nonfinite = take(heads_kv * 4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
@@ -62,7 +80,8 @@ Layout layout_of(const Problem& pr) {
     l.q_codes = take(q_cells * dp);
     l.q_scale = take(q_cells * 4);
     l.q_shift = take(q_cells * 4);
-    const int64_t max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    l.key_nonfinite = take(2 * kv_cells / kBlockKv * 8);  // one bit a key, K's and V's
+    const int64_t max_kv = longest_kv(pr);
     l.sum_chunks = static_cast<int32_t>((max_kv + kSumRows - 1) / kSumRows);
     l.err_chunks = static_cast<int32_t>((max_kv + kBlockKv - 1) / kBlockKv);
     // Parts of the cross-CTA results: K/V sums and V's range (always), V's rounding errors (FP8 V).
@@ -90,8 +109,8 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.batch = static_cast<int32_t>(p.batch), k.heads_q = static_cast<int32_t>(p.heads_q);
     k.heads_kv = static_cast<int32_t>(p.heads_kv), k.group = static_cast<int32_t>(pr.group);
     k.len_q = p.len_q, k.len_kv = p.len_kv;
-    k.max_len_q = pr.varlen ? p.max_len_q : p.len_q;
-    k.max_len_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    k.max_len_q = longest_q(pr);
+    k.max_len_kv = longest_kv(pr);
     k.head_dim = static_cast<int32_t>(p.head_dim), k.head_dim_pad = l.dp;
     k.bf16 = p.dtype == SAGEATTN_DTYPE_BF16, k.causal = p.causal;
     auto vectorizable = [](const sageattn_tensor& t) {
@@ -120,6 +139,9 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
     k.q_codes = region<int8_t>(ws, l.q_codes);
     k.q_scale = region<float>(ws, l.q_scale);
     k.q_shift = region<float>(ws, l.q_shift);
+    k.q_nonfinite = region<uint32_t>(ws, l.q_nonfinite);
+    k.kv_nonfinite = region<uint32_t>(ws, l.kv_nonfinite);
+    k.key_nonfinite = region<uint64_t>(ws, l.key_nonfinite);
     k.kv_rows = l.kv_rows, k.q_rows = l.q_rows;
     k.sum_parts = region<float>(ws, l.sum_parts);
     k.err_parts = region<float>(ws, l.err_parts);
@@ -234,7 +256,7 @@ bool takes_wgmma(const Problem& pr, int dp) {
     const sageattn_problem& p = pr.p;
     const bool fp8 = p.pv_precision == SAGEATTN_PV_FP8;
     const bool accum = fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
-    const int64_t max_q = pr.varlen ? p.max_len_q : p.len_q, max_kv = pr.varlen ? p.max_len_kv : p.len_kv;
+    const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
     const int device = p.device_index;
     return kHaveWgmma && devices().cc[device] == 90 && accum && dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT &&
            !small_attention(p, max_q, max_kv, devices().sms[device]);
@@ -265,10 +287,15 @@ sageattn_status prepare(Problem& pr) {
                     p.device_index, cc);
     if (p.algorithm == SAGEATTN_ALGORITHM_EXACT)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "algorithm = exact runs on the CPU only");
-    // Sequences and heads are grid dimensions z and y.
+    // Sequences and heads are grid dimensions z and y; 64-row query tiles and 64-key blocks
+    // along the sequence are grid dimension x (at most 2^31 - 1).
     if (p.batch > 65535 || p.heads_q > 65535)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "batch = %lld, heads_q = %lld: the CUDA kernels take at most 65535 of each",
                     static_cast<long long>(p.batch), static_cast<long long>(p.heads_q));
+    const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
+    if ((max_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) || (max_q + kTileQ - 1) / kTileQ >= (int64_t{1} << 31))
+        return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
+                    static_cast<long long>(max_q), static_cast<long long>(max_kv));
     // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there,
     // unless the sm_90a kernel (FP8 wgmma) takes the problem.
     const bool fp8_native = (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && p.head_dim <= 128);
@@ -298,6 +325,39 @@ size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8) {
 
 size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
 
+namespace {
+
+// check_seqlens: §1's rules tested on the device, read back (the stream is waited for), and
+// on a failure the arrays copied here to name the first fault as the CPU does. `faults` is a
+// zeroed word of the workspace.
+sageattn_status check_device_seqlens(const Problem& pr, uint32_t* faults, cudaStream_t stream) {
+    const sageattn_problem& p = pr.p;
+    launch_check_seqlens(p.cu_seqlens_q, p.cu_seqlens_kv, p.batch, p.len_q, p.len_kv, p.max_len_q, p.max_len_kv, faults,
+                         stream);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return cuda_error(e, "cu_seqlens check kernel");
+    uint32_t found = 0;
+    e = cudaMemcpyAsync(&found, faults, sizeof found, cudaMemcpyDeviceToHost, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    if (e != cudaSuccess) return cuda_error(e, "check_seqlens: reading the check back");
+    const char* names[2] = {"cu_seqlens_q", "cu_seqlens_kv"};
+    const int32_t* arrays[2] = {p.cu_seqlens_q, p.cu_seqlens_kv};
+    const int64_t totals[2] = {p.len_q, p.len_kv}, maxima[2] = {p.max_len_q, p.max_len_kv};
+    for (int i = 0; i < 2; ++i) {
+        if (!(found & (1u << i))) continue;
+        std::vector<int32_t> host(static_cast<size_t>(p.batch + 1));
+        e = cudaMemcpy(host.data(), arrays[i], host.size() * sizeof(int32_t), cudaMemcpyDeviceToHost);
+        if (e != cudaSuccess) return cuda_error(e, "check_seqlens: copying cu_seqlens back");
+        const sageattn_status s = api::check_seqlens(names[i], host.data(), p.batch, totals[i], maxima[i]);
+        if (s != SAGEATTN_SUCCESS) return s;
+        return fail(SAGEATTN_ERROR_INVALID_SEQLENS, "%s failed the device check but not on the host: it changed meanwhile",
+                    names[i]);
+    }
+    return SAGEATTN_SUCCESS;
+}
+
+}  // namespace
+
 sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream_ptr) {
     const Layout l = layout_of(pr);
     if (bytes < l.total)
@@ -305,17 +365,29 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
     if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
     const sageattn_problem& p = pr.p;
-    if (p.batch == 0 || p.len_q == 0) return SAGEATTN_SUCCESS;
+    const bool check = pr.varlen && p.check_seqlens && p.batch > 0;
+    if (!check && (p.batch == 0 || p.len_q == 0)) return SAGEATTN_SUCCESS;
     const Params params = params_of(pr, l, workspace);
-    // Blocks along the sequence are grid dimension x of the quantization kernels.
-    if ((params.max_len_kv + kBlockKv - 1) / kBlockKv >= (int64_t{1} << 31) ||
-        (params.max_len_q + kQuantRows - 1) / kQuantRows >= (int64_t{1} << 31))
-        return fail(SAGEATTN_ERROR_UNSUPPORTED, "len_q = %lld, len_kv = %lld: too long for the CUDA kernels' grids",
-                    static_cast<long long>(params.max_len_q), static_cast<long long>(params.max_len_kv));
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-    cudaError_t e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
+    cudaError_t e;
+    if (check) {
+        // The check waits for the stream; a stream being captured into a graph cannot be waited for.
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        if ((e = cudaStreamIsCapturing(stream, &capture)) != cudaSuccess) return cuda_error(e, "cudaStreamIsCapturing");
+        if (capture != cudaStreamCaptureStatusNone)
+            return fail(SAGEATTN_ERROR_UNSUPPORTED,
+                        "check_seqlens = 1 waits for the stream to read its result back, which cannot happen while "
+                        "the stream is captured into a CUDA graph: check before the capture, or capture with "
+                        "check_seqlens = 0 (cu_seqlens are then clamped to the tensors)");
+    }
+    e = cudaMemsetAsync(workspace, 0, l.zeroed_end, stream);
     if (e != cudaSuccess) return cuda_error(e, "cudaMemsetAsync(workspace)");
+    if (check) {
+        const sageattn_status s = check_device_seqlens(pr, region<uint32_t>(workspace, l.seqlens_faults), stream);
+        if (s != SAGEATTN_SUCCESS) return s;
+        if (p.len_q == 0) return SAGEATTN_SUCCESS;
+    }
     launch_quantize(params, one_launch_items(devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
     if (takes_wgmma(pr, l.dp) && wgmma_launcher(l.dp, params.bf16)(params, stream)) {

@@ -47,16 +47,16 @@ struct Seq {
 __device__ __forceinline__ Seq sequence(const Params& p, int b) {
     Seq s;
     if (p.cu_seqlens_q) {
-        const int64_t q0 = p.cu_seqlens_q[b], k0 = p.cu_seqlens_kv[b];
-        s.len_q = p.cu_seqlens_q[b + 1] - q0;
-        s.len_kv = p.cu_seqlens_kv[b + 1] - k0;
-        // A sequence longer than its max_len would fall outside the grid: clamp, never overrun.
-        s.len_q = s.len_q < 0 ? 0 : (s.len_q > p.max_len_q ? p.max_len_q : s.len_q);
-        s.len_kv = s.len_kv < 0 ? 0 : (s.len_kv > p.max_len_kv ? p.max_len_kv : s.len_kv);
-        s.row_q = q0;
-        s.row_kv = k0;
-        s.in_q = q0 * p.q.token_stride;
-        s.in_kv = k0 * p.k.token_stride;
+        // The one place every kernel reads cu_seqlens: clamped to the tensors (params.hpp),
+        // whatever they hold.
+        const SeqRows q = clamp_sequence(p.cu_seqlens_q[b], p.cu_seqlens_q[b + 1], p.len_q, p.max_len_q);
+        const SeqRows k = clamp_sequence(p.cu_seqlens_kv[b], p.cu_seqlens_kv[b + 1], p.len_kv, p.max_len_kv);
+        s.len_q = q.len;
+        s.len_kv = k.len;
+        s.row_q = q.start;
+        s.row_kv = k.start;
+        s.in_q = q.start * p.q.token_stride;
+        s.in_kv = k.start * p.k.token_stride;
     } else {
         s.len_q = p.len_q;
         s.len_kv = p.len_kv;
@@ -86,8 +86,8 @@ __device__ __forceinline__ int64_t out_base(const Params& p, int b, const Seq& s
 
 // §5: whether the heads's scores are too sharp for INT8 Q·Kᵀ (σ estimate over the threshold).
 __device__ __forceinline__ bool sharp_scores(const Params& p, int b, int h) {
-    const float qmax = __uint_as_float(p.q_amax[b * p.heads_q + h]);
-    const float kmax = __uint_as_float(p.k_amax[b * p.heads_kv + h / p.group]);
+    const float qmax = __uint_as_float(p.q_amax[static_cast<int64_t>(b) * p.heads_q + h]);
+    const float kmax = __uint_as_float(p.k_amax[static_cast<int64_t>(b) * p.heads_kv + h / p.group]);
     const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
     return sigma > p.sharp_threshold;
 }
@@ -138,6 +138,23 @@ __device__ __forceinline__ void load_chunk(const void* base, int64_t row, int c0
     chunk_values<kBf16>(load_chunk_bits(base, row, c0, head_dim, vec), x);
 }
 
+// §6's non-finite rule as the quantizers apply it, on a chunk's 16-bit patterns: NaNs and
+// infinities (exponent all ones) read as +0, so that they reach no statistic or code, and
+// `nonfinite` is set when there was one. A few integer operations per eight inputs.
+template <bool kBf16>
+__device__ __forceinline__ uint4 finite_chunk(uint4 u, bool& nonfinite) {
+    constexpr uint32_t kExp = kBf16 ? 0x7f807f80u : 0x7c007c00u;
+    const uint32_t m0 = __vcmpeq2(u.x & kExp, kExp), m1 = __vcmpeq2(u.y & kExp, kExp);
+    const uint32_t m2 = __vcmpeq2(u.z & kExp, kExp), m3 = __vcmpeq2(u.w & kExp, kExp);
+    nonfinite = nonfinite || (m0 | m1 | m2 | m3) != 0u;
+    return make_uint4(u.x & ~m0, u.y & ~m1, u.z & ~m2, u.w & ~m3);
+}
+template <bool kBf16>
+__device__ __forceinline__ uint4 finite_chunk(uint4 u) {
+    bool ignored = false;
+    return finite_chunk<kBf16>(u, ignored);
+}
+
 
 // Reductions over the `width` lanes (a power of two) that share one row.
 __device__ __forceinline__ float group_max(float x, int width) {
@@ -147,6 +164,11 @@ __device__ __forceinline__ float group_max(float x, int width) {
 __device__ __forceinline__ float group_sum(float x, int width) {
     for (int o = width / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
+}
+__device__ __forceinline__ bool group_any(bool x, int width) {
+    int v = x ? 1 : 0;
+    for (int o = width / 2; o > 0; o >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
+    return v != 0;
 }
 
 // §6's running maximum of the two rows a thread holds (g and g + 8 of an m16 tile): the
@@ -174,7 +196,10 @@ __device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_
     else if (p.mask_dtype == 2) x = ptx::load16<true>(static_cast<const uint16_t*>(p.mask) + idx);
     else x = ptx::load16<false>(static_cast<const uint16_t*>(p.mask) + idx);
     if (x == -INFINITY) return false;
-    *bias = fminf(fmaxf(x * kLog2e, -kFltMax), kFltMax);
+    // Saturated as the CPU does it (algorithm.hpp's bias_log2): fminf/fmaxf would turn a NaN
+    // bias into -FLT_MAX, and §6 wants it to reach the row.
+    const float y = x * kLog2e;
+    *bias = y < -kFltMax ? -kFltMax : (y > kFltMax ? kFltMax : y);
     return true;
 }
 
@@ -265,10 +290,51 @@ __device__ __forceinline__ int64_t lse_index(const Params& p, int b, int h, cons
                           : b * p.lse_batch_stride + h * p.lse_head_stride + row * p.lse_token_stride;
 }
 
+// §6's non-finite rule, its rare part. The quantizers mark a q row that held a NaN or an
+// infinity (a NaN LSE shift) and a key whose k or v did (one bit a key), and raise a flag per
+// (sequence, head) and per (sequence, KV head). Only where one is raised do the thread's rows
+// that hold a mark, or see a marked key (below the causal end, the mask read for the marked
+// keys alone), get NaN in place of what store_rows wrote. It runs after the stores, with the
+// accumulators dead, so the key loop and its registers are untouched.
+__device__ __forceinline__ bool row_sees_marked_key(const Params& p, int b, int h, const Seq& s, int64_t row) {
+    const int64_t end = p.causal ? max64(0, min64(s.len_kv, row + s.len_kv - s.len_q + 1)) : s.len_kv;
+    const int64_t blocks = static_cast<int64_t>(p.heads_kv) * p.kv_rows / kBlockKv;
+    const uint64_t* k_marks = p.key_nonfinite + (static_cast<int64_t>(h / p.group) * p.kv_rows + s.pad_kv) / kBlockKv;
+    const uint64_t* v_marks = k_marks + blocks;
+    for (int64_t w = 0; w * kBlockKv < end; ++w) {
+        uint64_t marks = k_marks[w] | v_marks[w];
+        if (end - w * kBlockKv < kBlockKv) marks &= (uint64_t{1} << (end - w * kBlockKv)) - 1;
+        for (; marks != 0; marks &= marks - 1) {
+            float bias;
+            const int64_t j = w * kBlockKv + __ffsll(static_cast<long long>(marks)) - 1;
+            if (p.mask_type == 0 || mask_entry(p, b, h, row, j, &bias)) return true;
+        }
+    }
+    return false;
+}
+__device__ __forceinline__ void overwrite_nonfinite_rows(const Params& p, int b, int h, const int64_t (&row)[2], int t,
+                                                         bool lse) {
+    const bool q_marked = p.q_nonfinite[static_cast<int64_t>(b) * p.heads_q + h] != 0u;
+    const bool k_marked = p.kv_nonfinite[static_cast<int64_t>(b) * p.heads_kv + h / p.group] != 0u;
+    if (!q_marked && !k_marked) return;
+    const Seq s = sequence(p, b);
+    const bool pairs = out_pairs(p);
+    for (int r = 0; r < 2; ++r) {
+        if (row[r] >= s.len_q) continue;
+        const bool own = q_marked && isnan(p.q_shift[h * p.q_rows + s.pad_q + row[r]]);
+        if (!own && !(k_marked && row_sees_marked_key(p, b, h, s, row[r]))) continue;
+        uint16_t* out = static_cast<uint16_t*>(p.out) + out_base(p, b, s) + h * p.out_head_stride + row[r] * p.out_token_stride;
+        for (int c = 2 * t; c < p.head_dim; c += 8)
+            store_channel_pair<false>(out, c, p.head_dim, pairs, NAN, NAN);  // a NaN in fp16 and in bf16 alike
+        if (lse && t == 0) p.lse[lse_index(p, b, h, s, row[r])] = NAN;
+    }
+}
+
 // Both kernels' epilogue (§6) for a thread's two rows, m, l and l_exact already summed
 // over the quad: the output rows and, with `lse`, the natural-log LSE
-// (m + log2 l_exact − offset)·ln 2, plus the row's smooth-K shift where `shifted`.
-// acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
+// (m + log2 l_exact − offset)·ln 2, plus the row's smooth-K shift where `shifted`. A row with
+// m = −inf is empty (zeros, lse −inf) only if l = 0: a NaN score leaves m alone but l NaN, and
+// the row comes out NaN (§6). acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
 template <bool kBf16, int kOT, class Acc>
 __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const Seq& s, const int64_t (&row)[2], int t,
                                            const float (&m)[2], const float (&l)[2], const float (&l_exact)[2],
@@ -280,7 +346,7 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= s.len_q) continue;
-        const bool empty = m[r] == -INFINITY;
+        const bool empty = m[r] == -INFINITY && l[r] == 0.f;
         store_output_row<kBf16, kOT>(out + base + row[r] * p.out_token_stride, p, t, pairs, empty,
                                      empty ? 0.f : 1.f / l[r], v_scale, v_offset,
                                      [&](int ot, int e) { return acc(r, ot, e); });
@@ -288,10 +354,11 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
     if (lse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= s.len_q) continue;
-            const bool empty = m[r] == -INFINITY;
+            const bool empty = m[r] == -INFINITY && l[r] == 0.f;
             const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
             p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
         }
+    overwrite_nonfinite_rows(p, b, h, row, t, lse);
 }
 
 }  // namespace sageattn::cuda

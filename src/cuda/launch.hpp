@@ -12,6 +12,11 @@ namespace sageattn::cuda {
 // four kernels in stream order.
 void launch_quantize(const Params& p, int64_t one_launch_items, cudaStream_t stream);
 
+// Checks varlen prefix sums on the device (seqlens.cu): ORs 1 into *faults if cu_q breaks §1's
+// rules, 2 if cu_kv does. *faults must be zero before.
+void launch_check_seqlens(const int32_t* cu_q, const int32_t* cu_kv, int64_t batch, int64_t total_q, int64_t total_kv,
+                          int64_t max_q, int64_t max_kv, uint32_t* faults, cudaStream_t stream);
+
 template <int DP, bool kBf16, bool kFp8>
 void launch_attention(const Params& p, cudaStream_t stream);
 

@@ -44,8 +44,8 @@ struct Params {
     const int32_t* cu_seqlens_q;  // null for dense problems
     const int32_t* cu_seqlens_kv;
     int32_t batch, heads_q, heads_kv, group;
-    int64_t len_q, len_kv;      // dense lengths (varlen: per sequence from cu_seqlens)
-    int64_t max_len_q, max_len_kv;
+    int64_t len_q, len_kv;      // dense: the lengths; varlen: the tensors' packed rows (sequences from cu_seqlens)
+    int64_t max_len_q, max_len_kv;  // the longest sequence: dense the lengths, varlen max_len cut to the packed rows
     int32_t head_dim, head_dim_pad;
     int32_t bf16, causal;
     int32_t vec_q, vec_k, vec_v;  // 16-byte loads allowed (aligned base, strides multiples of 8)
@@ -70,7 +70,10 @@ struct Params {
     uint8_t* v_codes;    // [heads_kv][dpad][kv_rows], 1 (fp8) or 2 (fp16) bytes an element
     int8_t* q_codes;     // [heads_q][q_rows][dpad]
     float* q_scale;      // [heads_q][q_rows]
-    float* q_shift;      // [heads_q][q_rows]: §6's LSE shift
+    float* q_shift;      // [heads_q][q_rows]: §6's LSE shift; NaN marks a q row with a NaN or infinity (§6)
+    uint32_t* q_nonfinite;    // [batch][heads_q]    zeroed: 1 once a q row holds a NaN or infinity (§6)
+    uint32_t* kv_nonfinite;   // [batch][heads_kv]   zeroed: 1 once a key's k or v holds a NaN or infinity (§6)
+    uint64_t* key_nonfinite;  // [2][heads_kv][kv_rows / 64]: those keys, bit j of a 64-key block; K's, then V's
     int64_t kv_rows, q_rows;  // padded row counts of the packed layouts
     // Cross-CTA sums in a fixed order (run-to-run identical results): each CTA writes its part,
     // the last one of a (sequence, KV head) to finish adds them up in order.
@@ -82,13 +85,38 @@ struct Params {
     int32_t sum_chunks, err_chunks;
 };
 
+#if defined(__CUDACC__)
+#define SAGEATTN_HOST_DEVICE __host__ __device__
+#else
+#define SAGEATTN_HOST_DEVICE
+#endif
+
+// One varlen sequence's packed rows [start, start + len) as the kernels use them (§1).
+// On CUDA nothing has checked cu_seqlens (they stay on the device), so whatever they hold
+// is clamped: the rows [cu[b], cu[b+1]) are cut to the tensor's `total` rows, then to
+// max_len. Hence 0 <= start <= start + len <= total and len <= max_len: no access through
+// them leaves the tensors, the mask's max_len extents or (padded_start below) the
+// workspace. Consistent offsets pass unchanged.
+struct SeqRows {
+    int64_t start, len;
+};
+SAGEATTN_HOST_DEVICE inline SeqRows clamp_sequence(int64_t first, int64_t next, int64_t total, int64_t max_len) {
+    const int64_t start = first < 0 ? 0 : (first > total ? total : first);
+    const int64_t end = next < start ? start : (next > total ? total : next);
+    const int64_t len = end - start;
+    return SeqRows{start, len < max_len ? len : (max_len < 0 ? 0 : max_len)};
+}
+
 // Padded packed rows: sequence b's rows start at pad·(ceil(first/pad) + b), where
 // `first` is its first packed token (dense: b·len). Every sequence then owns
 // whole, aligned blocks and none overlaps the next; all fit in padded_rows().
-#if defined(__CUDACC__)
-__host__ __device__
-#endif
-inline int64_t padded_start(int64_t first, int64_t b, int64_t pad) { return pad * ((first + pad - 1) / pad + b); }
+// That holds for any clamped sequence too (clamp_sequence: first + len <= total, b < batch):
+// ceil(first/pad) + ceil(len/pad) <= ceil(total/pad) + 1, so its last padded row is below
+// pad·(ceil(total/pad) + b + 1) <= padded_rows(total, batch, pad). Sequences of inconsistent
+// offsets may overlap one another there (a race on values, never on bounds).
+SAGEATTN_HOST_DEVICE inline int64_t padded_start(int64_t first, int64_t b, int64_t pad) {
+    return pad * ((first + pad - 1) / pad + b);
+}
 inline int64_t padded_rows(int64_t total, int64_t batch, int64_t pad) { return pad * ((total + pad - 1) / pad + batch); }
 
 }  // namespace sageattn::cuda

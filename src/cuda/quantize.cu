@@ -36,6 +36,20 @@ __device__ __forceinline__ void zero_rows(uint8_t* first, int rows, int row_byte
         *reinterpret_cast<uint4*>(first + (i / chunks) * stride + (i % chunks) * 16) = make_uint4(0u, 0u, 0u, 0u);
 }
 
+// §6: the 64 keys of block j0 whose k (kind 0) or v (kind 1) held a NaN or an infinity, one bit
+// each (`marks`: the block's flags in shared memory), and the (sequence, KV head)'s flag when
+// there is one. Called by one full warp.
+__device__ __forceinline__ void publish_nonfinite_keys(const Params& p, int kind, int b, int hk, const Seq& s, int64_t j0,
+                                                       const int* marks) {
+    const int lane = static_cast<int>(threadIdx.x % 32);
+    const uint32_t lo = __ballot_sync(0xffffffffu, marks[lane] != 0), hi = __ballot_sync(0xffffffffu, marks[lane + 32] != 0);
+    if (lane != 0) return;
+    const uint64_t word = lo | (static_cast<uint64_t>(hi) << 32);
+    const int64_t blocks = static_cast<int64_t>(p.heads_kv) * p.kv_rows / kBlockKv;
+    p.key_nonfinite[kind * blocks + (static_cast<int64_t>(hk) * p.kv_rows + s.pad_kv + j0) / kBlockKv] = word;
+    if (word != 0) atomicOr(p.kv_nonfinite + static_cast<int64_t>(b) * p.heads_kv + hk, 1u);
+}
+
 // Work split used by every kernel here: a row's head_dim_pad channels are
 // chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
 // at a time.
@@ -115,22 +129,26 @@ struct SumsSmem {
 struct KSmem {
     float k_mean[256];
     float token_amax[kBlockKv];
+    int token_nonfinite[kBlockKv];
     float group_inv[4];
 };
 struct VHalfSmem {
     uint32_t tile[256 * kBlockKv / 2];  // [channel][key pair], swizzled
     float v_mean[256];
     float v_mul[256];
+    int key_nonfinite[kBlockKv];
 };
 struct VFp8Smem {
     uint32_t tile[256 * kBlockKv / 4];
     float v_mean[256], v_inv[256], v_step[256];
     float warp_err[8][256];  // per warp: Σ rounding error per channel
     float block_err[256], totals[256];
+    int key_nonfinite[kBlockKv];
 };
 struct QSmem {
     float k_mean[256];
     float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
+    int row_nonfinite[kQuantRows];
     float warp_amax[kQuantRows / 32];
 };
 union __align__(16) PrepSmem {
@@ -161,7 +179,10 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
     float ks[8] = {}, vs[8] = {}, vmax[8], vmin[8], x[8];
     for (int e = 0; e < 8; ++e) vmax[e] = -INFINITY, vmin[e] = INFINITY;
+    // NaNs and infinities count as 0 in every statistic (§6; finite_chunk).
     const auto add = [&](uint4 k_bits, uint4 v_bits) {
+        k_bits = finite_chunk<kBf16>(k_bits);
+        v_bits = finite_chunk<kBf16>(v_bits);
         if (p.smooth_k) {
             chunk_values<kBf16>(k_bits, x);
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
@@ -256,24 +277,30 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
     float km[8], x[8];
-    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
+    // The block's inputs, NaNs and infinities read as 0 (§6).
+    const auto chunk = [&](int j, bool& nonfinite) {
+        const uint4 u = stage ? stage[j * w.lanes_per_row + w.chunk]
+                              : load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k);
+        return finite_chunk<kBf16>(u, nonfinite);
+    };
+    for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
     // Every thread group walks the same rows in the same order, so the shuffles
     // below see whole groups (rows past n still join them, with zeros).
     const int rounds = kBlockKv / w.groups;
     // With `stage` (64 x dpad inputs) the block is read once (as in q_quant_block).
-    const auto at = [&](int j) { return j * w.lanes_per_row + w.chunk; };
     if (stage) stage_tile(stage, p.k.data, kb, p.k.token_stride, n, rounds, w, p.head_dim, p.vec_k);
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
         float a = 0.f;
+        bool nonfinite = false;
         if (j < n) {
-            if (stage) chunk_values<kBf16>(stage[at(j)], x);
-            else load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+            chunk_values<kBf16>(chunk(j, nonfinite), x);
             for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e] - km[e]));
         }
         a = group_max(a, w.lanes_per_row);
-        if (w.chunk == 0) token_amax[j] = a;
+        nonfinite = group_any(nonfinite, w.lanes_per_row);
+        if (w.chunk == 0) token_amax[j] = a, sm.token_nonfinite[j] = nonfinite;
     }
     __syncthreads();
     static_assert(kBlockKv == 64, "a lane holds tokens lane and lane + 32");
@@ -292,15 +319,16 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
             group_inv[g] = kInt8Max / floored;
             p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + g] = floored / kInt8Max;
         }
-        if (lane == 0) atomic_max_nonneg(p.k_amax + b * p.heads_kv + hk, block);
+        if (lane == 0) atomic_max_nonneg(p.k_amax + static_cast<int64_t>(b) * p.heads_kv + hk, block);
+        publish_nonfinite_keys(p, 0, b, hk, s, j0, sm.token_nonfinite);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
         const float inv = group_inv[k_group(j, p.granularity)];
+        bool ignored = false;
         if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
-        else if (stage) chunk_values<kBf16>(stage[at(j)], x);
-        else load_chunk<kBf16>(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k, x);
+        else chunk_values<kBf16>(chunk(j, ignored), x);
         *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
             pack_codes(x, km, inv);
     }
@@ -334,6 +362,7 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
         }
         v_mul[c] = ldexpf(1.f, -e);  // a power of two: exact scaling
     }
+    if (threadIdx.x < kBlockKv) sm.key_nonfinite[threadIdx.x] = 0;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
@@ -344,8 +373,13 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     const uint4 none = make_uint4(0u, 0u, 0u, 0u);
     for (int jp = w.group; jp < kWordsPerRow; jp += w.groups) {
         const int j = 2 * jp;
-        const uint4 r0 = j < n ? load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
-        const uint4 r1 = j + 1 < n ? load_chunk_bits(p.v.data, vb + (j + 1) * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+        bool bad0 = false, bad1 = false;  // NaNs and infinities read as 0, their keys marked (§6)
+        const uint4 r0 = finite_chunk<kBf16>(
+            j < n ? load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v) : none, bad0);
+        const uint4 r1 = finite_chunk<kBf16>(
+            j + 1 < n ? load_chunk_bits(p.v.data, vb + (j + 1) * p.v.token_stride, c0, p.head_dim, p.vec_v) : none, bad1);
+        if (bad0) sm.key_nonfinite[j] = 1;
+        if (bad1) sm.key_nonfinite[j + 1] = 1;
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
@@ -358,14 +392,15 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
         }
     }
     __syncthreads();
+    if (threadIdx.x < 32) publish_nonfinite_keys(p, 1, b, hk, s, j0, sm.key_nonfinite);
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
     for (int i = threadIdx.x; i < p.head_dim_pad * kWordsPerRow; i += blockDim.x) {
         const int c = i / kWordsPerRow, word = i % kWordsPerRow;
-        uint8_t* dst = p.v_codes + ((hk * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
+        uint8_t* dst = p.v_codes + ((static_cast<int64_t>(hk) * p.head_dim_pad + c) * p.kv_rows + s.pad_kv + j0) * 2;
         reinterpret_cast<uint32_t*>(dst)[word] = tile[c * kWordsPerRow + (word ^ ((c / 8) & 31))];
     }
     if (ends_wide_block_early(j0, s.len_kv))
-        zero_rows(p.v_codes + (hk * p.head_dim_pad * p.kv_rows + s.pad_kv + j0 + kBlockKv) * 2, p.head_dim_pad,
+        zero_rows(p.v_codes + (static_cast<int64_t>(hk) * p.head_dim_pad * p.kv_rows + s.pad_kv + j0 + kBlockKv) * 2, p.head_dim_pad,
                   kBlockKv * 2, p.kv_rows * 2);
 }
 
@@ -395,6 +430,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         v_inv[c] = range / a;   // code = e4m3(v · range / a)
         v_step[c] = a / range;  // and back
     }
+    if (threadIdx.x < kBlockKv) sm.key_nonfinite[threadIdx.x] = 0;
     __syncthreads();
     const int dp = p.head_dim_pad, chunks = dp / 8;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
@@ -409,6 +445,12 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         for (int r = 0; r < 4; ++r)
             raw[r] = keys[r] < n ? load_chunk_bits(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v)
                                  : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {  // NaNs and infinities read as 0, their keys marked (§6)
+            bool nonfinite = false;
+            raw[r] = finite_chunk<kBf16>(raw[r], nonfinite);
+            if (nonfinite) sm.key_nonfinite[keys[r]] = 1;
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
@@ -435,6 +477,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     if (lane < chunks)
 #pragma unroll
         for (int e = 0; e < 8; ++e) warp_err[warp][lane * 8 + e] = err_sum[e];
+    if (warp == 0) publish_nonfinite_keys(p, 1, b, hk, s, j0, sm.key_nonfinite);
     __syncthreads();
     auto& block_err = sm.block_err;
     auto& totals = sm.totals;
@@ -447,7 +490,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int64_t pair = static_cast<int64_t>(b) * p.heads_kv + hk;
     const int parts_n = static_cast<int>((s.len_kv + kBlockKv - 1) / kBlockKv);
     if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, bx, parts_n, block_err, dp,
-                      p.tickets + p.batch * p.heads_kv + pair, totals))
+                      p.tickets + static_cast<int64_t>(p.batch) * p.heads_kv + pair, totals))
         for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) p.v_err[slot + c] = totals[c];
     // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
     for (int i = threadIdx.x; i < dp * 4; i += blockDim.x) {
@@ -455,10 +498,10 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         const uint32_t* row = tile + c * (kBlockKv / 4);
         const uint4 w = make_uint4(row[(4 * part) ^ key], row[(4 * part + 1) ^ key], row[(4 * part + 2) ^ key],
                                    row[(4 * part + 3) ^ key]);
-        *reinterpret_cast<uint4*>(p.v_codes + (hk * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
+        *reinterpret_cast<uint4*>(p.v_codes + (static_cast<int64_t>(hk) * dp + c) * p.kv_rows + s.pad_kv + j0 + 16 * part) = w;
     }
     if (ends_wide_block_early(j0, s.len_kv))
-        zero_rows(p.v_codes + hk * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
+        zero_rows(p.v_codes + static_cast<int64_t>(hk) * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
 }
 
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
@@ -487,18 +530,24 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     // loads in flight together, and kept for the codes; else the codes read it again.
     const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
     if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
+    // The tile's inputs, NaNs and infinities read as 0 (§6).
+    const auto chunk = [&](int local, int64_t i, bool& nonfinite) {
+        const uint4 u = stage ? stage[at(local)] : load_chunk_bits(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q);
+        return finite_chunk<kBf16>(u, nonfinite);
+    };
     for (int r = 0; r < rounds; ++r) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
         float a = 0.f, dot = 0.f;
+        bool nonfinite = false;
         if (i < s.len_q) {
-            if (stage) chunk_values<kBf16>(stage[at(local)], x);
-            else load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+            chunk_values<kBf16>(chunk(local, i, nonfinite), x);
             for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e])), dot += x[e] * km[e];
         }
         a = group_max(a, w.lanes_per_row);
         dot = group_sum(dot, w.lanes_per_row);
-        if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot;
+        nonfinite = group_any(nonfinite, w.lanes_per_row);
+        if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot, sm.row_nonfinite[local] = nonfinite;
     }
     __syncthreads();
     // A thread a row; a warp's 32 rows are a per-warp group, and within it the rows
@@ -525,15 +574,17 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         row_inv[local] = kInt8Max / floored;
         const int64_t row = h * p.q_rows + s.pad_q + i;
         p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
-        p.q_shift[row] = (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
-        if (local == 0) atomic_max_nonneg(p.q_amax + b * p.heads_q + h, block);
+        // A row that held a NaN or an infinity is marked by a NaN shift (§6; the epilogue reads it).
+        p.q_shift[row] = i < s.len_q && sm.row_nonfinite[local] ? NAN : (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
+        if (local == 0) atomic_max_nonneg(p.q_amax + static_cast<int64_t>(b) * p.heads_q + h, block);
+        if (i < s.len_q && sm.row_nonfinite[local]) atomicOr(p.q_nonfinite + static_cast<int64_t>(b) * p.heads_q + h, 1u);
     }
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
-        if (stage) chunk_values<kBf16>(stage[at(local)], x);  // zeros past the sequence
-        else if (i < s.len_q) load_chunk<kBf16>(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q, x);
+        bool ignored = false;
+        if (stage || i < s.len_q) chunk_values<kBf16>(chunk(local, i, ignored), x);  // staged: zeros past the sequence
         else for (int e = 0; e < 8; ++e) x[e] = 0.f;
         *reinterpret_cast<uint2*>(p.q_codes + (h * p.q_rows + s.pad_q + i) * p.head_dim_pad + c0) =
             pack_codes(x, zero, row_inv[local]);

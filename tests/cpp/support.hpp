@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "api/validate.hpp"
+#include "common/access.hpp"
 #include "common/numeric.hpp"
 #include "cpu/cpu.hpp"
 #include "sageattn/sageattn.h"
@@ -196,6 +197,46 @@ struct Attention {
     }
 };
 
+// (row, head) pairs, rows in the packed numbering of Attention::output(), whose output holds a
+// NaN or an infinity.
+inline std::vector<char> nonfinite_rows(const std::vector<double>& out, int64_t heads, int64_t d) {
+    std::vector<char> bad(out.size() / static_cast<size_t>(d), 0);
+    for (size_t i = 0; i < out.size(); ++i)
+        if (!std::isfinite(out[i])) bad[i / static_cast<size_t>(d)] = 1;
+    (void)heads;
+    return bad;
+}
+
+// §6's non-finite rule read off the inputs, independently of every implementation: (row, head)
+// is non-finite when its q row holds a NaN or an infinity, when a key it sees (§1) holds one in
+// k or v, or when the additive bias of a key it sees is NaN.
+inline std::vector<char> expected_nonfinite_rows(const Attention& a) {
+    const Problem pr = a.normalized();
+    const sageattn_problem& p = pr.p;
+    const int64_t hq = p.heads_q, d = p.head_dim;
+    std::vector<char> bad(static_cast<size_t>(pr.total_q() * hq), 0);
+    auto row_bad = [&](const Tensor& t, const sageattn_tensor& view, int64_t b, int64_t h, int64_t i, bool kv) {
+        const int64_t o = pr.offset(view, b, h, i, kv);
+        for (int64_t c = 0; c < d; ++c)
+            if (!std::isfinite(decode(t.storage[static_cast<size_t>(o + c)], a.shape.dtype))) return true;
+        return false;
+    };
+    for (int64_t b = 0; b < p.batch; ++b)
+        for (int64_t h = 0; h < hq; ++h) {
+            const int64_t lq = pr.len_q(b), lkv = pr.len_kv(b), hk = h / pr.group;
+            for (int64_t i = 0; i < lq; ++i) {
+                bool any = row_bad(a.q, p.q, b, h, i, false);
+                for (int64_t j = 0; j < pr.visible_end(i, lq, lkv) && !any; ++j) {
+                    const MaskValue mv = mask_at(p.mask, b, h, i, j);
+                    if (!mv.visible) continue;
+                    any = std::isnan(mv.bias) || row_bad(a.k, p.k, b, hk, j, true) || row_bad(a.v, p.v, b, hk, j, true);
+                }
+                bad[static_cast<size_t>((pr.row0_q(b) + i) * hq + h)] = any;
+            }
+        }
+    return bad;
+}
+
 struct Accuracy {
     double cosine, rel_l1, max_abs;
     bool finite;
@@ -213,6 +254,63 @@ inline Accuracy compare(const std::vector<double>& x, const std::vector<double>&
     const double cos = (nx == 0 && ny == 0) ? 1.0 : dot / std::sqrt(nx * ny);
     return {cos, l1r == 0 ? l1 : l1 / l1r, worst, finite};
 }
+
+// ---- How close a GPU kernel must be to the CPU emulation (docs/ALGORITHM.md §7, §10) ------
+
+// Relative L1 between a GPU run and the emulation of the same problem: FP8 P·V measured up to
+// 4.1e-4 (H100, 2026-12-06; per-warp groups, an additive mask), FP16 P·V about 1e-6.
+constexpr double kGpuRelL1Fp8 = 1e-3;
+constexpr double kGpuRelL1Fp16 = 1e-4;
+constexpr double kGpuCosine = 0.99999;
+inline double gpu_rel_l1_bound(int32_t pv_precision) {
+    return pv_precision == SAGEATTN_PV_FP16 ? kGpuRelL1Fp16 : kGpuRelL1Fp8;
+}
+
+// Options of one run, and the same run with one option changed: the bound must tell them apart,
+// or a kernel that ignored the option would pass it. (Every option of §3-§6 appears.)
+struct Options {
+    const char* name;
+    int32_t granularity, qk, pv, accum, smooth_k, smooth_v;
+    void apply(sageattn_problem& p) const {
+        p.qk_granularity = granularity, p.qk_precision = qk, p.pv_precision = pv, p.pv_accum = accum;
+        p.smooth_k = smooth_k, p.smooth_v = smooth_v;
+    }
+};
+struct OptionPair {
+    Options run, other;
+};
+inline const std::vector<OptionPair>& option_pairs() {
+    constexpr int32_t T = SAGEATTN_QK_PER_THREAD, W = SAGEATTN_QK_PER_WARP, B = SAGEATTN_QK_PER_BLOCK;
+    constexpr int32_t A = SAGEATTN_QK_AUTO, I = SAGEATTN_QK_INPUT, F8 = SAGEATTN_PV_FP8, F16 = SAGEATTN_PV_FP16;
+    constexpr int32_t f32 = SAGEATTN_ACCUM_FP32, f32f32 = SAGEATTN_ACCUM_FP32_FP32, f32f16 = SAGEATTN_ACCUM_FP32_FP16,
+                      f16f32 = SAGEATTN_ACCUM_FP16_FP32;
+    static const Options def8{"per-thread fp8 fp32+fp32", T, A, F8, f32f32, 1, 0};
+    static const Options def16{"per-thread fp16 fp32", T, A, F16, f32, 1, 0};
+    static const std::vector<OptionPair> pairs = {
+        {def8, {"per-warp", W, A, F8, f32f32, 1, 0}},
+        {def8, {"per-block", B, A, F8, f32f32, 1, 0}},
+        {{"per-warp fp8", W, A, F8, f32f32, 1, 0}, {"per-block", B, A, F8, f32f32, 1, 0}},
+        {{"per-block fp8", B, A, F8, f32f32, 1, 0}, {"per-warp", W, A, F8, f32f32, 1, 0}},
+        {def8, {"input-precision QK", T, I, F8, f32f32, 1, 0}},
+        {def8, {"no smooth K", T, A, F8, f32f32, 0, 0}},
+        {def8, {"smooth V", T, A, F8, f32f32, 1, 1}},
+        {{"fp8 smooth V", T, A, F8, f32f32, 1, 1}, {"no smooth V", T, A, F8, f32f32, 1, 0}},
+        {def8, {"fp32+fp16", T, A, F8, f32f16, 1, 0}},
+        {{"fp8 fp32+fp16", T, A, F8, f32f16, 1, 0}, {"fp32+fp32", T, A, F8, f32f32, 1, 0}},
+        {{"fp8 fp32", T, A, F8, f32, 1, 0}, {"fp32+fp16", T, A, F8, f32f16, 1, 0}},
+        {def8, {"fp16 P·V", T, A, F16, f32, 1, 0}},
+        {def16, {"fp8 P·V", T, A, F8, f32f32, 1, 0}},
+        {def16, {"fp16+fp32", T, A, F16, f16f32, 1, 0}},
+        {{"fp16 fp16+fp32", T, A, F16, f16f32, 1, 0}, {"fp32", T, A, F16, f32, 1, 0}},
+        {def16, {"smooth V", T, A, F16, f32, 1, 1}},
+        {def16, {"per-warp", W, A, F16, f32, 1, 0}},
+        {def16, {"input-precision QK", T, I, F16, f32, 1, 0}},
+    };
+    return pairs;
+}
+// The problem these pairs are measured on: V centred (a mean would dwarf the differences).
+inline Shape option_shape() { return Shape{1, 2, 2, 200, 333, 128}; }
+inline Inputs option_inputs() { return Inputs{1.0f, 3.0f}; }
 
 inline void print(const std::string& what, const Accuracy& a) {
     std::printf("[ accuracy ] %-58s cosine %.6f  rel.L1 %.5f  max|err| %.5f\n", what.c_str(), a.cosine, a.rel_l1,

@@ -4,9 +4,11 @@
 // Without a CUDA device every test here is skipped, and says so.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cuda/backend.hpp"
+#include "cuda/params.hpp"
 #include "support.hpp"
 
 namespace sageattn::test {
@@ -120,8 +122,8 @@ Result check(Attention& a, const std::string& name, size_t mask_bytes = 0, doubl
         std::printf("[ gpu      ] %-66s vs CPU: cos %.7f rel.L1 %.6f | vs float64: cos %.6f rel.L1 %.5f\n",
                     label.c_str(), here.vs_cpu.cosine, here.vs_cpu.rel_l1, here.vs_ref.cosine, here.vs_ref.rel_l1);
         EXPECT_TRUE(here.vs_cpu.finite) << label;
-        EXPECT_GE(here.vs_cpu.cosine, 0.99995) << label;
-        EXPECT_LE(here.vs_cpu.rel_l1, 0.01) << label;
+        EXPECT_GE(here.vs_cpu.cosine, kGpuCosine) << label;
+        EXPECT_LE(here.vs_cpu.rel_l1, gpu_rel_l1_bound(a.problem.pv_precision)) << label;
         EXPECT_GE(here.vs_ref.cosine, ref_cos) << label;
         for (size_t i = 0; i < cpu_lse.size(); ++i) {
             if (std::isinf(cpu_lse[i])) EXPECT_EQ(cpu_lse[i], a.lse[i]) << label << " lse row " << i;
@@ -252,6 +254,367 @@ TEST(Gpu, MasksAndVarlen) {
 }
 
 
+// The GPU bound tells options apart: for each pair of option_pairs() (support.hpp), the GPU run
+// is within the bound of the emulation of its own options and farther than the bound from the
+// emulation with one option changed (Accuracy.OptionsAreFartherApartThanTheGpuBound checks on
+// the CPU that the two emulations are 2.5x the bound apart), on every kernel path.
+TEST(Gpu, BoundSeparatesOptions) {
+    REQUIRE_GPU();
+    for (const bool small : {true, false})
+        for (const OptionPair& pair : option_pairs()) {
+            cuda::set_small_problem_path(small);
+            Attention a(option_shape(), option_inputs(), rng());
+            pair.run.apply(a.problem);
+            const int64_t step = gpu_int8_softmax_block(a);
+            a.emulate(step);
+            const std::vector<double> own = a.output();
+            pair.other.apply(a.problem);
+            a.emulate(gpu_int8_softmax_block(a));
+            const std::vector<double> other = a.output();
+            pair.run.apply(a.problem);
+            const sageattn_status s = run_gpu(a);
+            cuda::set_small_problem_path(true);
+            const std::string label = std::string(pair.run.name) + " vs " + pair.other.name + (small ? "" : " [no small path]");
+            ASSERT_EQ(s, SAGEATTN_SUCCESS) << label << ": " << sageattn_last_error();
+            const std::vector<double> gpu = a.output();
+            const double bound = gpu_rel_l1_bound(pair.run.pv);
+            const Accuracy near = compare(gpu, own), far = compare(gpu, other);
+            std::printf("[ gpu      ] %-60s rel.L1 to its emulation %.6f, to the other's %.5f (bound %.0e)\n",
+                        label.c_str(), near.rel_l1, far.rel_l1, bound);
+            EXPECT_LE(near.rel_l1, bound) << label;
+            EXPECT_GT(far.rel_l1, bound) << label << ": the bound cannot tell the options apart";
+        }
+}
+
+// ---- Hostile varlen offsets (§1): clamped without the check, refused with it -------------
+
+// A device buffer of `bytes` with `guard` bytes of a known pattern on each side.
+struct Guarded {
+    static constexpr size_t kGuard = 4096;
+    DeviceBuffer buf;
+    size_t bytes;
+    explicit Guarded(size_t n) : buf(n + 2 * kGuard), bytes(n) { cudaMemset(buf.ptr, 0x5a, n + 2 * kGuard); }
+    void* data() const { return static_cast<char*>(buf.ptr) + kGuard; }
+    bool guards_intact() const {
+        std::vector<unsigned char> host(bytes + 2 * kGuard);
+        cudaMemcpy(host.data(), buf.ptr, host.size(), cudaMemcpyDeviceToHost);
+        for (size_t i = 0; i < kGuard; ++i)
+            if (host[i] != 0x5a || host[kGuard + bytes + i] != 0x5a) return false;
+        return true;
+    }
+};
+
+// Runs a varlen problem over a's packed tensors with these offsets (which no host code
+// checks on CUDA); out and lse between guards. Returns the status; out and lse come back.
+sageattn_status run_gpu_varlen(Attention& a, const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_kv,
+                               int64_t max_q, int64_t max_kv, bool checked, bool* guards_ok) {
+    std::vector<std::unique_ptr<DeviceBuffer>> keep;
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    p.device_index = 0;
+    p.batch = static_cast<int64_t>(cu_q.size()) - 1;
+    p.max_len_q = max_q;
+    p.max_len_kv = max_kv;
+    p.check_seqlens = checked;
+    auto bytes = [](const Tensor& t) { return t.storage.size() * sizeof(uint16_t); };
+    p.q.data = upload(keep, a.q.storage.data(), bytes(a.q));
+    p.k.data = upload(keep, a.k.storage.data(), bytes(a.k));
+    p.v.data = upload(keep, a.v.storage.data(), bytes(a.v));
+    p.cu_seqlens_q = static_cast<const int32_t*>(upload(keep, cu_q.data(), cu_q.size() * 4));
+    p.cu_seqlens_kv = static_cast<const int32_t*>(upload(keep, cu_kv.data(), cu_kv.size() * 4));
+    a.poison();
+    Guarded out(bytes(a.out)), lse(a.lse.size() * 4);
+    cudaMemcpy(out.data(), a.out.storage.data(), bytes(a.out), cudaMemcpyHostToDevice);
+    cudaMemcpy(lse.data(), a.lse.data(), a.lse.size() * 4, cudaMemcpyHostToDevice);
+    p.out.data = out.data();
+    p.lse = static_cast<float*>(lse.data());
+    size_t ws_bytes = 0;
+    sageattn_status s = sageattn_workspace_size(&p, &ws_bytes);
+    if (s != SAGEATTN_SUCCESS) return s;
+    Guarded ws(ws_bytes + 256);  // 256-byte aligned inside its guards
+    cudaMemset(ws.data(), 0xff, ws_bytes);
+    s = sageattn_forward(&p, ws.data(), ws_bytes, nullptr);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(a.out.storage.data(), out.data(), bytes(a.out), cudaMemcpyDeviceToHost);
+    cudaMemcpy(a.lse.data(), lse.data(), a.lse.size() * 4, cudaMemcpyDeviceToHost);
+    *guards_ok = out.guards_intact() && lse.guards_intact() && ws.guards_intact();
+    return s;
+}
+
+// The CPU emulation of packed rows [q0, q0 + lq) against keys [k0, k0 + lk) of a's tensors, as one
+// dense sequence (what a varlen sequence gives, §1): out as [lq][heads_q][d] doubles, and lse.
+std::vector<double> emulate_rows(const Attention& a, int64_t q0, int64_t lq, int64_t k0, int64_t lk, int64_t step,
+                                 std::vector<float>* lse) {
+    sageattn_problem p = a.problem;
+    p.batch = 1;
+    p.len_q = lq;
+    p.len_kv = lk;
+    auto shift = [](sageattn_tensor t, int64_t rows) {
+        t.data = static_cast<uint16_t*>(t.data) + rows * t.token_stride;
+        return t;
+    };
+    p.q = shift(p.q, q0);
+    p.k = shift(p.k, k0);
+    p.v = shift(p.v, k0);
+    const int64_t hq = a.shape.heads_q, d = a.shape.head_dim;
+    std::vector<uint16_t> out(static_cast<size_t>(std::max<int64_t>(lq * hq * d, 1)));
+    p.out = sageattn_tensor{out.data(), 0, d, hq * d};
+    lse->assign(static_cast<size_t>(hq * lq), 0.f);
+    p.lse = lse->data();
+    p.lse_batch_stride = 0, p.lse_head_stride = lq, p.lse_token_stride = 1;
+    Problem pr;
+    EXPECT_EQ(api::normalize(&p, &pr), SAGEATTN_SUCCESS) << sageattn_last_error();
+    pr.int8_softmax_block = step;
+    std::vector<unsigned char> ws(cpu::quantized_workspace_size(pr) + 64);
+    cpu::quantized_forward(pr, ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64);
+    std::vector<double> o(static_cast<size_t>(lq * hq * d));
+    for (size_t i = 0; i < o.size(); ++i) o[i] = decode(out[i], a.shape.dtype);
+    return o;
+}
+
+// The inputs: offsets past the tensor ([0, 256, 512] on 256 rows), decreasing ones, a
+// max_seqlen shorter than a sequence, negative and huge ones. Without the check each call
+// succeeds, writes nothing outside out and lse (guards), leaves rows no sequence covers
+// untouched, and gives every clamped sequence that overlaps no other the emulation's answer;
+// with it each is refused, naming the array, and writes nothing. compute-sanitizer memcheck
+// runs this test too (gpu_check.sh).
+TEST(Gpu, HostileVarlen) {
+    REQUIRE_GPU();
+    struct Hostile {
+        const char* what;
+        std::vector<int32_t> cu_q, cu_kv;
+        int64_t max_q, max_kv;
+        const char* names;  // the array the checked run must name
+    };
+    const Hostile cases[] = {
+        {"offsets past the tensor", {0, 256, 512}, {0, 256, 512}, 256, 256, "cu_seqlens_q"},
+        {"decreasing offsets", {0, 200, 100, 256}, {0, 50, 250, 256}, 256, 256, "cu_seqlens_q"},
+        {"max_seqlen shorter than a sequence", {0, 128, 256}, {0, 100, 256}, 64, 256, "cu_seqlens_q"},
+        {"short max_seqlen_k", {0, 128, 256}, {0, 100, 256}, 256, 64, "cu_seqlens_kv"},
+        {"negative and huge offsets", {0, 90, -7, 256}, {0, INT32_MAX, INT32_MIN, 256}, 256, 300, "cu_seqlens_q"},
+        {"not starting at 0", {40, 100, 256}, {0, 100, 256}, 256, 256, "cu_seqlens_q[0]"},
+    };
+    for (const bool small : {true, false}) {
+        cuda::set_small_problem_path(small);
+        for (const Hostile& c : cases) {
+            const std::string label = std::string(c.what) + (small ? "" : " [no small path]");
+            Attention a(Shape{1, 2, 1, 256, 256, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
+            a.problem.pv_precision = gpu_default_pv(64);  // the emulation runs what the GPU picks
+            a.with_lse();
+            a.problem.lse_batch_stride = 0;
+            a.problem.lse_head_stride = 256;
+            a.problem.causal = 1;
+            bool guards = false;
+            // Checked: refused, nothing written.
+            EXPECT_EQ(run_gpu_varlen(a, c.cu_q, c.cu_kv, c.max_q, c.max_kv, true, &guards), SAGEATTN_ERROR_INVALID_SEQLENS)
+                << label;
+            const std::string msg = sageattn_last_error();
+            EXPECT_NE(msg.find(c.names), std::string::npos) << label << ": " << msg;
+            EXPECT_TRUE(guards) << label;
+            EXPECT_TRUE(std::all_of(a.out.storage.begin(), a.out.storage.end(), [](uint16_t x) { return x == 0x7fc1; }))
+                << label << ": the refused call wrote out";
+            std::printf("[ rejected ] %-44s %s\n", c.what, msg.c_str());
+            // Unchecked: clamped.
+            ASSERT_EQ(run_gpu_varlen(a, c.cu_q, c.cu_kv, c.max_q, c.max_kv, false, &guards), SAGEATTN_SUCCESS)
+                << label << ": " << sageattn_last_error();
+            EXPECT_TRUE(guards) << label << ": a write outside out, lse or the workspace";
+            const int64_t batch = static_cast<int64_t>(c.cu_q.size()) - 1;
+            std::vector<cuda::SeqRows> rq, rk;
+            for (int64_t b = 0; b < batch; ++b) {
+                rq.push_back(cuda::clamp_sequence(c.cu_q[b], c.cu_q[b + 1], 256, c.max_q));
+                rk.push_back(cuda::clamp_sequence(c.cu_kv[b], c.cu_kv[b + 1], 256, c.max_kv));
+            }
+            sageattn_problem vp = a.problem;
+            vp.batch = batch, vp.max_len_q = c.max_q, vp.max_len_kv = c.max_kv;
+            vp.cu_seqlens_q = c.cu_q.data(), vp.cu_seqlens_kv = c.cu_kv.data();
+            vp.device_type = SAGEATTN_DEVICE_CUDA;
+            Problem pr;
+            std::vector<int32_t> sane(c.cu_q.size(), 0);  // normalize() must not read the hostile offsets
+            vp.cu_seqlens_q = vp.cu_seqlens_kv = sane.data();
+            ASSERT_EQ(api::normalize(&vp, &pr), SAGEATTN_SUCCESS) << sageattn_last_error();
+            ASSERT_EQ(cuda::prepare(pr), SAGEATTN_SUCCESS) << sageattn_last_error();
+            pr.p.max_len_q = c.max_q, pr.p.max_len_kv = c.max_kv;
+            const int64_t step = cuda::int8_softmax_block(pr);
+            std::vector<int> covered(256, 0);
+            for (int64_t b = 0; b < batch; ++b)
+                for (int64_t i = rq[b].start; i < rq[b].start + rq[b].len; ++i) ++covered[i];
+            int checked_rows = 0;
+            for (int64_t b = 0; b < batch; ++b) {
+                bool alone = true;
+                for (int64_t i = rq[b].start; i < rq[b].start + rq[b].len; ++i) alone = alone && covered[i] == 1;
+                if (!alone || rq[b].len == 0) continue;
+                std::vector<float> lse;
+                const std::vector<double> want = emulate_rows(a, rq[b].start, rq[b].len, rk[b].start, rk[b].len, step, &lse);
+                std::vector<double> got(want.size());
+                for (int64_t i = 0; i < rq[b].len; ++i)
+                    for (int64_t h = 0; h < 2; ++h)
+                        for (int64_t ch = 0; ch < 64; ++ch)
+                            got[(i * 2 + h) * 64 + ch] =
+                                decode(a.out.storage[a.out.index(0, h, rq[b].start + i, ch)], SAGEATTN_DTYPE_BF16);
+                const Accuracy acc = compare(got, want);
+                EXPECT_TRUE(acc.finite) << label << " sequence " << b;
+                EXPECT_GE(acc.cosine, kGpuCosine) << label << " sequence " << b;
+                EXPECT_LE(acc.rel_l1, gpu_rel_l1_bound(a.problem.pv_precision)) << label << " sequence " << b;
+                for (int64_t h = 0; h < 2; ++h)
+                    for (int64_t i = 0; i < rq[b].len; ++i) {
+                        const float g = a.lse[h * 256 + rq[b].start + i], w = lse[h * rq[b].len + i];
+                        if (std::isinf(w)) EXPECT_EQ(g, w) << label;
+                        else EXPECT_NEAR(g, w, 0.01) << label;
+                    }
+                checked_rows += static_cast<int>(rq[b].len);
+            }
+            for (int64_t i = 0; i < 256; ++i)
+                if (covered[i] == 0)
+                    for (int64_t h = 0; h < 2; ++h)
+                        EXPECT_EQ(a.out.storage[a.out.index(0, h, i, 0)], 0x7fc1) << label << ": row " << i << " is in no sequence";
+            std::printf("[ gpu      ] %-44s clamped: %d rows checked against the emulation\n", label.c_str(), checked_rows);
+        }
+    }
+    cuda::set_small_problem_path(true);
+}
+
+// check_seqlens on consistent offsets: the same bits as without it. Inside CUDA-graph capture it
+// is refused (it waits for the stream), and the capture survives.
+TEST(Gpu, CheckedVarlen) {
+    REQUIRE_GPU();
+    Attention a(Shape{1, 2, 1, 256, 256, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
+    a.with_lse();
+    a.problem.lse_batch_stride = 0;
+    a.problem.lse_head_stride = 256;
+    const std::vector<int32_t> cu_q{0, 17, 17, 256}, cu_kv{0, 100, 130, 256};
+    bool guards = false;
+    ASSERT_EQ(run_gpu_varlen(a, cu_q, cu_kv, 239, 126, true, &guards), SAGEATTN_SUCCESS) << sageattn_last_error();
+    EXPECT_TRUE(guards);
+    const std::vector<uint16_t> checked = a.out.storage;
+    ASSERT_EQ(run_gpu_varlen(a, cu_q, cu_kv, 239, 126, false, &guards), SAGEATTN_SUCCESS) << sageattn_last_error();
+    EXPECT_TRUE(checked == a.out.storage);
+
+    std::vector<std::unique_ptr<DeviceBuffer>> keep;
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    p.batch = 3, p.max_len_q = 239, p.max_len_kv = 126, p.check_seqlens = 1;
+    auto bytes = [](const Tensor& t) { return t.storage.size() * sizeof(uint16_t); };
+    p.q.data = upload(keep, a.q.storage.data(), bytes(a.q));
+    p.k.data = upload(keep, a.k.storage.data(), bytes(a.k));
+    p.v.data = upload(keep, a.v.storage.data(), bytes(a.v));
+    p.out.data = upload(keep, a.out.storage.data(), bytes(a.out));
+    p.lse = static_cast<float*>(upload(keep, a.lse.data(), a.lse.size() * 4));
+    p.cu_seqlens_q = static_cast<const int32_t*>(upload(keep, cu_q.data(), cu_q.size() * 4));
+    p.cu_seqlens_kv = static_cast<const int32_t*>(upload(keep, cu_kv.data(), cu_kv.size() * 4));
+    size_t ws_bytes = 0;
+    ASSERT_EQ(sageattn_workspace_size(&p, &ws_bytes), SAGEATTN_SUCCESS);
+    DeviceBuffer ws(ws_bytes);
+    cudaStream_t stream;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    EXPECT_EQ(sageattn_forward(&p, ws.ptr, ws_bytes, stream), SAGEATTN_ERROR_UNSUPPORTED);
+    const std::string msg = sageattn_last_error();
+    EXPECT_NE(msg.find("check_seqlens"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("CUDA graph"), std::string::npos) << msg;
+    p.check_seqlens = 0;  // unchecked, the same problem captures
+    EXPECT_EQ(sageattn_forward(&p, ws.ptr, ws_bytes, stream), SAGEATTN_SUCCESS) << sageattn_last_error();
+    cudaGraph_t graph = nullptr;
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+}
+
+// ---- Non-finite inputs (§6): NaN rows where the rule puts them, on every kernel path --------
+
+// One NaN or infinity at a time in q, k, v or an additive bias, causal and masked, on the
+// mma.sync kernel (small path), the sm_90a kernel (small path off, INT8 heads), the mma.sync
+// kernel's 16-bit Q·Kᵀ (qk_precision input; and sharp heads beside the sm_90a kernel), FP8 and
+// FP16 P·V: the rows that come out non-finite are exactly those the rule names (from the inputs,
+// and as the emulation gives them), NaN in every channel and the LSE; every other row agrees
+// with the emulation within the GPU bound. compute-sanitizer memcheck runs this test too.
+TEST(Gpu, NonFiniteInputs) {
+    REQUIRE_GPU();
+    struct Poke {
+        const char* what;
+        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
+        int64_t h, t, c;
+        float value;
+    };
+    const Poke pokes[] = {
+        {"NaN in q", 'q', 1, 137, 5, NAN},
+        {"NaN in q, a row that sees no key", 'q', 0, 3, 60, NAN},
+        {"+inf in k", 'k', 0, 150, 7, INFINITY},
+        {"NaN in v", 'v', 0, 200, 2, NAN},
+        {"-inf in v, the last key", 'v', 0, 279, 63, -INFINITY},
+        {"NaN bias", 'm', 0, 70, 0, NAN},
+    };
+    struct Path { const char* name; bool small; int32_t qk, pv; float mult; };
+    const Path paths[] = {
+        {"mma.sync fp8", true, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 1.0f},
+        {"sm_90a (elsewhere mma.sync) fp8", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 1.0f},
+        {"sm_90a (elsewhere mma.sync) fp16", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP16, 1.0f},
+        {"16-bit QK (qk input) fp16", true, SAGEATTN_QK_INPUT, SAGEATTN_PV_FP16, 1.0f},
+        {"sharp heads beside the sm_90a kernel", false, SAGEATTN_QK_AUTO, SAGEATTN_PV_FP8, 30.0f},
+    };
+    const int64_t lq = 300, lkv = 280, d = 64;  // causal, len_q > len_kv: rows 0..19 see no key
+    for (const Path& path : paths)
+        for (const Poke& poke : pokes) {
+            const std::string label = std::string(path.name) + ": " + poke.what;
+            Attention a(Shape{1, 2, 1, lq, lkv, d, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{path.mult, 2.0f}, rng());
+            a.problem.causal = 1;
+            a.problem.qk_precision = path.qk;
+            a.problem.pv_precision = path.pv;
+            a.with_lse();
+            std::vector<float> bias(static_cast<size_t>(2 * lq * lkv), 0.0f);
+            for (int64_t h = 0; h < 2; ++h)
+                for (int64_t i = 230; i < 250; ++i)
+                    for (int64_t j : {70, 150, 200, 279}) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
+            a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
+            switch (poke.tensor) {
+                case 'q': a.q.storage[a.q.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                case 'k': a.k.storage[a.k.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                case 'v': a.v.storage[a.v.index(0, poke.h, poke.t, poke.c)] = encode(poke.value, a.shape.dtype); break;
+                default:
+                    for (int64_t h = 0; h < 2; ++h)
+                        for (int64_t i = 0; i < lq; ++i) {
+                            float& e = bias[static_cast<size_t>((h * lq + i) * lkv + poke.t)];
+                            if (e != -INFINITY) e = poke.value;
+                        }
+            }
+            cuda::set_small_problem_path(path.small);
+            const int64_t step = gpu_int8_softmax_block(a);
+            a.emulate(step);
+            const std::vector<double> cpu = a.output();
+            const std::vector<float> cpu_lse = a.lse;
+            const sageattn_status st = run_gpu(a, bias.size() * 4);
+            cuda::set_small_problem_path(true);
+            ASSERT_EQ(st, SAGEATTN_SUCCESS) << label << ": " << sageattn_last_error();
+            const std::vector<double> gpu = a.output();
+            const std::vector<char> want = expected_nonfinite_rows(a);
+            EXPECT_EQ(nonfinite_rows(cpu, 2, d), want) << label << ": the emulation";
+            ASSERT_EQ(nonfinite_rows(gpu, 2, d), want) << label;
+            std::vector<double> gpu_ok, cpu_ok;
+            int n_bad = 0;
+            for (size_t row = 0; row < want.size(); ++row) {
+                const size_t i = row / 2, h = row % 2;
+                const float lse = a.lse[h * lq + i];
+                if (want[row]) {
+                    ++n_bad;
+                    for (int64_t c = 0; c < d; ++c) EXPECT_TRUE(std::isnan(gpu[row * d + c])) << label << " row " << row;
+                    EXPECT_TRUE(std::isnan(lse)) << label << " row " << row;
+                    continue;
+                }
+                gpu_ok.insert(gpu_ok.end(), gpu.begin() + row * d, gpu.begin() + (row + 1) * d);
+                cpu_ok.insert(cpu_ok.end(), cpu.begin() + row * d, cpu.begin() + (row + 1) * d);
+                const float want_lse = cpu_lse[h * lq + i];
+                if (std::isinf(want_lse)) EXPECT_EQ(lse, want_lse) << label << " row " << row;
+                else EXPECT_NEAR(lse, want_lse, 0.01) << label << " row " << row;
+            }
+            const Accuracy acc = compare(gpu_ok, cpu_ok);
+            std::printf("[ gpu      ] %-66s %3d NaN rows; the other rows vs CPU: cos %.7f rel.L1 %.6f\n", label.c_str(),
+                        n_bad, acc.cosine, acc.rel_l1);
+            EXPECT_GT(n_bad, 0) << label;
+            EXPECT_TRUE(acc.finite) << label;
+            EXPECT_GE(acc.cosine, kGpuCosine) << label;
+            EXPECT_LE(acc.rel_l1, gpu_rel_l1_bound(path.pv)) << label;
+        }
+}
+
 // Cross-CTA sums (K and V means, V's rounding error) are added in a fixed order:
 // two runs give the same bits, on every kernel family.
 TEST(Gpu, RunToRunIdentical) {
@@ -270,6 +633,49 @@ TEST(Gpu, RunToRunIdentical) {
         EXPECT_TRUE(first == a.out.storage) << (pv == SAGEATTN_PV_FP8 ? "fp8" : "fp16") << ": outputs differ between runs";
         EXPECT_TRUE(first_lse == a.lse) << "LSE differs between runs";
     }
+}
+
+// §1 on CUDA: whatever cu_seqlens hold (past the tensor, negative, decreasing, longer than
+// max_len), every kernel's rows of a sequence (clamp_sequence, read by sequence() in
+// common.cuh) stay inside the tensor and the mask's max_len extents, and its padded rows
+// inside the workspace; consistent offsets pass unchanged. No GPU needed.
+TEST(CudaBackend, VarlenClampStaysInBounds) {
+    std::mt19937_64 r(seed() + 901);
+    std::uniform_int_distribution<int64_t> small(0, 700), wild(-3000, 3000);
+    std::bernoulli_distribution coin(0.5);
+    const int64_t huge = INT32_MAX, tiny = INT32_MIN;
+    int hostile = 0;
+    for (int trial = 0; trial < 20000; ++trial) {
+        const int64_t batch = 1 + static_cast<int64_t>(r() % 6), total = small(r), max_len = small(r) - 5;
+        std::vector<int64_t> cu(static_cast<size_t>(batch + 1), 0);
+        const bool valid = coin(r);
+        for (int64_t b = 1; b <= batch; ++b) {
+            if (valid) cu[b] = std::min(total, cu[b - 1] + small(r) / 4);
+            else cu[b] = r() % 10 == 0 ? (coin(r) ? huge : tiny) : wild(r);
+        }
+        if (!valid) cu[0] = r() % 4 == 0 ? wild(r) : 0;
+        for (int64_t b = 0; b < batch; ++b) {
+            const cuda::SeqRows s = cuda::clamp_sequence(cu[b], cu[b + 1], total, max_len);
+            ASSERT_GE(s.start, 0);
+            ASSERT_GE(s.len, 0);
+            ASSERT_LE(s.start + s.len, total) << "cu " << cu[b] << ", " << cu[b + 1] << " total " << total;
+            ASSERT_LE(s.len, std::max<int64_t>(max_len, 0));
+            for (int64_t pad : {int64_t{cuda::kQuantRows}, int64_t{cuda::kWideBlockKv}}) {
+                const int64_t first = cuda::padded_start(s.start, b, pad);
+                const int64_t end = first + (s.len + pad - 1) / pad * pad;  // whole blocks are read and written
+                ASSERT_GE(first, 0);
+                ASSERT_LE(end, cuda::padded_rows(total, batch, pad));
+            }
+            const bool consistent = cu[b] >= 0 && cu[b + 1] >= cu[b] && cu[b + 1] <= total && cu[b + 1] - cu[b] <= max_len;
+            if (consistent) {
+                EXPECT_EQ(s.start, cu[b]);
+                EXPECT_EQ(s.len, cu[b + 1] - cu[b]);
+            } else {
+                ++hostile;
+            }
+        }
+    }
+    EXPECT_GT(hostile, 10000);
 }
 
 // The mma.sync kernel's shared memory per CTA, which prepare() holds against the device's

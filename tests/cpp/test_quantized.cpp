@@ -136,6 +136,189 @@ TEST(Accuracy, Times100HasNoNanOrInf) {
             }
 }
 
+// ---- Each option does what it says (scripts/mutation_check.sh drops each in turn) ----------
+
+// §3's groups, read off the scales the emulation used: every row (key) gets a distinct amax (a
+// dominant channel 0 of a unique exactly-representable value), so two rows share a scale exactly
+// when they share a group, and that scale is the group's amax / 127. The groups are written
+// here from §3's table, independently of alg::q_group and alg::k_group.
+TEST(Features, QuantizationGroupsFollowSection3) {
+    auto q_group = [](int64_t i, int g) {
+        return g == 2 ? i / 128 : (g == 1 ? i / 32 : 8 * (i / 32) + i % 8);
+    };
+    auto k_group = [](int64_t j, int g) { return g == 0 ? 4 * (j / 64) + (j % 8) / 2 : j / 64; };
+    auto unique = [](int64_t i) { return i < 128 ? 16.0f + i / 8.0f : 32.0f + (i - 128) / 4.0f; };  // exact in bf16
+    const int64_t lq = 200, lkv = 250, d = 32;
+    for (int g : {SAGEATTN_QK_PER_THREAD, SAGEATTN_QK_PER_WARP, SAGEATTN_QK_PER_BLOCK}) {
+        Attention a(Shape{1, 2, 1, lq, lkv, d}, Inputs{}, rng());
+        for (int64_t h = 0; h < 2; ++h)
+            for (int64_t i = 0; i < lq; ++i) a.q.storage[a.q.index(0, h, i, 0)] = encode(unique((i * 7 + h) % lq), a.shape.dtype);
+        for (int64_t j = 0; j < lkv; ++j) a.k.storage[a.k.index(0, 0, j, 0)] = encode(unique((j * 11) % lkv), a.shape.dtype);
+        a.problem.qk_granularity = g;
+        a.problem.qk_precision = SAGEATTN_QK_INT8;
+        a.problem.smooth_k = 0;  // amaxes of k itself: a mean would fold values onto each other
+        const cpu::QuantizedReport report = a.run_reported();
+        for (int64_t h = 0; h < 2; ++h)
+            for (int64_t i = 0; i < lq; ++i) {
+                float amax = 0.0f;
+                for (int64_t i2 = 0; i2 < lq; ++i2)
+                    if (q_group(i2, g) == q_group(i, g)) amax = std::max(amax, unique((i2 * 7 + h) % lq));
+                ASSERT_EQ(report.q_scale[h * lq + i], amax / 127.0f) << "granularity " << g << ", q row " << i;
+            }
+        for (int64_t j = 0; j < lkv; ++j) {
+            float amax = 0.0f;
+            for (int64_t j2 = 0; j2 < lkv; ++j2)
+                if (k_group(j2, g) == k_group(j, g)) amax = std::max(amax, unique((j2 * 11) % lkv));
+            ASSERT_EQ(report.k_scale[j], amax / 127.0f) << "granularity " << g << ", key " << j;
+        }
+        EXPECT_GE(accuracy(a).cosine, 0.99);
+    }
+}
+
+// §5: qk_precision and qk_sharp_threshold decide, per head, what the report says and what runs.
+TEST(Accuracy, SharpThresholdAndPrecisionAreHonoured) {
+    Attention ordinary(Shape{1, 2, 2, 128, 128, 64}, Inputs{1.0f, 0.0f}, rng());  // sigma ~ 0.03
+    Attention sharp(Shape{1, 2, 2, 128, 128, 64}, Inputs{30.0f, 0.0f}, rng());   // sigma ~ 30
+    auto flags = [](Attention& a, int32_t qk, float threshold) {
+        a.problem.qk_precision = qk;
+        a.problem.qk_sharp_threshold = threshold;
+        const cpu::QuantizedReport r = a.run_reported();
+        return static_cast<int>(r.sharp_heads[0] + r.sharp_heads[1]);
+    };
+    EXPECT_EQ(flags(ordinary, SAGEATTN_QK_AUTO, 0.0f), 0);
+    EXPECT_EQ(flags(ordinary, SAGEATTN_QK_AUTO, 1e-4f), 2) << "a threshold below sigma flags the heads";
+    EXPECT_EQ(flags(ordinary, SAGEATTN_QK_INPUT, 0.0f), 2) << "input precision for every head";
+    EXPECT_EQ(flags(sharp, SAGEATTN_QK_AUTO, 0.0f), 2);
+    EXPECT_EQ(flags(sharp, SAGEATTN_QK_AUTO, 1e6f), 0) << "a threshold above sigma keeps INT8";
+    EXPECT_EQ(flags(sharp, SAGEATTN_QK_INT8, 0.0f), 0) << "INT8 forced never switches";
+}
+
+// §4's smooth V: with a channel mean far from zero (100 ± 1), FP8 codes of v − mean resolve the
+// ±1 that carries the information; codes of v itself (a step of ~7 near 100) do not. The error
+// against float64 must drop several-fold. (fp16 output, so that its rounding near 100 does not
+// hide it; FP16 P·V keeps ±1 at 100 either way.)
+TEST(Accuracy, SmoothVResolvesAChannelMeanFarFromZero) {
+    Inputs in{1.0f, 1.0f};
+    in.v_mean = 100.0f;
+    for (int32_t pv : {SAGEATTN_PV_FP8}) {
+        Attention a(Shape{1, 2, 2, 128, 256, 64, SAGEATTN_DTYPE_FP16}, in, rng());
+        a.problem.pv_precision = pv;
+        const std::vector<double> ref = a.reference();
+        double err[2];
+        for (int32_t smooth_v : {0, 1}) {
+            a.problem.smooth_v = smooth_v;
+            a.run();
+            const std::vector<double> o = a.output();
+            double l1 = 0;
+            for (size_t i = 0; i < o.size(); ++i) l1 += std::fabs(o[i] - ref[i]);
+            err[smooth_v] = l1 / static_cast<double>(o.size());
+        }
+        std::printf("[ accuracy ] V mean 100, %s PV: mean |err| %.5f without smooth V, %.5f with\n",
+                    pv == SAGEATTN_PV_FP8 ? "fp8" : "fp16", err[0], err[1]);
+        EXPECT_LT(err[1], 0.5 * err[0]) << (pv == SAGEATTN_PV_FP8 ? "fp8" : "fp16");
+    }
+}
+
+// §4, §6: FP8 P·V with "fp32+fp16" maps V's channel amax to 2.25, not 448, so that fp16 block
+// sums cannot overflow; values below ~0.7 % of the amax then fall into e4m3 subnormals. A key
+// that no row sees but whose v is 1000 in one channel sets that channel's amax (V's statistics
+// cover every key, §4): the channel's error is then many times that of "fp32+fp32". "fp32" and
+// "fp32+fp32" are one computation in exact fp32 (§6) and give the same bits.
+TEST(Features, Fp8AccumulationModes) {
+    Attention a(Shape{1, 2, 2, 128, 256, 64}, Inputs{1.0f, 1.0f}, rng());
+    a.v.storage[a.v.index(0, 0, 100, 5)] = encode(1000.0f, a.shape.dtype);
+    std::vector<uint8_t> keep(256, 1);
+    keep[100] = 0;
+    a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), 0, 0, 0, 1};
+    const std::vector<double> ref = a.reference();
+    a.problem.pv_precision = SAGEATTN_PV_FP8;
+    std::vector<std::vector<double>> outs;
+    std::vector<double> channel_err;
+    for (int32_t accum : {SAGEATTN_ACCUM_FP32, SAGEATTN_ACCUM_FP32_FP32, SAGEATTN_ACCUM_FP32_FP16}) {
+        a.problem.pv_accum = accum;
+        a.run();
+        outs.push_back(a.output());
+        double l1 = 0;
+        for (size_t row = 0; row < outs.back().size() / 64; ++row)
+            if (row % 2 == 0) l1 += std::fabs(outs.back()[row * 64 + 5] - ref[row * 64 + 5]);  // head 0, channel 5
+        channel_err.push_back(l1);
+        EXPECT_GE(compare(outs.back(), ref).cosine, 0.99) << accum;
+    }
+    std::printf("[ accuracy ] V channel with a hidden key of 1000: |err| fp32 %.3f, fp32+fp32 %.3f, fp32+fp16 %.3f\n",
+                channel_err[0], channel_err[1], channel_err[2]);
+    EXPECT_EQ(outs[0], outs[1]);
+    EXPECT_GT(channel_err[2], 3 * channel_err[1]);  // measured: ~6x
+}
+
+// §6's FP16 P·V accumulation, to the bit. With q = 0 every logit is 0, every P̃ is exactly 1 and
+// l is the key count; V's integer values (amax 500: FP16 scale 2^0) are their own codes. "fp32"
+// sums each 64-key block exactly; "fp16+fp32" rounds the block's sum to fp16 after every 16-key
+// step. The expected outputs are computed here, step by step.
+TEST(Features, Fp16AccumulationRoundsEverySixteenKeys) {
+    const int64_t lkv = 192, d = 16;
+    Attention a(Shape{1, 1, 1, 4, lkv, d, SAGEATTN_DTYPE_FP16}, Inputs{}, rng());
+    std::uniform_int_distribution<int> value(-500, 500);
+    std::vector<float> v(static_cast<size_t>(lkv * d));
+    for (int64_t j = 0; j < lkv; ++j)
+        for (int64_t c = 0; c < d; ++c) {
+            v[j * d + c] = static_cast<float>(c == 0 && j == 0 ? 500 : value(rng()));
+            a.v.storage[a.v.index(0, 0, j, c)] = encode(v[j * d + c], SAGEATTN_DTYPE_FP16);
+        }
+    for (int64_t i = 0; i < 4; ++i)
+        for (int64_t c = 0; c < d; ++c) a.q.storage[a.q.index(0, 0, i, c)] = 0;
+    a.problem.pv_precision = SAGEATTN_PV_FP16;
+    int differ = 0;
+    for (int32_t accum : {SAGEATTN_ACCUM_FP32, SAGEATTN_ACCUM_FP16_FP32}) {
+        a.problem.pv_accum = accum;
+        a.run();
+        for (int64_t c = 0; c < d; ++c) {
+            // This channel's amax may be below 256: its codes are then v·2^-e with e < 0, still exact.
+            float amax = 0.0f;
+            for (int64_t j = 0; j < lkv; ++j) amax = std::max(amax, std::fabs(v[j * d + c]));
+            int ex = 0;
+            std::frexp(amax, &ex);
+            const int e = std::max(ex - 9, -100);
+            float acc = 0.0f;
+            for (int64_t j0 = 0; j0 < lkv; j0 += 64) {
+                float inner = 0.0f;
+                for (int64_t s0 = j0; s0 < j0 + 64; s0 += 16) {
+                    float step = 0.0f;
+                    for (int64_t j = s0; j < s0 + 16; ++j) step += std::ldexp(v[j * d + c], -e);
+                    inner = accum == SAGEATTN_ACCUM_FP16_FP32 ? num::round_to_fp16(inner + step) : inner + step;
+                }
+                acc += inner;
+            }
+            const uint16_t want = num::float_to_fp16(acc * (1.0f / lkv) * std::ldexp(1.0f, e));
+            for (int64_t i = 0; i < 4; ++i) ASSERT_EQ(a.out.storage[a.out.index(0, 0, i, c)], want) << accum << " channel " << c;
+            if (accum == SAGEATTN_ACCUM_FP16_FP32) {
+                float exact = 0.0f;
+                for (int64_t j = 0; j < lkv; ++j) exact += std::ldexp(v[j * d + c], -e);
+                differ += want != num::float_to_fp16(exact * (1.0f / lkv) * std::ldexp(1.0f, e));
+            }
+        }
+    }
+    EXPECT_GE(differ, 3) << "the data must make fp16 accumulation visible";
+}
+
+// The premise of the GPU bound (test_cuda.cpp, Gpu.BoundSeparatesOptions): on its problem, the
+// emulation with one option changed is at least 2.5x the bound away (3x to 300x measured), at
+// both softmax steps, so a kernel that dropped the option could not pass.
+TEST(Accuracy, OptionsAreFartherApartThanTheGpuBound) {
+    Attention a(option_shape(), option_inputs(), rng());
+    for (int64_t step : {alg::kKvBlock, alg::kWideKvBlock})
+        for (const OptionPair& pair : option_pairs()) {
+            pair.run.apply(a.problem);
+            a.emulate(step);
+            const std::vector<double> run = a.output();
+            pair.other.apply(a.problem);
+            a.emulate(step);
+            const double gap = compare(run, a.output()).rel_l1, bound = gpu_rel_l1_bound(pair.run.pv);
+            std::printf("[ accuracy ] %-28s vs %-20s step %3lld: rel.L1 %.5f = %5.1f x the GPU bound\n", pair.run.name,
+                        pair.other.name, static_cast<long long>(step), gap, gap / bound);
+            EXPECT_GE(gap, 2.5 * bound) << pair.run.name << " vs " << pair.other.name << ", step " << step;
+        }
+}
+
 // ---- Layouts, heads, lengths ------------------------------------------------
 
 TEST(Features, LayoutsGiveIdenticalResults) {
@@ -434,6 +617,96 @@ TEST(Features, LseMatchesReference) {
                 for (int64_t i = 0; i < 100; ++i) worst = std::max(worst, std::fabs(a.lse[h * 100 + i] - ref[i * 2 + h]));
             std::printf("[ accuracy ] LSE (qk %d, pv %d): max |err| %.5f\n", qk, pv, worst);
             EXPECT_LT(worst, 0.02);
+        }
+}
+
+// §6's non-finite rule. One NaN or infinity at a time in q, k, v or an additive bias, causal and
+// masked, on every Q·Kᵀ and P·V path: the rows that come out non-finite are exactly those the
+// rule names (computed from the inputs here, and the float64 reference's), NaN in every channel
+// and the LSE; every other row is exactly the answer for the input with that element read as 0
+// (so the value reached no mean, amax, group or code), and a row that sees no key but has a
+// NaN in q is NaN, not an empty row's zeros.
+TEST(Features, NonFiniteInputs) {
+    struct Poke {
+        const char* what;
+        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
+        int64_t h, t, c;
+        float value;
+    };
+    const Poke pokes[] = {
+        {"NaN in q", 'q', 1, 37, 5, NAN},        {"+inf in q", 'q', 0, 80, 63, INFINITY},
+        {"NaN in q, a row that sees no key", 'q', 0, 3, 0, NAN},
+        {"NaN in k", 'k', 0, 55, 7, NAN},        {"-inf in k", 'k', 0, 129, 0, -INFINITY},
+        {"NaN in v", 'v', 0, 40, 2, NAN},        {"+inf in v", 'v', 0, 64, 33, INFINITY},
+        {"NaN bias", 'm', 0, 70, 0, NAN},
+    };
+    struct Mode { const char* name; int32_t qk, pv, accum, gran, smooth_v; };
+    const Mode modes[] = {
+        {"int8 fp8", SAGEATTN_QK_INT8, SAGEATTN_PV_FP8, 0, 0, 0},
+        {"int8 per-block fp16 fp16+fp32 smooth V", SAGEATTN_QK_INT8, SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 2, 1},
+        {"input fp8 fp32+fp16", SAGEATTN_QK_INPUT, SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP16, 0, 0},
+    };
+    const int64_t lq = 140, lkv = 130, d = 64;  // causal, len_q > len_kv: rows 0..9 see no key
+    for (const Poke& poke : pokes)
+        for (const Mode& m : modes) {
+            const std::string label = std::string(poke.what) + ", " + m.name;
+            const uint64_t s0 = rng()();
+            std::mt19937_64 r(s0);
+            Attention a(Shape{1, 2, 1, lq, lkv, d}, Inputs{1.0f, 2.0f}, r);
+            a.problem.causal = 1;
+            a.problem.qk_precision = m.qk;
+            a.problem.pv_precision = m.pv;
+            a.problem.pv_accum = m.accum;
+            a.problem.qk_granularity = m.gran;
+            a.problem.smooth_v = m.smooth_v;
+            a.with_lse();
+            // An additive mask per (head, row, key) that hides a few keys from some rows (key 55 from rows
+            // 100..119 of head 1, say): keys a row does not see must not reach it.
+            std::vector<float> bias(static_cast<size_t>(2 * lq * lkv), 0.0f);
+            for (int64_t h = 0; h < 2; ++h)
+                for (int64_t i = 100; i < 120; ++i)
+                    for (int64_t j : {40, 55, 64, 70, 129}) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
+            a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
+            auto set = [&](float x) {
+                switch (poke.tensor) {
+                    case 'q': a.q.storage[a.q.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    case 'k': a.k.storage[a.k.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    case 'v': a.v.storage[a.v.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
+                    default:  // every row of both heads that sees key t, unless hidden
+                        for (int64_t h = 0; h < 2; ++h)
+                            for (int64_t i = 0; i < lq; ++i) {
+                                float& e = bias[static_cast<size_t>((h * lq + i) * lkv + poke.t)];
+                                if (e != -INFINITY) e = x;
+                            }
+                }
+            };
+            set(0.0f);
+            a.run();
+            const std::vector<double> zeroed = a.output();  // the input with that element 0
+            const std::vector<float> zeroed_lse = a.lse;
+            set(poke.value);
+            a.run();
+            const std::vector<double> out = a.output();
+            const std::vector<char> want = expected_nonfinite_rows(a), got = nonfinite_rows(out, 2, d);
+            std::vector<double> ref_lse;
+            const std::vector<double> ref = a.reference(&ref_lse);
+            EXPECT_EQ(nonfinite_rows(ref, 2, d), want) << label << ": the reference";
+            ASSERT_EQ(got, want) << label;
+            int n_bad = 0;
+            for (size_t row = 0; row < want.size(); ++row) {
+                const size_t i = row / 2, h = row % 2, lse_at = h * lq + i;
+                if (want[row]) {
+                    ++n_bad;
+                    for (int64_t c = 0; c < d; ++c) EXPECT_TRUE(std::isnan(out[row * d + c])) << label << " row " << row;
+                    EXPECT_TRUE(std::isnan(a.lse[lse_at])) << label << " row " << row;
+                    continue;
+                }
+                for (int64_t c = 0; c < d; ++c) ASSERT_EQ(out[row * d + c], zeroed[row * d + c]) << label << " row " << row;
+                ASSERT_EQ(std::memcmp(&a.lse[lse_at], &zeroed_lse[lse_at], sizeof(float)), 0) << label << " row " << row;
+            }
+            EXPECT_GT(n_bad, 0) << label;
+            EXPECT_LT(n_bad, static_cast<int>(want.size())) << label << ": every row is NaN";
+            std::printf("[ nonfinite] %-58s %3d of %zu rows NaN, as the rule says\n", label.c_str(), n_bad, want.size());
         }
 }
 

@@ -1,5 +1,6 @@
 // Every invalid input gets its own status and a message naming the argument;
 // nothing aborts and nothing is touched. Also run under ASan and UBSan.
+#include <cstddef>
 #include <cstring>
 #include <functional>
 
@@ -101,6 +102,10 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"overflowing k stride", [](auto& p) { p.k.batch_stride = INT64_MAX / 2; }, SAGEATTN_ERROR_OVERFLOW, "k:"},
         {"overflowing stride product", [](auto& p) { p.q.head_stride = INT64_MAX / 3; }, SAGEATTN_ERROR_OVERFLOW, "q:"},
         {"bytes past the address space", [](auto& p) { p.v.token_stride = INT64_MAX / 64; }, SAGEATTN_ERROR_OVERFLOW, "v:"},
+        // Broadcast inputs (stride 0) can describe more keys than memory holds; the workspace
+        // and loop counts derived from them must not overflow (found by the fuzzer).
+        {"keys past 64-bit sizes", [](auto& p) { p.batch = int64_t{1} << 40; p.len_q = 0; p.len_kv = INT32_MAX; p.k = p.v = sageattn_tensor{p.k.data, 0, 0, 0}; }, SAGEATTN_ERROR_OVERFLOW, "len_kv = 2147483647"},
+        {"heads past 64-bit sizes", [](auto& p) { p.batch = 1; p.heads_q = p.heads_kv = int64_t{1} << 40; p.len_q = 1; p.len_kv = 1 << 20; p.q = p.k = p.v = sageattn_tensor{p.k.data, 0, 0, 0}; p.out = sageattn_tensor{p.out.data, 0, 64, 64}; }, SAGEATTN_ERROR_OVERFLOW, "heads_kv = 1099511627776"},
         {"misaligned q", [](auto& p) { p.q.data = static_cast<char*>(p.q.data) + 1; }, SAGEATTN_ERROR_MISALIGNED, "q.data"},
         {"scale NaN", [](auto& p) { p.scale = NAN; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
         {"scale inf", [](auto& p) { p.scale = INFINITY; }, SAGEATTN_ERROR_INVALID_SCALE, "scale"},
@@ -113,6 +118,7 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         {"fp32+fp16 with fp16", [](auto& p) { p.pv_precision = 2; p.pv_accum = 3; }, SAGEATTN_ERROR_INVALID_OPTION, "pv_accum"},
         {"smooth_k 2", [](auto& p) { p.smooth_k = 2; }, SAGEATTN_ERROR_INVALID_OPTION, "smooth_k"},
         {"num_threads -1", [](auto& p) { p.num_threads = -1; }, SAGEATTN_ERROR_INVALID_OPTION, "num_threads"},
+        {"check_seqlens 2", [](auto& p) { p.check_seqlens = 2; }, SAGEATTN_ERROR_INVALID_OPTION, "check_seqlens = 2"},
         {"algorithm 5", [](auto& p) { p.algorithm = 5; }, SAGEATTN_ERROR_INVALID_OPTION, "algorithm"},
         {"device_type 4", [](auto& p) { p.device_type = 4; }, SAGEATTN_ERROR_INVALID_OPTION, "device_type"},
         {"mask type 3", [](auto& p) { p.mask.type = 3; }, SAGEATTN_ERROR_INVALID_MASK, "mask.type"},
@@ -185,6 +191,30 @@ TEST_F(Validation, StructSizeCompatibility) {
     EXPECT_EQ(sageattn_check(&big.p), SAGEATTN_SUCCESS) << sageattn_last_error();
     big.future[2] = 1;
     EXPECT_EQ(sageattn_check(&big.p), SAGEATTN_ERROR_ABI_MISMATCH);
+
+    // An older caller (ABI 1's first layout, 352 bytes, up to num_threads) gets the appended
+    // fields' defaults: the library reads nothing past its struct_size.
+    constexpr uint32_t kFirstLayout = 352;
+    ASSERT_EQ(offsetof(sageattn_problem, check_seqlens), kFirstLayout);
+    alignas(sageattn_problem) unsigned char old[sizeof(sageattn_problem)];
+    std::memcpy(old, &a.problem, kFirstLayout);
+    std::memset(old + kFirstLayout, 0xff, sizeof old - kFirstLayout);  // check_seqlens would read -1
+    sageattn_problem* p = reinterpret_cast<sageattn_problem*>(old);
+    p->struct_size = kFirstLayout;
+    EXPECT_EQ(sageattn_check(p), SAGEATTN_SUCCESS) << sageattn_last_error();
+    a.run();
+    const std::vector<uint16_t> expected = a.out.storage;
+    size_t bytes = 0;
+    ASSERT_EQ(sageattn_workspace_size(p, &bytes), SAGEATTN_SUCCESS);
+    std::vector<unsigned char> ws(bytes + 64);
+    a.poison();
+    ASSERT_EQ(sageattn_forward(p, ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64, bytes, nullptr),
+              SAGEATTN_SUCCESS);
+    EXPECT_TRUE(expected == a.out.storage);
+    p->struct_size = sizeof(sageattn_problem);  // now the field is the caller's, and invalid
+    EXPECT_EQ(sageattn_check(p), SAGEATTN_ERROR_INVALID_OPTION);
+    p->struct_size = kFirstLayout - 8;
+    EXPECT_EQ(sageattn_check(p), SAGEATTN_ERROR_ABI_MISMATCH);
 }
 
 TEST_F(Validation, WorkspaceSizeIgnoresPointersAndStrides) {

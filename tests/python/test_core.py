@@ -253,6 +253,44 @@ def test_return_lse_matches_logsumexp(layout):
     assert torch.equal(out, sa.sageattn(q, k, v, tensor_layout=layout, sm_scale=0.2))
 
 
+# ----------------------------------------------------------- non-finite inputs
+
+
+def _nan_rows(out):
+    return (~torch.isfinite(out.float())).any(-1)
+
+
+@pytest.mark.parametrize("pv", ["fp32", "fp16+fp32"])
+def test_nonfinite_inputs_give_nan_rows(pv):
+    # docs/ALGORITHM.md §6: a NaN or infinity in q_i, or in k or v of a key row i sees, makes row i
+    # NaN (and its LSE); rows that do not see it keep the answer for that element read as 0.
+    q, k, v = qkv(b=1, hq=2, hkv=1, lq=48, lkv=40, d=32, seed=3)
+    kwargs = dict(is_causal=True, return_lse=True, pv_accum_dtype=pv)
+    for name, t, where, value, rows in [
+        ("q", q, (0, 1, 7, 3), float("nan"), {(1, 7)}),  # row 7 sees no key (causal, 48 > 40): NaN, not zeros
+        ("k", k, (0, 0, 20, 0), float("inf"), {(h, i) for h in (0, 1) for i in range(28, 48)}),
+        ("v", v, (0, 0, 39, 5), float("-inf"), {(h, 47) for h in (0, 1)}),
+    ]:
+        zeroed = t.clone()
+        zeroed[where] = 0
+        args = {"q": (zeroed, k, v), "k": (q, zeroed, v), "v": (q, k, zeroed)}[name]
+        base, base_lse = sa.sageattn(*args, **kwargs)
+        poked = t.clone()
+        poked[where] = value
+        args = {"q": (poked, k, v), "k": (q, poked, v), "v": (q, k, poked)}[name]
+        out, lse = sa.sageattn(*args, **kwargs)
+        want = torch.zeros(1, 2, 48, dtype=torch.bool)
+        for h, i in rows:
+            want[0, h, i] = True
+        assert torch.equal(_nan_rows(out), want), name
+        assert torch.isnan(out[want]).all() and torch.isnan(lse[want]).all(), name
+        assert torch.equal(out[~want], base[~want]), name
+        assert torch.equal(lse[~want], base_lse[~want]), name
+        # The exact algorithm follows the same rule.
+        exact, exact_lse = sa.reference_attention(*args, is_causal=True, return_lse=True)
+        assert torch.equal(_nan_rows(exact), want) and torch.equal(torch.isnan(exact_lse), want), name
+
+
 # ---------------------------------------------------------------- varlen
 
 
@@ -284,6 +322,25 @@ def test_varlen_accepts_int64_seqlens():
     q = make((32, 2, 16), seed=1)
     out64 = sa.sageattn_varlen(q, q, q, _cu(lq).long(), _cu(lq).long(), 24, 24)
     assert torch.equal(out64, sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24))
+
+
+def test_varlen_int64_seqlens_past_int32_are_refused_not_wrapped():
+    # 2^32 + 8 narrowed to int32 would read as 8: a plausible offset, and a wrong answer.
+    q = make((32, 2, 16), seed=1)
+    for bad in (2**32 + 8, -(2**31) - 1):
+        cu = torch.tensor([0, 8, bad], dtype=torch.int64)
+        with pytest.raises(ValueError, match=rf"cu_seqlens_k\[2\] = {bad} does not fit the int32"):
+            sa.sageattn_varlen(q, q, q, _cu([8, 24]), cu, 24, 24)
+
+
+def test_varlen_check_seqlens_on_the_cpu_changes_nothing():
+    # CPU offsets are always checked; the keyword is accepted and the answer is the same.
+    lq = [8, 24]
+    q = make((32, 2, 16), seed=1)
+    out = sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24, check_seqlens=True)
+    assert torch.equal(out, sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 24, 24))
+    with pytest.raises(ValueError, match="INVALID_SEQLENS"):
+        sa.sageattn_varlen(q, q, q, _cu(lq), _cu(lq), 20, 24, check_seqlens=False)
 
 
 # ----------------------------------------------------------- gradients
@@ -460,6 +517,64 @@ def test_gpu_matches_cpu_emulation(layout, name, kwargs):
     gpu_lse, seen = gpu_lse.cpu(), torch.isfinite(cpu_lse)  # len_q > len_kv: early rows see no key
     assert torch.equal(torch.isfinite(gpu_lse), seen)
     assert (gpu_lse[seen] - cpu_lse[seen]).abs().max() < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pv", ["fp32+fp32", "fp16+fp32"])
+def test_gpu_nonfinite_inputs_give_the_cpu_nan_rows(pv):
+    # docs/ALGORITHM.md §6 on CUDA, through the package (tests/cpp/test_cuda.cpp covers every kernel path).
+    _need_cuda_backend()
+    q, k, v = qkv(b=1, hq=2, hkv=1, lq=300, lkv=280, d=64, dtype=BF16, seed=5)
+    q[0, 1, 137, 5] = float("nan")
+    k[0, 0, 150, 7] = float("inf")
+    v[0, 0, 279, 63] = float("-inf")
+    kwargs = dict(is_causal=True, return_lse=True, pv_accum_dtype=pv)
+    cpu, cpu_lse = sa.sageattn(q, k, v, **kwargs)
+    gpu, gpu_lse = sa.sageattn(*(t.cuda() for t in (q, k, v)), **kwargs)
+    gpu, gpu_lse = gpu.cpu(), gpu_lse.cpu()
+    bad = _nan_rows(cpu)
+    assert bad.sum() > 0 and torch.equal(_nan_rows(gpu), bad)
+    assert torch.isnan(gpu[bad]).all() and torch.equal(torch.isnan(gpu_lse), torch.isnan(cpu_lse))
+    assert cosine(gpu[~bad], cpu[~bad]) >= 0.99999
+
+
+@pytest.mark.gpu
+def test_gpu_varlen_offsets_checked_or_clamped():
+    _need_cuda_backend()
+    t = make((256, 2, 64), seed=1).cuda()
+    good = torch.tensor([0, 100, 256], dtype=torch.int32, device="cuda")
+    past = torch.tensor([0, 256, 512], dtype=torch.int32, device="cuda")  # twice the tensor's rows
+    expected = sa.sageattn_varlen(t, t, t, good, good, 156, 156)
+    assert torch.equal(sa.sageattn_varlen(t, t, t, good, good, 156, 156, check_seqlens=True), expected)
+    with pytest.raises(ValueError, match=r"INVALID_SEQLENS: cu_seqlens_q\[2\] = 512 exceeds the 256 packed tokens"):
+        sa.sageattn_varlen(t, t, t, past, past, 256, 256, check_seqlens=True)
+    with pytest.raises(ValueError, match="INVALID_SEQLENS: sequence 0 of cu_seqlens_kv has length 100 > its max_len 64"):
+        sa.sageattn_varlen(t, t, t, good, good, 156, 64, check_seqlens=True)
+    # Unchecked, the same offsets are clamped to the tensor: the first sequence is all of it.
+    clamped = sa.sageattn_varlen(t, t, t, past, past, 256, 256)
+    dense = sa.sageattn(t[None], t[None], t[None], tensor_layout="NHD")[0]
+    assert cosine(clamped.cpu(), dense.cpu()) >= 0.99999
+    # int64 offsets past int32 are refused when checked (never wrapped).
+    wide = past.long() + torch.tensor([0, 0, 2**32], device="cuda")
+    with pytest.raises(ValueError, match=r"cu_seqlens_q\[2\] = 4294967808 does not fit"):
+        sa.sageattn_varlen(t, t, t, wide, good, 256, 256, check_seqlens=True)
+
+
+@pytest.mark.gpu
+def test_gpu_varlen_check_is_refused_inside_graph_capture():
+    _need_cuda_backend()
+    t = make((256, 2, 64), seed=1).cuda()
+    cu = torch.tensor([0, 100, 256], dtype=torch.int32, device="cuda")
+    sa.sageattn_varlen(t, t, t, cu, cu, 156, 156)  # warm up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(NotImplementedError, match="check_seqlens = 1 waits for the stream"):
+        with torch.cuda.graph(graph):
+            sa.sageattn_varlen(t, t, t, cu, cu, 156, 156, check_seqlens=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = sa.sageattn_varlen(t, t, t, cu, cu, 156, 156)
+    graph.replay()
+    assert same_run(out, sa.sageattn_varlen(t, t, t, cu, cu, 156, 156))
 
 
 @pytest.mark.gpu
