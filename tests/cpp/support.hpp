@@ -237,6 +237,15 @@ inline std::vector<char> expected_nonfinite_rows(const Attention& a) {
     return bad;
 }
 
+// One non-finite value put into an input for §6's non-finite rule: tensor 'q', 'k', 'v' or
+// 'm' (the additive mask), at head h, token t, channel c.
+struct Poke {
+    const char* what;
+    char tensor;
+    int64_t h, t, c;
+    float value;
+};
+
 struct Accuracy {
     double cosine, rel_l1, max_abs;
     bool finite;

@@ -529,12 +529,6 @@ TEST(Gpu, CheckedVarlen) {
 // with the emulation within the GPU bound. compute-sanitizer memcheck runs this test too.
 TEST(Gpu, NonFiniteInputs) {
     REQUIRE_GPU();
-    struct Poke {
-        const char* what;
-        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
-        int64_t h, t, c;
-        float value;
-    };
     const Poke pokes[] = {
         {"NaN in q", 'q', 1, 137, 5, NAN},
         {"NaN in q, a row that sees no key", 'q', 0, 3, 60, NAN},

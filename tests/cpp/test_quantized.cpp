@@ -627,12 +627,6 @@ TEST(Features, LseMatchesReference) {
 // (so the value reached no mean, amax, group or code), and a row that sees no key but has a
 // NaN in q is NaN, not an empty row's zeros.
 TEST(Features, NonFiniteInputs) {
-    struct Poke {
-        const char* what;
-        char tensor;  // 'q', 'k', 'v' or 'm' (the additive mask)
-        int64_t h, t, c;
-        float value;
-    };
     const Poke pokes[] = {
         {"NaN in q", 'q', 1, 37, 5, NAN},        {"+inf in q", 'q', 0, 80, 63, INFINITY},
         {"NaN in q, a row that sees no key", 'q', 0, 3, 0, NAN},
