@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -235,6 +236,18 @@ inline std::vector<char> expected_nonfinite_rows(const Attention& a) {
             }
         }
     return bad;
+}
+
+// An additive fp32 mask [heads_q][len_q][len_kv] (broadcast over the batch): 0, but −inf for
+// `keys` in rows [row0, row1) of every head. Attached to a.problem; `bias` holds the values.
+inline void hide_keys(Attention& a, int64_t row0, int64_t row1, std::initializer_list<int64_t> keys,
+                      std::vector<float>& bias) {
+    const int64_t heads = a.shape.heads_q, lq = a.shape.len_q, lkv = a.shape.len_kv;
+    bias.assign(static_cast<size_t>(heads * lq * lkv), 0.0f);
+    for (int64_t h = 0; h < heads; ++h)
+        for (int64_t i = row0; i < row1; ++i)
+            for (int64_t j : keys) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
+    a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
 }
 
 // One non-finite value put into an input for §6's non-finite rule: tensor 'q', 'k', 'v' or

@@ -656,11 +656,8 @@ TEST(Features, NonFiniteInputs) {
             a.with_lse();
             // An additive mask per (head, row, key) that hides a few keys from some rows (key 55 from rows
             // 100..119 of head 1, say): keys a row does not see must not reach it.
-            std::vector<float> bias(static_cast<size_t>(2 * lq * lkv), 0.0f);
-            for (int64_t h = 0; h < 2; ++h)
-                for (int64_t i = 100; i < 120; ++i)
-                    for (int64_t j : {40, 55, 64, 70, 129}) bias[static_cast<size_t>((h * lq + i) * lkv + j)] = -INFINITY;
-            a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, lq * lkv, lkv, 1};
+            std::vector<float> bias;
+            hide_keys(a, 100, 120, {40, 55, 64, 70, 129}, bias);
             auto set = [&](float x) {
                 switch (poke.tensor) {
                     case 'q': a.q.storage[a.q.index(0, poke.h, poke.t, poke.c)] = encode(x, a.shape.dtype); break;
