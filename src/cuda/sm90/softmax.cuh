@@ -93,17 +93,37 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
         }
         exponentials<T, kLse>(x, f, c, rows, a);
     } else {
-        // Scale, then visibility and bias as §6 writes them.
+        // Scale, then visibility and bias as §6 writes them. Without a mask a row sees a prefix of
+        // the block (up to the sequence's end or the causal edge): one compare of the score's
+        // column with the row's count, worked out once, where registers allow the second path.
+        if (T::kPrefixEdges && p.mask_type == 0) {
+            int seen[2];
 #pragma unroll
-        for (int nt = 0; nt < T::kSTiles; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e / 2;
-                const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-                float& s = x[4 * nt + e];
-                s = visible_score(p, b, h, row[r], j, lq, lkv, s * f[r][nt / kHalfTiles]);
-                block_max[r] = fmaxf(block_max[r], s);
+            for (int r = 0; r < 2; ++r) {
+                const int64_t end = row[r] >= lq ? 0 : (p.causal ? min64(lkv, row[r] + lkv - lq + 1) : lkv);
+                seen[r] = static_cast<int>(max64(0, min64(end - j0, T::kBlockN)));
             }
+#pragma unroll
+            for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    float& s = x[4 * nt + e];
+                    s = nt * 8 + 2 * t + (e & 1) < seen[r] ? s * f[r][nt / kHalfTiles] : -INFINITY;
+                    block_max[r] = fmaxf(block_max[r], s);
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
+                    float& s = x[4 * nt + e];
+                    s = visible_score(p, b, h, row[r], j, lq, lkv, s * f[r][nt / kHalfTiles]);
+                    block_max[r] = fmaxf(block_max[r], s);
+                }
+        }
         advance_row_max(block_max, rows.m, alpha);
         const float one[2][2] = {{1.f, 1.f}, {1.f, 1.f}};
 #pragma unroll
