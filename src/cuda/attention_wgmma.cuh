@@ -68,6 +68,21 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     tile.blocks = (kv_end + T::kBlockN - 1) / T::kBlockN;
     tile.k_block0 = (hk * p.kv_rows + tile.s.pad_kv) / kBlockKv;
 
+    // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
+    // their bytes), and empty once every consumer thread is done with it. The copies of Q and of
+    // the first stages start before the rest of the CTA's set-up (the rows of ones, V's columns
+    // from global memory), so that they overlap it; later blocks each wait for their stage.
+    const Copies<T> copies{TensorMaps{&q_map, &k_map, &v_map}, static_cast<int32_t>(tile.h * p.q_rows + tile.s.pad_q + q0),
+                           hk * p.kv_rows + tile.s.pad_kv, tile.s.pad_kv, hk * DP};
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < T::kStages; ++i)
+            ptx::mbarrier_init(pipe.full + i, 1), ptx::mbarrier_init(pipe.empty + i, T::kConsumers);
+        ptx::mbarrier_init(pipe.q_full, 1);
+        ptx::mbarrier_init_fence();
+        ptx::fence_proxy_async();  // the initialised barriers, for the copy engine
+        copies.q(pipe);
+        for (int64_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
+    }
     // The rows of ones under every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16 1.0 = 0x3c00); the
     // copies never touch them.
     constexpr uint32_t kOnes = T::kVB == 1 ? 0x38383838u : 0x3c003c00u;
@@ -76,14 +91,6 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         const int v = i / kOnesChunks, at = i % kOnesChunks;
         uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes;
         reinterpret_cast<uint4*>(ones + DP * 128)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
-    }
-    // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
-    // their bytes), and empty once every consumer thread is done with it.
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < T::kStages; ++i)
-            ptx::mbarrier_init(pipe.full + i, 1), ptx::mbarrier_init(pipe.empty + i, T::kConsumers);
-        ptx::mbarrier_init(pipe.q_full, 1);
-        ptx::mbarrier_init_fence();
     }
     // The epilogue's per-channel V scale and offset.
     float* v_scale_smem = reinterpret_cast<float*>(smem + T::kColumnsOffset);
@@ -94,10 +101,8 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 
     if (wg == T::kConsumers / 128) {
         ptx::setmaxnreg_dec<T::kProducerRegs>();
-        if (tid == 0) {
-            produce<T>(pipe, TensorMaps{&q_map, &k_map, &v_map}, static_cast<int32_t>(tile.h * p.q_rows + tile.s.pad_q + q0), hk * p.kv_rows + tile.s.pad_kv,
-                       tile.s.pad_kv, hk * DP, tile.blocks);
-        }
+        if (tid == 0)
+            for (int64_t n = T::kStages; n < tile.blocks; ++n) copies.refill(pipe, n);
         return;
     }
     ptx::setmaxnreg_inc<T::kConsumerRegs>();

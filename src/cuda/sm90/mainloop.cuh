@@ -3,10 +3,11 @@
 // softmax step of §6 (softmax.cuh), P̃_j·V_j (FP8 or FP16 wgmma, P̃ from registers) into a
 // fresh fp32 accumulator, folded into O as O·alpha + it ("fp32+fp32", §10).
 //
-// Schedule: a warpgroup issues S_{j+1} right after P·V_j, so Q·Kᵀ of the next block runs
-// while it folds this one, and its softmax starts on scores that are (mostly) in; the
-// other warpgroups' MMAs fill the tensor cores during its softmax. docs/PERF.md has the
-// schedules this one was measured against.
+// Schedule: P·V_j is issued in parts while the softmax packs P̃ (with FP8, each 32 keys'
+// MMA as soon as its P̃ is in), and S_{j+1} right after P·V_j, so Q·Kᵀ of the next block
+// runs while the warpgroup folds this one, and its softmax starts on scores that are
+// (mostly) in; the other warpgroups' MMAs fill the tensor cores during its softmax.
+// docs/PERF.md has the schedules this one was measured against.
 #pragma once
 
 #include <cstdint>
@@ -42,8 +43,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         q_scale[r] = row[r] < tile.lq ? p.q_scale[tile.h * p.q_rows + tile.s.pad_q + row[r]] : 0.f;
     const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kDp);
 
-    // Block j's K scales for this thread's columns (K group t of each 64-key half), read before
-    // its scores are waited for.
+    // Block j's K scales for this thread's columns (K group t of each 64-key half).
     auto k_scales = [&](int64_t j, float (&ks)[2]) {
         const float* at = p.k_scale + (tile.k_block0 + 2 * j) * 4 + t;
         ks[0] = at[0], ks[1] = at[4];
@@ -62,13 +62,14 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         }
         ptx::wgmma_commit();
     };
-    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], int64_t j) {
+    // P·V group g of block j: its steps of P̃ (registers) times Vᵀ (shared memory).
+    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], int64_t j, int g) {
         uint64_t v_desc[T::kVTiles];
 #pragma unroll
         for (int vt = 0; vt < T::kVTiles; ++vt) v_desc[vt] = ptx::make_desc<T::kVSwizzle>(pipe.v_tile<T>(j, vt));
         ptx::wgmma_fence();
 #pragma unroll
-        for (int ks = 0; ks < T::kPvSteps; ++ks) {
+        for (int ks = g * T::kPvStepsPerGroup; ks < (g + 1) * T::kPvStepsPerGroup; ++ks) {
             const uint64_t d = v_desc[ks / T::kPvStepsPerTile] + 2 * (ks % T::kPvStepsPerTile);
             if constexpr (T::kVB == 1) {
                 if (ks == 0) ptx::wgmma_e4m3_rs_fresh<T::kPvN>(ob, a[ks], d);
@@ -110,19 +111,21 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // The last block is peeled off the loop so that every MMA issue and wait is unconditional:
     // the compiler then tracks which accumulators each wait completes (with the issue of S_{j+1}
     // inside a branch it would wait for it too before the fold).
+    // Block j + 1's K scales are read right after its scores are issued: the fold hides their
+    // latency (read at the top of the step, they waited on memory whenever the scores were in).
+    float ks_next[2];
     auto step = [&](int64_t j, auto next) {
-        float ks[2], f[2][2], alpha[2];
-        k_scales(j, ks);
+        float ks[2] = {ks_next[0], ks_next[1]}, f[2][2], alpha[2];
         ptx::wgmma_wait<0>();
         ptx::fence_operand(acc);
 #pragma unroll
         for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
         block_softmax<T, kLse>(p, tile.b, tile.h, row, t, j * T::kBlockN, tile.lq, tile.lkv, interior(j * T::kBlockN),
-                               acc, f, p_offset, rows, alpha, a);
-        issue_pv(ob, a, j);
+                               acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); });
         if constexpr (decltype(next)::value) {
             wait_full(j + 1);
             issue_s(acc, j + 1);
+            k_scales(j + 1, ks_next);
             ptx::wgmma_wait<1>();
         } else {
             ptx::wgmma_wait<0>();
@@ -133,6 +136,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         fold(ob, alpha);
     };
     if (n > 0) {
+        k_scales(0, ks_next);
         wait_full(0);
         issue_s(acc, 0);
         for (int64_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});

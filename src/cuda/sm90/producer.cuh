@@ -1,7 +1,7 @@
-// The sm_90a kernel's producer: one thread of the producer warpgroup drives the bulk
-// tensor copy engine. Q codes of the tile arrive once; K codes [key][channel] and Vᵀ codes
-// [channel][key] of block n go into stage n % kStages as soon as every consumer has
-// released that stage (its empty barrier), and complete on the stage's full barrier.
+// The sm_90a kernel's copies: one thread drives the bulk tensor copy engine. Q codes of the
+// tile arrive once; K codes [key][channel] and Vᵀ codes [channel][key] of block n go into
+// stage n % kStages, the first kStages at once, each later one as soon as every consumer has
+// released its stage (the empty barrier); each completes on its stage's full barrier.
 #pragma once
 
 #include <cuda.h>
@@ -38,25 +38,38 @@ struct Pipeline {
     __device__ uint32_t phase(int64_t block) const { return static_cast<uint32_t>((block / T::kStages) & 1); }
 };
 
+// Where the copies of one CTA come from: its Q rows, its first K row, its first key in the
+// Vᵀ rows and its first Vᵀ row (channel).
+//
 // Q rows past the sequence hold whatever follows (or zeros past the workspace): finite codes
 // whose scores the visibility rule drops. So do K rows past it (the quantization kernels give
 // the rest of a sequence's last block zero codes, so that no Vᵀ byte there is a NaN pattern).
 template <class T>
-__device__ __forceinline__ void produce(const Pipeline& pipe, const TensorMaps& maps, int32_t q_row, int64_t k_row,
-                                        int64_t v_key, int32_t v_row, int64_t blocks) {
-    ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
-    ptx::tma_load_2d(pipe.q_smem, maps.q, 0, q_row, pipe.q_full);
-    for (int64_t n = 0; n < blocks; ++n) {
-        const int stage = static_cast<int>(n % T::kStages);
-        if (n >= T::kStages) ptx::mbarrier_wait(pipe.empty + stage, pipe.phase<T>(n) ^ 1);
-        ptx::mbarrier_arrive_expect_tx(pipe.full + stage, T::kKBytes + T::kVTiles * T::kDp * 128);
-        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + n * T::kBlockN), pipe.full + stage);
+struct Copies {
+    TensorMaps maps;
+    int32_t q_row;
+    int64_t k_row, v_key;
+    int32_t v_row;
+
+    __device__ __forceinline__ void q(const Pipeline& pipe) const {
+        ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
+        ptx::tma_load_2d(pipe.q_smem, maps.q, 0, q_row, pipe.q_full);
+    }
+    // Block n's K and Vᵀ codes into its stage, which the caller knows to be empty.
+    __device__ __forceinline__ void block(const Pipeline& pipe, int64_t n) const {
+        uint64_t* full = pipe.full + n % T::kStages;
+        ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kDp * 128);
+        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + n * T::kBlockN), full);
 #pragma unroll
         for (int tile = 0; tile < T::kVTiles; ++tile)
             ptx::tma_load_2d(pipe.v_tile<T>(n, tile), maps.v,
-                             static_cast<int32_t>((v_key + n * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row,
-                             pipe.full + stage);
+                             static_cast<int32_t>((v_key + n * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row, full);
     }
-}
+    // Block n ≥ kStages goes where block n − kStages was, once every consumer has released it.
+    __device__ __forceinline__ void refill(const Pipeline& pipe, int64_t n) const {
+        ptx::mbarrier_wait(pipe.empty + n % T::kStages, pipe.phase<T>(n) ^ 1);
+        block(pipe, n);
+    }
+};
 
 }  // namespace sageattn::cuda::sm90

@@ -38,11 +38,12 @@ __device__ __forceinline__ void pack_pair(uint32_t (&a)[T::kPvSteps][4], int nt,
 }
 
 // P̃ = exp2(x·g − c) for every score x of the block (g and c per row r and 64-key half h),
-// packed straight into the A registers of P·V. l_exact sums the unrounded values when the
-// LSE is wanted.
-template <class T, bool kLse>
+// packed straight into the A registers of P·V; `issue(group)` once a P·V group's part is in.
+// l_exact sums the unrounded values when the LSE is wanted.
+template <class T, bool kLse, class Issue>
 __device__ __forceinline__ void exponentials(const float (&x)[T::kSTiles * 4], const float (&g)[2][2],
-                                             const float (&c)[2][2], Rows& rows, uint32_t (&a)[T::kPvSteps][4]) {
+                                             const float (&c)[2][2], Rows& rows, uint32_t (&a)[T::kPvSteps][4],
+                                             const Issue& issue) {
     constexpr int kHalfTiles = T::kSTiles / 2;
 #pragma unroll
     for (int nt = 0; nt < T::kSTiles; ++nt)
@@ -53,26 +54,26 @@ __device__ __forceinline__ void exponentials(const float (&x)[T::kSTiles * 4], c
             const float p1 = ptx::exp2_approx(fmaf(x[4 * nt + 2 * r + 1], g[r][h], -c[r][h]));
             if constexpr (kLse) rows.l_exact[r] = rows.l_exact[r] + p0 + p1;
             pack_pair<T>(a, nt, r, p0, p1);
+            if (r == 1 && (nt + 1) % T::kSTilesPerGroup == 0) issue((nt + 1) / T::kSTilesPerGroup - 1);
         }
 }
 
 // One block's softmax (§6) from its INT8 code products `acc`. `f[r][h]` = q_scale·k_scale of
 // row r and 64-key half h (each thread's columns share one K group per half, §3); `j0` is the
-// block's first key. Leaves alpha (what rescales the previous O and l) and P̃ in `a`.
-template <class T, bool kLse>
+// block's first key. Leaves alpha (what rescales the previous O and l) and P̃ in `a`, and
+// issues P·V through `issue`.
+template <class T, bool kLse, class Issue>
 __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, const int64_t (&row)[2], int t,
                                               int64_t j0, int64_t lq, int64_t lkv, bool interior,
                                               const int32_t (&acc)[T::kSTiles * 4], const float (&f)[2][2],
                                               float p_offset, Rows& rows, float (&alpha)[2],
-                                              uint32_t (&a)[T::kPvSteps][4]) {
+                                              uint32_t (&a)[T::kPvSteps][4], const Issue& issue) {
     constexpr int kHalfTiles = T::kSTiles / 2;
     float x[T::kSTiles * 4];
 #pragma unroll
     for (int i = 0; i < T::kSTiles * 4; ++i) x[i] = static_cast<float>(acc[i]);
     float block_max[2] = {-INFINITY, -INFINITY};
-    float c[2][2];
-    // The exponentials are called inside each branch: the wait for the MMAs that follows then
-    // sits in a later basic block, and cannot be scheduled above them.
+    float g[2][2], c[2][2];  // P̃ = exp2(x·g − c)
     if (interior) {
         // No key of the block is hidden and f > 0: the row maximum comes from the raw products,
         // and f rides in the exponent's FFMA (§10): one rounding where §6 has two (§8 allows it).
@@ -90,30 +91,50 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
         for (int r = 0; r < 2; ++r) {
             if constexpr (kLse) rows.l_exact[r] *= alpha[r];
             c[r][0] = c[r][1] = rows.m[r] - p_offset;
+            g[r][0] = f[r][0], g[r][1] = f[r][1];
         }
-        exponentials<T, kLse>(x, f, c, rows, a);
     } else {
-        // Scale, then visibility and bias as §6 writes them.
+        // Scale, then visibility and bias as §6 writes them. Without a mask a row sees a prefix of
+        // the block (up to the sequence's end or the causal edge): one compare of the score's
+        // column with the row's count, worked out once, where registers allow the second path.
+        if (T::kPrefixEdges && p.mask_type == 0) {
+            int seen[2];
 #pragma unroll
-        for (int nt = 0; nt < T::kSTiles; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e / 2;
-                const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
-                float& s = x[4 * nt + e];
-                s = visible_score(p, b, h, row[r], j, lq, lkv, s * f[r][nt / kHalfTiles]);
-                block_max[r] = fmaxf(block_max[r], s);
+            for (int r = 0; r < 2; ++r) {
+                const int64_t end = row[r] >= lq ? 0 : (p.causal ? min64(lkv, row[r] + lkv - lq + 1) : lkv);
+                seen[r] = static_cast<int>(max64(0, min64(end - j0, T::kBlockN)));
             }
+#pragma unroll
+            for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    float& s = x[4 * nt + e];
+                    s = nt * 8 + 2 * t + (e & 1) < seen[r] ? s * f[r][nt / kHalfTiles] : -INFINITY;
+                    block_max[r] = fmaxf(block_max[r], s);
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < T::kSTiles; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    const int64_t j = j0 + nt * 8 + 2 * t + (e & 1);
+                    float& s = x[4 * nt + e];
+                    s = visible_score(p, b, h, row[r], j, lq, lkv, s * f[r][nt / kHalfTiles]);
+                    block_max[r] = fmaxf(block_max[r], s);
+                }
+        }
         advance_row_max(block_max, rows.m, alpha);
-        const float one[2][2] = {{1.f, 1.f}, {1.f, 1.f}};
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             if constexpr (kLse) rows.l_exact[r] *= alpha[r];
             // No visible key yet: m is −inf and every P̃ of the block is exp2(−inf) = 0.
             c[r][0] = c[r][1] = rows.m[r] == -INFINITY ? 0.f : rows.m[r] - p_offset;
+            g[r][0] = g[r][1] = 1.f;
         }
-        exponentials<T, kLse>(x, one, c, rows, a);
     }
+    exponentials<T, kLse>(x, g, c, rows, a, issue);
 }
 
 }  // namespace sageattn::cuda::sm90

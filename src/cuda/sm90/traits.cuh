@@ -19,6 +19,9 @@ struct Traits {
     static constexpr int kProducerRegs = 24;
     static constexpr int kConsumerRegs = (65536 / 128 - kProducerRegs) / kWarpgroups / 8 * 8;
     static constexpr int kTileQ = 64 * kWarpgroups;
+    // Unmasked edge blocks by a count per row (softmax.cuh): a second visibility path, which
+    // three warpgroups' 160 registers cannot hold without spilling (docs/PERF.md).
+    static constexpr bool kPrefixEdges = kConsumerRegs >= 200;
 
     // Q·Kᵀ: INT8 wgmma m64n128k32, Q and K rows of DP bytes, swizzled by their length.
     static constexpr int kQKSwizzle = DP;
@@ -35,6 +38,12 @@ struct Traits {
     static constexpr int kPvK = kFp8 ? 32 : 16;  // keys per P·V MMA step (32 bytes of a Vᵀ row)
     static constexpr int kPvSteps = kBlockN / kPvK;
     static constexpr int kPvStepsPerTile = kPvSteps / kVTiles;
+    // FP8 P·V of a block is issued in one commit group per k32 step, each as soon as its 32 keys
+    // of P̃ are packed, so the tensor cores start on it while the softmax goes on (+12 % at d128
+    // 16k, docs/PERF.md); FP16 P·V (32 registers of P̃) gained nothing from it: one group.
+    static constexpr int kPvGroups = kFp8 ? kPvSteps : 1;
+    static constexpr int kPvStepsPerGroup = kPvSteps / kPvGroups;
+    static constexpr int kSTilesPerGroup = kSTiles / kPvGroups;  // the score tiles whose P̃ a group reads
     static constexpr int kOTiles = DP / 8;     // n8 tiles of O
     static constexpr int kPvTiles = kPvN / 8;  // ... and of P·V, with the row sums'
 
@@ -61,6 +70,7 @@ struct Traits {
     static_assert(kWarpgroups >= 2 && kWarpgroups <= 3, "two or three consumer warpgroups");
     static_assert(kConsumerRegs >= 152, "registers for O, a block's P·V and P̃");
     static_assert(kBlockN % kPvK == 0 && kPvSteps % kVTiles == 0, "whole P·V steps per Vᵀ tile");
+    static_assert(kPvSteps % kPvGroups == 0, "whole P·V steps per group");
     static_assert(kVTileKeys * kVB == kVSwizzle, "a Vᵀ row of a tile is one swizzle span");
     static_assert(kKBytes % 1024 == 0 && kVTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "tiles on 1024-byte boundaries");
     static_assert(kStages >= 2, "at least double buffering");
