@@ -155,10 +155,10 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
 using Launch = void (*)(const Params&, cudaStream_t);
 using TryLaunch = bool (*)(const Params&, cudaStream_t);
 
-template <int DP>
+template <int DP, MmaPipeline kPipe>
 Launch pick(bool bf16, bool fp8) {
-    if (bf16) return fp8 ? launch_attention<DP, true, true> : launch_attention<DP, true, false>;
-    return fp8 ? launch_attention<DP, false, true> : launch_attention<DP, false, false>;
+    if (bf16) return fp8 ? launch_attention<DP, true, true, kPipe> : launch_attention<DP, true, false, kPipe>;
+    return fp8 ? launch_attention<DP, false, true, kPipe> : launch_attention<DP, false, false, kPipe>;
 }
 
 #if defined(SAGEATTN_WITH_WGMMA)
@@ -172,10 +172,11 @@ constexpr bool kHaveWgmma = false;
 TryLaunch wgmma_launcher(int, bool) { return nullptr; }
 #endif
 
-Launch attention_launcher(int dp, bool bf16, bool fp8) {
-    if (dp == 64) return pick<64>(bf16, fp8);
-    if (dp == 128) return pick<128>(bf16, fp8);
-    return pick<256>(bf16, fp8);
+Launch attention_launcher(int dp, bool bf16, bool fp8, MmaPipeline pipe) {
+    if (dp == 64) return pick<64, MmaPipeline::kDoubleBuffered>(bf16, fp8);
+    if (dp == 128) return pick<128, MmaPipeline::kDoubleBuffered>(bf16, fp8);
+    if (pipe == MmaPipeline::kSplitKv) return pick<256, MmaPipeline::kSplitKv>(bf16, fp8);
+    return pick<256, MmaPipeline::kDoubleBuffered>(bf16, fp8);
 }
 
 // Makes `device` current for the scope and restores the caller's device after.
@@ -320,7 +321,7 @@ sageattn_status prepare(Problem& pr) {
 }
 
 size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8) {
-    return static_cast<size_t>(mma_dynamic_smem(head_dim_pad, pv_fp8)) + static_cast<size_t>(mma_static_smem(head_dim_pad));
+    return static_cast<size_t>(mma_shared_bytes(head_dim_pad, pv_fp8, MmaPipeline::kDoubleBuffered));
 }
 
 size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
@@ -395,10 +396,10 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;
             sharp.sharp_only = 1;
-            attention_launcher(l.dp, params.bf16, params.pv_fp8)(sharp, stream);
+            attention_launcher(l.dp, params.bf16, params.pv_fp8, MmaPipeline::kDoubleBuffered)(sharp, stream);
         }
     } else {
-        attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);
+        attention_launcher(l.dp, params.bf16, params.pv_fp8, MmaPipeline::kDoubleBuffered)(params, stream);
     }
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel");
     return SAGEATTN_SUCCESS;
