@@ -669,22 +669,70 @@ TEST(CudaBackend, VarlenClampStaysInBounds) {
     EXPECT_GT(hostile, 10000);
 }
 
-// The mma.sync kernel's shared memory per CTA, which prepare() holds against the device's
-// limit: every head_dim fits sm_90 (227 KB a CTA) and, with FP16 P·V, sm_80 (163 KB); on
-// sm_86, sm_89 and sm_12x (99 KB) head_dim 256 does not. No GPU needed.
+// The mma.sync kernel's shared memory per CTA (mma_config.hpp), which prepare() holds against
+// the device's limit: each architecture's configuration of each instance fits its per-CTA
+// limit. Two stages of K and Vᵀ everywhere but head_dim 256 on sm_86, sm_89 and sm_12x (99 KB),
+// which gets one K and one Vᵀ buffer. No GPU needed.
 TEST(CudaBackend, SharedMemoryPerCta) {
-    constexpr size_t kSm90 = 227 * 1024, kSm80 = 163 * 1024, kSm89 = 99 * 1024;
+    using cuda::MmaPipeline;
+    struct Arch {
+        int cc;
+        int limit;  // cudaDevAttrMaxSharedMemoryPerBlockOptin, bytes (the programming guide's table)
+    };
+    const Arch archs[] = {{80, 166912}, {86, 101376}, {87, 166912}, {89, 101376}, {90, 232448},
+                          {100, 232448}, {103, 232448}, {110, 232448}, {120, 101376}, {121, 101376}};
+    for (const Arch& a : archs) EXPECT_EQ(cuda::cta_smem_optin(a.cc), a.limit) << "sm_" << a.cc;
     for (int dp : {64, 128, 256})
         for (bool fp8 : {false, true}) {
-            const size_t bytes = cuda::attention_shared_bytes(dp, fp8);
-            // Two stages of K (16-bit rows) and Vᵀ, rows padded by 16 bytes, plus 16 bytes a channel.
+            const std::string what = "d" + std::to_string(dp) + (fp8 ? " fp8" : " fp16");
+            // K (16-bit rows) and Vᵀ of a 64-key block, rows padded by 16 bytes; 16 static bytes a channel.
             const size_t stage = 64 * (2 * dp + 16) + dp * (64 * (fp8 ? 1 : 2) + 16);
-            EXPECT_EQ(bytes, 2 * stage + 16 * dp) << "dp " << dp << (fp8 ? " fp8" : " fp16");
-            EXPECT_LE(bytes, kSm90);
-            if (!fp8) EXPECT_LE(bytes, kSm80);
-            if (dp <= 128) EXPECT_LE(bytes, kSm89) << "dp " << dp;
-            else EXPECT_GT(bytes, kSm89) << "dp " << dp;
+            EXPECT_EQ(cuda::mma_shared_bytes(dp, fp8, MmaPipeline::kDoubleBuffered), 2 * stage + 16 * dp) << what;
+            EXPECT_EQ(cuda::mma_shared_bytes(dp, fp8, MmaPipeline::kSplitKv), stage + 16 * dp) << what;
+            EXPECT_EQ(cuda::mma_pipeline_built(dp, MmaPipeline::kSplitKv), dp == 256) << what;
+            // A driver that does not say: the double-buffered kernel, as always.
+            EXPECT_EQ(cuda::mma_pipeline(dp, fp8, 0), MmaPipeline::kDoubleBuffered) << what;
+            for (const Arch& a : archs) {
+                const bool small = a.limit == 99 * 1024;
+                const MmaPipeline want = dp == 256 && small ? MmaPipeline::kSplitKv : MmaPipeline::kDoubleBuffered;
+                EXPECT_EQ(cuda::mma_pipeline(dp, fp8, a.limit), want) << what << " sm_" << a.cc;
+                const size_t bytes = cuda::attention_shared_bytes(dp, fp8, a.limit);  // prepare()'s number
+                EXPECT_EQ(bytes, static_cast<size_t>(cuda::mma_shared_bytes(dp, fp8, want))) << what << " sm_" << a.cc;
+                EXPECT_LE(bytes, static_cast<size_t>(a.limit)) << what << " sm_" << a.cc;
+            }
         }
+    // docs/PERF.md's numbers: head_dim 256, FP16 / FP8 P·V, two stages and split buffers.
+    EXPECT_EQ(cuda::attention_shared_bytes(256, false, 166912), 145408u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, true, 232448), 112640u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, false, 101376), 74752u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, true, 101376), 58368u);
+}
+
+// The test switch Gpu.HeadDim256In99KB uses: a 99 KB cap gives head_dim 256 the split buffers
+// whatever the device (none here: its limit is unknown), and lifting it restores the device's
+// choice; other head sizes keep two stages. No GPU needed.
+TEST(CudaBackend, SharedMemoryCapPicksSplitKv) {
+    Problem pr{};
+    pr.p.device_index = 0;
+    for (int32_t pv : {SAGEATTN_PV_FP16, SAGEATTN_PV_FP8}) {
+        pr.p.pv_precision = pv;
+        pr.p.head_dim = 256;
+        cuda::set_cta_shared_memory_cap(99 * 1024);
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kSplitKv);
+        pr.p.head_dim = 130;  // padded to 256
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kSplitKv);
+        pr.p.head_dim = 128;
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kDoubleBuffered);
+        cuda::set_cta_shared_memory_cap(0);
+        int count = 0, optin = 0;
+        if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+            cudaGetLastError();
+        } else {
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+        }
+        pr.p.head_dim = 256;
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::mma_pipeline(256, pv == SAGEATTN_PV_FP8, optin));
+    }
 }
 
 }  // namespace
