@@ -110,11 +110,11 @@ def kernel_path(cc: int, families: str = "") -> str:
         return "CUDA sm_90a wgmma kernel, INT8 Q·Kᵀ, FP8 P·V (head_dim <= 128; larger: mma kernels, FP16 P·V)"
     if cc in (80, 87, 90):
         return "CUDA mma kernels, INT8 Q·Kᵀ, FP16 P·V"
-    # 99 KB of shared memory per block: head_dim 256 does not fit the mma kernel there.
+    # 99 KB of shared memory per block: head_dim above 128 runs on one K and one V buffer there.
     if cc == 86:
-        return "CUDA mma kernels, INT8 Q·Kᵀ, FP16 P·V (head_dim <= 128; larger: torch's SDPA through sdpa)"
+        return "CUDA mma kernels, INT8 Q·Kᵀ, FP16 P·V (head_dim above 128: single K/V buffers, 99 KB a block)"
     if cc == 89 or 120 <= cc < 130:
-        return "CUDA mma kernels, INT8 Q·Kᵀ, FP8 P·V (head_dim <= 128; larger: torch's SDPA through sdpa)"
+        return "CUDA mma kernels, INT8 Q·Kᵀ, FP8 P·V (head_dim above 128: single K/V buffers, 99 KB a block)"
     return "CUDA mma kernels (P·V precision chosen by the library for this GPU)"
 
 

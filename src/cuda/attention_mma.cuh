@@ -3,6 +3,7 @@
 // m16n8k32 (sm89+), one 64-key block at a time as docs/ALGORITHM.md §6 writes it.
 // A CTA is 4 warps x 16 query rows of one (sequence, head); each thread holds
 // rows g and g+8 of its warp (g = lane/4) and columns 2t, 2t+1 of every n8 tile.
+// K and Vᵀ reach shared memory in one of mma_config.hpp's pipelines (kPipe).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,41 +13,46 @@
 
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
+#include "cuda/mma_config.hpp"
 #include "cuda/ptx/cp_async.cuh"
 #include "cuda/ptx/ldmatrix.cuh"
 #include "cuda/ptx/mma.cuh"
 
 namespace sageattn::cuda {
 
-// Shared-memory rows are padded by 16 bytes: the 8 rows a fragment load touches
-// (g = 0..7, 4-byte words t = 0..3) then fall in 32 different banks.
-template <int DP, bool kFp8>
+// Dynamic shared memory: kStages stages of [K block | Vᵀ block] (mma_config.hpp). Rows are
+// padded by kSmemRowPad bytes (bank conflicts).
+template <int DP, bool kFp8, MmaPipeline kPipe>
 struct AttnSmem {
-    static constexpr int kPad = kSmemRowPad;
-    static constexpr int kKRow8 = DP + kPad;        // INT8 K row
-    static constexpr int kKRow16 = 2 * DP + kPad;   // 16-bit K row (heads of §5)
-    static constexpr int kVRow = kBlockKv * (kFp8 ? 1 : 2) + kPad;
+    static constexpr int kKRow8 = DP + kSmemRowPad;       // INT8 K row
+    static constexpr int kKRow16 = 2 * DP + kSmemRowPad;  // 16-bit K row (heads of §5)
+    static constexpr int kVRow = kBlockKv * (kFp8 ? 1 : 2) + kSmemRowPad;
     static constexpr int kKBytes = kBlockKv * kKRow16;
     static constexpr int kVBytes = DP * kVRow;
     static constexpr int kStage = kKBytes + kVBytes;
-    static constexpr int kBytes = 2 * kStage;  // double-buffered: block i+1 loads while block i computes
-    static_assert(kBytes == mma_dynamic_smem(DP, kFp8), "params.hpp's count is the one the host checks");
+    static constexpr int kStages = mma_stages(kPipe);
+    static constexpr int kBytes = kStages * kStage;
+    static_assert(kBytes == mma_dynamic_smem(DP, kFp8, kPipe), "mma_config.hpp's count is the one the host checks");
+    // The split buffers are what the 99 KB parts (sm_86, sm_89, sm_12x) run: they must fit.
+    static_assert(kPipe != MmaPipeline::kSplitKv || kBytes + mma_static_smem(DP) <= kCtaSmem99K,
+                  "the split configuration exists for the 99 KB parts and must fit them");
 };
 
 // Registers are cut for three CTAs per SM (two at head_dim 256), or for as many as shared
 // memory holds (min_ctas). Where it holds one at d128 (100 KB parts), a cut to three CTAs'
 // 168 registers bought nothing and spilled 300 bytes a thread on sm_89 and sm_120.
-template <int DP, bool kFp8>
+template <int DP, bool kFp8, MmaPipeline kPipe>
 constexpr int mma_min_ctas() {
-    return min_ctas(DP <= 128 ? 3 : 2, mma_dynamic_smem(DP, kFp8) + mma_static_smem(DP));
+    return min_ctas(DP <= 128 ? 3 : 2, mma_shared_bytes(DP, kFp8, kPipe));
 }
 
-template <int DP, bool kBf16, bool kFp8, bool kSharp>
+template <int DP, bool kBf16, bool kFp8, bool kSharp, MmaPipeline kPipe>
 __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, int h, const Seq& s, int64_t q0) {
     constexpr int kNT = kBlockKv / 8;  // n8 tiles of S per block
     constexpr int kOT = DP / 8;        // n8 tiles of O
     constexpr int kVB = kFp8 ? 1 : 2;
-    using Smem = AttnSmem<DP, kFp8>;
+    using Smem = AttnSmem<DP, kFp8, kPipe>;
+    constexpr bool kSplit = kPipe == MmaPipeline::kSplitKv;
     const int hk = h / p.group, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int64_t row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
     const int64_t lq = s.len_q, lkv = s.len_kv;
@@ -99,11 +105,11 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
     const int64_t kcode_base = hk * p.kv_rows + s.pad_kv;
     const int64_t kin_base = s.in_kv + hk * p.k.head_stride;
 
-    // Issues the copies of block j0 into shared-memory stage `stage` (K codes and V
-    // asynchronously; the 16-bit K of §5 heads synchronously, through its strides).
-    auto load_block = [&](int stage, int64_t j0) {
+    // Issue the copies of block j0 into shared-memory stage `stage`: K codes and Vᵀ
+    // asynchronously (the caller commits the group), the 16-bit K of §5 heads synchronously,
+    // through its strides.
+    auto load_k = [&](int stage, int64_t j0) {
         uint8_t* k_dst = smem + stage * Smem::kStage;
-        uint8_t* v_dst = k_dst + Smem::kKBytes;
         if constexpr (!kSharp) {
             const int8_t* src = p.k_codes + (kcode_base + j0) * DP;
             for (int i = threadIdx.x; i < kBlockKv * DP / 16; i += blockDim.x) {
@@ -118,24 +124,38 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                     (j0 + j < lkv && c < p.head_dim) ? k16[kin_base + (j0 + j) * p.k.token_stride + c] : uint16_t(0);
             }
         }
+    };
+    auto load_v = [&](int stage, int64_t j0) {
+        uint8_t* v_dst = smem + stage * Smem::kStage + Smem::kKBytes;
         constexpr int kVecPerRow = kBlockKv * kVB / 16;
         for (int i = threadIdx.x; i < DP * kVecPerRow; i += blockDim.x) {
             const int c = i / kVecPerRow, w = i % kVecPerRow;
             const uint8_t* src = p.v_codes + ((static_cast<int64_t>(hk) * DP + c) * p.kv_rows + s.pad_kv + j0) * kVB;
             ptx::cp_async_16(v_dst + c * Smem::kVRow + w * 16, src + w * 16);
         }
-        ptx::cp_async_commit();
     };
 
-    if (kv_end > 0) load_block(0, 0);
+    // Double-buffered, block 0 comes whole; split, its K alone (its Vᵀ at the loop's top).
+    if (kv_end > 0) {
+        load_k(0, 0);
+        if constexpr (!kSplit) load_v(0, 0);
+        ptx::cp_async_commit();
+    }
     // The epilogue's per-channel V scale and offset, while the first copies fly.
     __shared__ float v_scale_smem[DP], v_offset_smem[DP];
     stage_v_columns<DP, kFp8>(p, b, hk, lkv, v_scale_smem, v_offset_smem);
     __syncthreads();
     int stage = 0;
-    for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockKv, stage ^= 1) {
-        if (j0 + kBlockKv < kv_end) {
-            load_block(stage ^ 1, j0 + kBlockKv);  // that stage was released at the end of the last block
+    for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockKv, stage = kSplit ? 0 : stage ^ 1) {
+        const bool more = j0 + kBlockKv < kv_end;
+        if constexpr (kSplit) {
+            load_v(0, j0);  // the Vᵀ buffer was released at the end of the last block
+            ptx::cp_async_commit();
+            ptx::cp_async_wait<1>();  // K of this block is in; its Vᵀ may still be on the way
+        } else if (more) {
+            load_k(stage ^ 1, j0 + kBlockKv);  // that stage was released at the end of the last block
+            load_v(stage ^ 1, j0 + kBlockKv);
+            ptx::cp_async_commit();
             ptx::cp_async_wait<1>();
         } else {
             ptx::cp_async_wait<0>();
@@ -236,6 +256,14 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                     l[r] += back.x + back.y;
                 }
             }
+        if constexpr (kSplit) {
+            ptx::cp_async_wait<0>();
+            __syncthreads();  // Vᵀ is in, and every warp is done with K: the next block's K may come
+            if (more) {
+                load_k(0, j0 + kBlockKv);
+                ptx::cp_async_commit();
+            }
+        }
         // O = O·alpha + P·V per n8 tile of the output (§6).
         const uint8_t* v_lane = v_smem + (lane % 8) * Smem::kVRow + 16 * (lane / 8);
         auto pv_block = [&](auto direct_tag) {
@@ -289,7 +317,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
         // "fp32" accumulates straight into the rescaled O; the two-level modes sum each block apart first.
         if (p.pv_accum == 1) pv_block(std::true_type{});
         else pv_block(std::false_type{});
-        __syncthreads();  // this stage is free for the block after next
+        __syncthreads();  // this stage is free for the block after next (split: Vᵀ's buffer, for the next)
     }
 
     // Epilogue (§6): the row sums of the quad, then out = acc/l · v_scale + v_offset.
@@ -305,8 +333,8 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
 
 // Three CTAs per SM at most 170 registers a thread, enough warps to hide the loads, where
 // shared memory allows three (mma_min_ctas).
-template <int DP, bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8>())) attention_kernel(Params p) {
+template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
+__global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8, kPipe>())) attention_kernel(Params p) {
     extern __shared__ __align__(16) uint8_t smem[];
     const int b = blockIdx.z, h = blockIdx.y;
     const Seq s = sequence(p, b);
@@ -315,14 +343,15 @@ __global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8>())) attention_ker
     // §5: one flag per (sequence, head), uniform over the CTA.
     const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sharp_scores(p, b, h));
     if (p.sharp_only && !sharp) return;
-    if (sharp) attend<DP, kBf16, kFp8, true>(p, smem, b, h, s, q0);
-    else attend<DP, kBf16, kFp8, false>(p, smem, b, h, s, q0);
+    if (sharp) attend<DP, kBf16, kFp8, true, kPipe>(p, smem, b, h, s, q0);
+    else attend<DP, kBf16, kFp8, false, kPipe>(p, smem, b, h, s, q0);
 }
 
-template <int DP, bool kBf16, bool kFp8>
+template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
 void launch_attention(const Params& p, cudaStream_t stream) {
-    constexpr int kSmem = AttnSmem<DP, kFp8>::kBytes;
-    auto kernel = attention_kernel<DP, kBf16, kFp8>;
+    static_assert(mma_pipeline_built(DP, kPipe), "mma_config.hpp lists the instances built");
+    constexpr int kSmem = AttnSmem<DP, kFp8, kPipe>::kBytes;
+    auto kernel = attention_kernel<DP, kBf16, kFp8, kPipe>;
     // Once per device and instance: the attribute persists, and the call costs host time.
     static std::atomic<bool> configured[64];
     int device = 0;

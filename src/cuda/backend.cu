@@ -155,10 +155,10 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
 using Launch = void (*)(const Params&, cudaStream_t);
 using TryLaunch = bool (*)(const Params&, cudaStream_t);
 
-template <int DP>
+template <int DP, MmaPipeline kPipe>
 Launch pick(bool bf16, bool fp8) {
-    if (bf16) return fp8 ? launch_attention<DP, true, true> : launch_attention<DP, true, false>;
-    return fp8 ? launch_attention<DP, false, true> : launch_attention<DP, false, false>;
+    if (bf16) return fp8 ? launch_attention<DP, true, true, kPipe> : launch_attention<DP, true, false, kPipe>;
+    return fp8 ? launch_attention<DP, false, true, kPipe> : launch_attention<DP, false, false, kPipe>;
 }
 
 #if defined(SAGEATTN_WITH_WGMMA)
@@ -172,10 +172,11 @@ constexpr bool kHaveWgmma = false;
 TryLaunch wgmma_launcher(int, bool) { return nullptr; }
 #endif
 
-Launch attention_launcher(int dp, bool bf16, bool fp8) {
-    if (dp == 64) return pick<64>(bf16, fp8);
-    if (dp == 128) return pick<128>(bf16, fp8);
-    return pick<256>(bf16, fp8);
+Launch attention_launcher(int dp, bool bf16, bool fp8, MmaPipeline pipe) {
+    if (dp == 64) return pick<64, MmaPipeline::kDoubleBuffered>(bf16, fp8);
+    if (dp == 128) return pick<128, MmaPipeline::kDoubleBuffered>(bf16, fp8);
+    if (pipe == MmaPipeline::kSplitKv) return pick<256, MmaPipeline::kSplitKv>(bf16, fp8);
+    return pick<256, MmaPipeline::kDoubleBuffered>(bf16, fp8);
 }
 
 // Makes `device` current for the scope and restores the caller's device after.
@@ -237,6 +238,19 @@ const Devices& devices() {
 }
 
 std::atomic<bool> small_problem_path{true};
+std::atomic<int> cta_smem_cap{0};  // set_cta_shared_memory_cap; 0: none
+
+// Shared memory one CTA of the mma.sync kernel may have on `device`, bytes (0: not known).
+int cta_smem_limit(int device) {
+    const int optin = devices().smem_optin[device], cap = cta_smem_cap.load(std::memory_order_relaxed);
+    if (cap <= 0) return optin;
+    return optin > 0 ? std::min(optin, cap) : cap;
+}
+
+// The mma.sync kernel's configuration for this problem (mma_config.hpp). `pr` is prepared.
+MmaPipeline pipeline_of(const Problem& pr, int dp) {
+    return mma_pipeline(dp, pr.p.pv_precision == SAGEATTN_PV_FP8, cta_smem_limit(pr.p.device_index));
+}
 
 // Small problems are bound by launch latency, host and device, not by bandwidth or the
 // tensor cores. Up to about two waves of quantization items run as one launch (quantize.cu);
@@ -265,6 +279,8 @@ bool takes_wgmma(const Problem& pr, int dp) {
 }  // namespace
 
 void set_small_problem_path(bool on) { small_problem_path.store(on, std::memory_order_relaxed); }
+void set_cta_shared_memory_cap(int bytes) { cta_smem_cap.store(bytes > 0 ? bytes : 0, std::memory_order_relaxed); }
+MmaPipeline attention_pipeline(const Problem& pr) { return pipeline_of(pr, padded_head_dim(pr.p.head_dim)); }
 
 int64_t int8_softmax_block(const Problem& pr) {
     return takes_wgmma(pr, padded_head_dim(pr.p.head_dim)) ? alg::kWideKvBlock : alg::kKvBlock;
@@ -305,22 +321,22 @@ sageattn_status prepare(Problem& pr) {
                     p.device_index, cc);
     if (p.pv_accum == SAGEATTN_ACCUM_AUTO)
         p.pv_accum = p.pv_precision == SAGEATTN_PV_FP8 ? SAGEATTN_ACCUM_FP32_FP32 : SAGEATTN_ACCUM_FP32;
-    // Every problem may need the mma.sync kernel (§5's sharp heads run on it everywhere); at
-    // head_dim 256 it outgrows the 99 KB a CTA may have on sm_86, sm_89 and sm_12x.
+    // Every problem may need the mma.sync kernel (§5's sharp heads run on it everywhere). At
+    // head_dim 256 its two stages outgrow the 99 KB a CTA may have on sm_86, sm_89 and sm_12x,
+    // which get the split buffers instead (mma_config.hpp); a device with less still fails here.
     const int dp = padded_head_dim(p.head_dim);
     const bool pv_fp8 = p.pv_precision == SAGEATTN_PV_FP8;
-    const size_t need = attention_shared_bytes(dp, pv_fp8);
-    const int allowed = dev.smem_optin[p.device_index];  // 0: the driver did not say
+    const int allowed = cta_smem_limit(p.device_index);  // 0: the driver did not say
+    const size_t need = attention_shared_bytes(dp, pv_fp8, allowed);
     if (allowed > 0 && need > static_cast<size_t>(allowed))
         return fail(SAGEATTN_ERROR_UNSUPPORTED,
-                    "head_dim = %lld with %s P·V needs %zu bytes of shared memory per CTA; device %d (sm_%d) allows "
-                    "%d (head_dim <= 128 runs on it)",
+                    "head_dim = %lld with %s P·V needs %zu bytes of shared memory per CTA; device %d (sm_%d) allows %d",
                     static_cast<long long>(p.head_dim), pv_fp8 ? "FP8" : "FP16", need, p.device_index, cc, allowed);
     return SAGEATTN_SUCCESS;
 }
 
-size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8) {
-    return static_cast<size_t>(mma_dynamic_smem(head_dim_pad, pv_fp8)) + static_cast<size_t>(mma_static_smem(head_dim_pad));
+size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8, int cta_limit) {
+    return static_cast<size_t>(mma_shared_bytes(head_dim_pad, pv_fp8, mma_pipeline(head_dim_pad, pv_fp8, cta_limit)));
 }
 
 size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
@@ -395,10 +411,10 @@ sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* 
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;
             sharp.sharp_only = 1;
-            attention_launcher(l.dp, params.bf16, params.pv_fp8)(sharp, stream);
+            attention_launcher(l.dp, params.bf16, params.pv_fp8, pipeline_of(pr, l.dp))(sharp, stream);
         }
     } else {
-        attention_launcher(l.dp, params.bf16, params.pv_fp8)(params, stream);
+        attention_launcher(l.dp, params.bf16, params.pv_fp8, pipeline_of(pr, l.dp))(params, stream);
     }
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel");
     return SAGEATTN_SUCCESS;

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/problem.hpp"
+#include "cuda/mma_config.hpp"
 
 namespace sageattn::cuda {
 
@@ -23,8 +24,16 @@ void set_small_problem_path(bool on);
 int64_t int8_softmax_block(const Problem& pr);
 
 // Shared memory one CTA of the mma.sync attention kernel needs (dynamic and static), in
-// bytes; prepare() refuses a problem whose head_dim outgrows the device's per-CTA limit.
-size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8);
+// bytes, in the configuration forward() launches where a CTA may have `cta_limit` bytes (0:
+// not known); prepare() refuses a problem that still outgrows the device's per-CTA limit.
+size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8, int cta_limit);
+
+// For tests: caps the shared memory per CTA the dispatch takes the device to allow, in bytes
+// (0, the default: the device's own limit). 99 KB on an sm_90 GPU runs the configuration that
+// sm_86, sm_89 and sm_12x get (head_dim 256 on split K/Vᵀ buffers), so it can be checked there.
+void set_cta_shared_memory_cap(int bytes);
+// The mma.sync kernel's configuration forward() launches for `pr` (prepared) now.
+MmaPipeline attention_pipeline(const Problem& pr);
 
 int runtime_version();
 // Compiled SM targets (e.g. 80, 89, 90); returns how many were written.

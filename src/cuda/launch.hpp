@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/mma_config.hpp"
 #include "cuda/params.hpp"
 
 namespace sageattn::cuda {
@@ -17,7 +18,9 @@ void launch_quantize(const Params& p, int64_t one_launch_items, cudaStream_t str
 void launch_check_seqlens(const int32_t* cu_q, const int32_t* cu_kv, int64_t batch, int64_t total_q, int64_t total_kv,
                           int64_t max_q, int64_t max_kv, uint32_t* faults, cudaStream_t stream);
 
-template <int DP, bool kBf16, bool kFp8>
+// The mma.sync kernel (attention_mma.cuh) in one of mma_config.hpp's shared-memory
+// configurations; instances/ holds those mma_pipeline_built lists.
+template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
 void launch_attention(const Params& p, cudaStream_t stream);
 
 // sm_90a only (built when the SM list names 90): INT8 and FP8 wgmma, FP8 P·V with

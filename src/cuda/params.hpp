@@ -19,16 +19,6 @@ constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 row
 constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
 constexpr int kSumRows = 512;    // keys per CTA of the K/V sums
 
-// Shared memory of one mma.sync attention CTA (attention_mma.cuh), in bytes. Dynamic: two
-// stages of a 64-key block, K rows wide enough for §5's 16-bit K and Vᵀ rows of FP8 or
-// FP16 codes, every row padded by 16 bytes. Static: the epilogue's per-channel V scale and
-// offset, in each of the kernel's two Q·Kᵀ paths.
-constexpr int kSmemRowPad = 16;
-constexpr int mma_dynamic_smem(int dp, bool pv_fp8) {
-    return 2 * (kBlockKv * (2 * dp + kSmemRowPad) + dp * (kBlockKv * (pv_fp8 ? 1 : 2) + kSmemRowPad));
-}
-constexpr int mma_static_smem(int dp) { return 2 * 2 * dp * 4; }
-
 struct TensorView {
     const void* data;
     int64_t batch_stride, head_stride, token_stride;

@@ -626,6 +626,91 @@ TEST(Gpu, RunToRunIdentical) {
     }
 }
 
+// Caps, for its scope, the shared memory per CTA the dispatch takes the device to allow.
+struct CtaSmemCap {
+    explicit CtaSmemCap(int bytes) { cuda::set_cta_shared_memory_cap(bytes); }
+    ~CtaSmemCap() { cuda::set_cta_shared_memory_cap(0); }
+};
+
+int device_cc() {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
+    return major * 10 + minor;
+}
+
+// The mma.sync configuration forward() launches for the problem of `a` now.
+cuda::MmaPipeline gpu_pipeline(const Attention& a) {
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    p.device_index = 0;
+    Problem pr;
+    EXPECT_EQ(api::normalize(&p, &pr), SAGEATTN_SUCCESS) << sageattn_last_error();
+    EXPECT_EQ(cuda::prepare(pr), SAGEATTN_SUCCESS) << sageattn_last_error();
+    return cuda::attention_pipeline(pr);
+}
+
+// head_dim 129..256 in the configuration of the 99 KB parts (sm_86, sm_89, sm_12x): one K and
+// one Vᵀ buffer instead of two stages (mma_config.hpp), on any GPU, the shared memory per CTA
+// capped at 99 KB. Held to the CPU emulation with the bounds of every GPU test; and where the
+// device runs the double-buffered configuration too (sm_80, sm_90), to its bits, since only
+// the schedule of the copies differs. On sm_80 the FP8 cases are skipped (no FP8 MMA).
+TEST(Gpu, HeadDim256In99KB) {
+    REQUIRE_GPU();
+    const int cc = device_cc();
+    int optin = 0;
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    struct C {
+        const char* what;
+        Shape shape;
+        Inputs in;
+        bool causal;
+        int32_t pv, accum, qk_precision;
+        double ref_cos;
+    };
+    const C cases[] = {
+        {"causal fp16", {1, 2, 1, 70, 140, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, {1.0f, 3.0f}, true, SAGEATTN_PV_FP16, 0, 0, 0.999},
+        {"fp16+fp32 accum, GQA", {2, 4, 2, 200, 333, 256, SAGEATTN_DTYPE_FP16, Layout::NHD}, {1.0f, 3.0f}, false,
+         SAGEATTN_PV_FP16, SAGEATTN_ACCUM_FP16_FP32, 0, 0.999},
+        {"d200 strided, fp8", {1, 2, 2, 129, 257, 200, SAGEATTN_DTYPE_BF16, Layout::Strided}, {1.0f, 3.0f}, true,
+         SAGEATTN_PV_FP8, 0, 0, 0.999},
+        {"fp8 fp32+fp16 accum", {1, 2, 2, 190, 450, 256, SAGEATTN_DTYPE_FP16, Layout::HND}, {1.0f, 3.0f}, false,
+         SAGEATTN_PV_FP8, SAGEATTN_ACCUM_FP32_FP16, 0, 0.999},
+        {"one key, fp8", {1, 2, 2, 33, 1, 256, SAGEATTN_DTYPE_BF16, Layout::NHD}, {1.0f, 3.0f}, false, SAGEATTN_PV_FP8, 0, 0, 0.999},
+        {"sharp heads (16-bit QK), fp16", {1, 2, 2, 256, 256, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, {30.0f, 4.0f}, false,
+         SAGEATTN_PV_FP16, 0, 0, 0.995},
+        {"16-bit QK everywhere, fp8, causal", {1, 2, 1, 150, 300, 256, SAGEATTN_DTYPE_FP16, Layout::NHD}, {1.0f, 3.0f}, true,
+         SAGEATTN_PV_FP8, 0, SAGEATTN_QK_INPUT, 0.999},
+    };
+    for (const C& c : cases) {
+        if (c.pv == SAGEATTN_PV_FP8 && cc < 89) continue;
+        Attention a(c.shape, c.in, rng());
+        a.problem.causal = c.causal;
+        a.problem.pv_precision = c.pv;
+        a.problem.pv_accum = c.accum;
+        a.problem.qk_precision = c.qk_precision;
+        a.with_lse();
+        const std::string label = std::string("d") + std::to_string(c.shape.head_dim) + " in 99 KB: " + c.what;
+        std::vector<uint16_t> split_out;
+        std::vector<float> split_lse;
+        {
+            CtaSmemCap cap(cuda::kCtaSmem99K);
+            EXPECT_EQ(gpu_pipeline(a), cuda::MmaPipeline::kSplitKv) << label;
+            check(a, label, 0, c.ref_cos);
+            ASSERT_EQ(run_gpu(a), SAGEATTN_SUCCESS) << label << ": " << sageattn_last_error();
+            split_out = a.out.storage;
+            split_lse = a.lse;
+        }
+        const bool fp8 = c.pv == SAGEATTN_PV_FP8;
+        if (optin < cuda::mma_shared_bytes(256, fp8, cuda::MmaPipeline::kDoubleBuffered)) continue;
+        EXPECT_EQ(gpu_pipeline(a), cuda::MmaPipeline::kDoubleBuffered) << label;
+        ASSERT_EQ(run_gpu(a), SAGEATTN_SUCCESS) << label << ": " << sageattn_last_error();
+        EXPECT_TRUE(split_out == a.out.storage) << label << ": the split and double-buffered outputs differ";
+        EXPECT_TRUE(split_lse == a.lse) << label << ": the split and double-buffered LSE differ";
+        std::printf("[ gpu      ] %-66s split == double-buffered, bit for bit\n", label.c_str());
+    }
+}
+
 // §1 on CUDA: whatever cu_seqlens hold (past the tensor, negative, decreasing, longer than
 // max_len), every kernel's rows of a sequence (clamp_sequence, read by sequence() in
 // common.cuh) stay inside the tensor and the mask's max_len extents, and its padded rows
@@ -669,22 +754,70 @@ TEST(CudaBackend, VarlenClampStaysInBounds) {
     EXPECT_GT(hostile, 10000);
 }
 
-// The mma.sync kernel's shared memory per CTA, which prepare() holds against the device's
-// limit: every head_dim fits sm_90 (227 KB a CTA) and, with FP16 P·V, sm_80 (163 KB); on
-// sm_86, sm_89 and sm_12x (99 KB) head_dim 256 does not. No GPU needed.
+// The mma.sync kernel's shared memory per CTA (mma_config.hpp), which prepare() holds against
+// the device's limit: each architecture's configuration of each instance fits its per-CTA
+// limit. Two stages of K and Vᵀ everywhere but head_dim 256 on sm_86, sm_89 and sm_12x (99 KB),
+// which gets one K and one Vᵀ buffer. No GPU needed.
 TEST(CudaBackend, SharedMemoryPerCta) {
-    constexpr size_t kSm90 = 227 * 1024, kSm80 = 163 * 1024, kSm89 = 99 * 1024;
+    using cuda::MmaPipeline;
+    struct Arch {
+        int cc;
+        int limit;  // cudaDevAttrMaxSharedMemoryPerBlockOptin, bytes (the programming guide's table)
+    };
+    const Arch archs[] = {{80, 166912}, {86, 101376}, {87, 166912}, {89, 101376}, {90, 232448},
+                          {100, 232448}, {103, 232448}, {110, 232448}, {120, 101376}, {121, 101376}};
+    for (const Arch& a : archs) EXPECT_EQ(cuda::cta_smem_optin(a.cc), a.limit) << "sm_" << a.cc;
     for (int dp : {64, 128, 256})
         for (bool fp8 : {false, true}) {
-            const size_t bytes = cuda::attention_shared_bytes(dp, fp8);
-            // Two stages of K (16-bit rows) and Vᵀ, rows padded by 16 bytes, plus 16 bytes a channel.
+            const std::string what = "d" + std::to_string(dp) + (fp8 ? " fp8" : " fp16");
+            // K (16-bit rows) and Vᵀ of a 64-key block, rows padded by 16 bytes; 16 static bytes a channel.
             const size_t stage = 64 * (2 * dp + 16) + dp * (64 * (fp8 ? 1 : 2) + 16);
-            EXPECT_EQ(bytes, 2 * stage + 16 * dp) << "dp " << dp << (fp8 ? " fp8" : " fp16");
-            EXPECT_LE(bytes, kSm90);
-            if (!fp8) EXPECT_LE(bytes, kSm80);
-            if (dp <= 128) EXPECT_LE(bytes, kSm89) << "dp " << dp;
-            else EXPECT_GT(bytes, kSm89) << "dp " << dp;
+            EXPECT_EQ(cuda::mma_shared_bytes(dp, fp8, MmaPipeline::kDoubleBuffered), 2 * stage + 16 * dp) << what;
+            EXPECT_EQ(cuda::mma_shared_bytes(dp, fp8, MmaPipeline::kSplitKv), stage + 16 * dp) << what;
+            EXPECT_EQ(cuda::mma_pipeline_built(dp, MmaPipeline::kSplitKv), dp == 256) << what;
+            // A driver that does not say: the double-buffered kernel, as always.
+            EXPECT_EQ(cuda::mma_pipeline(dp, fp8, 0), MmaPipeline::kDoubleBuffered) << what;
+            for (const Arch& a : archs) {
+                const bool small = a.limit == 99 * 1024;
+                const MmaPipeline want = dp == 256 && small ? MmaPipeline::kSplitKv : MmaPipeline::kDoubleBuffered;
+                EXPECT_EQ(cuda::mma_pipeline(dp, fp8, a.limit), want) << what << " sm_" << a.cc;
+                const size_t bytes = cuda::attention_shared_bytes(dp, fp8, a.limit);  // prepare()'s number
+                EXPECT_EQ(bytes, static_cast<size_t>(cuda::mma_shared_bytes(dp, fp8, want))) << what << " sm_" << a.cc;
+                EXPECT_LE(bytes, static_cast<size_t>(a.limit)) << what << " sm_" << a.cc;
+            }
         }
+    // docs/PERF.md's numbers: head_dim 256, FP16 / FP8 P·V, two stages and split buffers.
+    EXPECT_EQ(cuda::attention_shared_bytes(256, false, 166912), 145408u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, true, 232448), 112640u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, false, 101376), 74752u);
+    EXPECT_EQ(cuda::attention_shared_bytes(256, true, 101376), 58368u);
+}
+
+// The test switch Gpu.HeadDim256In99KB uses: a 99 KB cap gives head_dim 256 the split buffers
+// whatever the device (none here: its limit is unknown), and lifting it restores the device's
+// choice; other head sizes keep two stages. No GPU needed.
+TEST(CudaBackend, SharedMemoryCapPicksSplitKv) {
+    Problem pr{};
+    pr.p.device_index = 0;
+    for (int32_t pv : {SAGEATTN_PV_FP16, SAGEATTN_PV_FP8}) {
+        pr.p.pv_precision = pv;
+        pr.p.head_dim = 256;
+        cuda::set_cta_shared_memory_cap(99 * 1024);
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kSplitKv);
+        pr.p.head_dim = 130;  // padded to 256
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kSplitKv);
+        pr.p.head_dim = 128;
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::MmaPipeline::kDoubleBuffered);
+        cuda::set_cta_shared_memory_cap(0);
+        int count = 0, optin = 0;
+        if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+            cudaGetLastError();
+        } else {
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+        }
+        pr.p.head_dim = 256;
+        EXPECT_EQ(cuda::attention_pipeline(pr), cuda::mma_pipeline(256, pv == SAGEATTN_PV_FP8, optin));
+    }
 }
 
 }  // namespace

@@ -2,5 +2,5 @@
 #include "cuda/attention_mma.cuh"
 
 namespace sageattn::cuda {
-template void launch_attention<256, false, true>(const Params&, cudaStream_t);
+template void launch_attention<256, false, true, MmaPipeline::kDoubleBuffered>(const Params&, cudaStream_t);
 }  // namespace sageattn::cuda

@@ -2,5 +2,5 @@
 #include "cuda/attention_mma.cuh"
 
 namespace sageattn::cuda {
-template void launch_attention<64, false, false>(const Params&, cudaStream_t);
+template void launch_attention<64, false, false, MmaPipeline::kDoubleBuffered>(const Params&, cudaStream_t);
 }  // namespace sageattn::cuda
