@@ -22,6 +22,8 @@
 
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
+#include "cuda/ptx/barrier.cuh"
+#include "cuda/ptx/cp_async.cuh"
 #include "cuda/ptx/mbarrier.cuh"
 #include "cuda/ptx/setmaxnreg.cuh"
 #include "cuda/ptx/wgmma.cuh"
@@ -32,6 +34,9 @@
 
 namespace sageattn::cuda {
 namespace sm90 {
+
+// Named barrier of the consumer warpgroups before the epilogue (0 is __syncthreads').
+constexpr int kColumnsBarrier = 1;
 
 template <class T, bool kBf16, bool kLse>
 __global__ void __launch_bounds__(T::kThreads, 1)
@@ -92,10 +97,6 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes;
         reinterpret_cast<uint4*>(ones + DP * 128)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
     }
-    // The epilogue's per-channel V scale and offset.
-    float* v_scale_smem = reinterpret_cast<float*>(smem + T::kColumnsOffset);
-    float* v_offset_smem = v_scale_smem + DP;
-    stage_v_columns<DP, T::kVB == 1>(p, tile.b, hk, tile.lkv, v_scale_smem, v_offset_smem);
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();
 
@@ -106,6 +107,19 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         return;
     }
     ptx::setmaxnreg_inc<T::kConsumerRegs>();
+    // The epilogue's per-channel V factors: one channel a consumer thread. Its statistics are
+    // copied to shared memory now (cp.async, no registers held) and turned into the factors
+    // after the key loop, which hides their latency (read before the CTA's first barrier,
+    // they held every warp up).
+    float* columns = reinterpret_cast<float*>(smem + T::kColumnsOffset);  // [3][DP]
+    const bool column_thread = threadIdx.x < DP;
+    if (column_thread) {
+        const VColumnSource src = v_column_source<DP, T::kVB == 1>(p, tile.b, hk, threadIdx.x);
+        ptx::cp_async_4(columns + threadIdx.x, src.amax, src.real);
+        ptx::cp_async_4(columns + DP + threadIdx.x, src.has_sum ? static_cast<const void*>(src.sum) : src.amax, src.has_sum);
+        ptx::cp_async_4(columns + 2 * DP + threadIdx.x, src.has_err ? static_cast<const void*>(src.err) : src.amax, src.has_err);
+        ptx::cp_async_commit();
+    }
 
     const int lane = tid % 32, g = lane / 4, t = lane % 4;
     tile.qw0 = q0 + wg * 64;
@@ -119,6 +133,16 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     Rows rows;
     const float p_offset = T::kVB == 1 ? kFp8POffset : 0.f;
     consume<T, kLse>(p, tile, pipe, wg, tid, row, o, rows, p_offset);
+
+    float* v_scale_smem = columns;
+    float* v_offset_smem = columns + DP;
+    if (column_thread) {
+        ptx::cp_async_wait<0>();
+        const VColumnInputs in{columns[threadIdx.x], columns[DP + threadIdx.x], columns[2 * DP + threadIdx.x]};
+        v_column_factors<T::kVB == 1>(p, in, threadIdx.x < p.head_dim, tile.lkv, v_scale_smem[threadIdx.x],
+                                      v_offset_smem[threadIdx.x]);
+    }
+    ptx::named_barrier_sync(kColumnsBarrier, T::kConsumers);
 
     // Epilogue (§6): the row sums of the quad, then out = acc/l · v_scale + v_offset.
 #pragma unroll

@@ -224,29 +224,55 @@ __device__ __forceinline__ float visible_score(const Params& p, int b, int h, in
 
 // The epilogue's per-channel V factors (§4, §6): out = acc/l · scale[c] + offset[c].
 // Written to shared memory once per CTA by all its threads (the caller synchronises).
+// One channel's V statistics as the quantization kernels left them, turned into the
+// epilogue's factors by v_column_factors.
+struct VColumnInputs {
+    float amax = 0.f, sum = 0.f, err = 0.f;
+};
+// Where they are in the workspace, and which of them the problem has.
+struct VColumnSource {
+    const uint32_t* amax;  // float bits
+    const float *sum, *err;
+    bool real, has_sum, has_err;
+};
+template <int DP, bool kFp8>
+__device__ __forceinline__ VColumnSource v_column_source(const Params& p, int b, int hk, int c) {
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP + c;
+    const bool real = c < p.head_dim;
+    return {p.v_amax + slot, p.v_sum + slot, kFp8 ? p.v_err + slot : nullptr, real, real && p.smooth_v, real && kFp8};
+}
+template <int DP, bool kFp8>
+__device__ __forceinline__ VColumnInputs load_v_column(const Params& p, int b, int hk, int c) {
+    const VColumnSource src = v_column_source<DP, kFp8>(p, b, hk, c);
+    VColumnInputs in;
+    if (src.real) in.amax = as_float(*src.amax);
+    if (src.has_sum) in.sum = *src.sum;
+    if (src.has_err) in.err = *src.err;
+    return in;
+}
+template <bool kFp8>
+__device__ __forceinline__ void v_column_factors(const Params& p, const VColumnInputs& in, bool real, int64_t len_kv,
+                                                 float& scale, float& offset) {
+    const float inv_len = len_kv > 0 ? 1.f / static_cast<float>(len_kv) : 0.f;
+    offset = (real && p.smooth_v) ? in.sum * inv_len : 0.f;
+    if constexpr (kFp8) {
+        const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
+        scale = fmaxf(in.amax, kAmaxFloor) / range;
+        if (real) offset = offset + in.err * inv_len;
+    } else {
+        int ex = 0;
+        if (in.amax > 0.f) {
+            frexpf(in.amax, &ex);
+            ex = max(ex - 9, -100);
+        }
+        scale = ldexpf(1.f, ex);
+    }
+}
 template <int DP, bool kFp8>
 __device__ __forceinline__ void stage_v_columns(const Params& p, int b, int hk, int64_t len_kv, float* scale,
                                                 float* offset) {
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP;
-    const float inv_len = len_kv > 0 ? 1.f / static_cast<float>(len_kv) : 0.f;
-    for (int c = threadIdx.x; c < DP; c += blockDim.x) {
-        const bool real = c < p.head_dim;
-        const float amax = real ? as_float(p.v_amax[slot + c]) : 0.f;
-        float v_scale, v_offset = (real && p.smooth_v) ? p.v_sum[slot + c] * inv_len : 0.f;
-        if constexpr (kFp8) {
-            const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-            v_scale = fmaxf(amax, kAmaxFloor) / range;
-            if (real) v_offset = v_offset + p.v_err[slot + c] * inv_len;
-        } else {
-            int ex = 0;
-            if (amax > 0.f) {
-                frexpf(amax, &ex);
-                ex = max(ex - 9, -100);
-            }
-            v_scale = ldexpf(1.f, ex);
-        }
-        scale[c] = v_scale, offset[c] = v_offset;
-    }
+    for (int c = threadIdx.x; c < DP; c += blockDim.x)
+        v_column_factors<kFp8>(p, load_v_column<DP, kFp8>(p, b, hk, c), c < p.head_dim, len_kv, scale[c], offset[c]);
 }
 
 // Whether output channels (2t, 2t + 1) can be stored as one 32-bit word.

@@ -48,7 +48,7 @@ struct Traits {
     static constexpr int kPvTiles = kPvN / 8;  // ... and of P·V, with the row sums'
 
     // Shared memory: Q codes, then kStages stages of [K codes | Vᵀ tiles], then the barriers and
-    // the epilogue's per-channel V scale and offset. Swizzled tiles start on 1024-byte boundaries.
+    // the epilogue's per-channel V statistics and factors. Swizzled tiles start on 1024-byte boundaries.
     static constexpr int kQBytes = kTileQ * DP;
     static constexpr int kKBytes = kBlockN * DP;
     static constexpr int kVTileBytes = kPvN * 128;
@@ -56,7 +56,7 @@ struct Traits {
     static constexpr int kStageBytes = (kKBytes + kVBytes + 1023) / 1024 * 1024;
     static constexpr int kSmemLimit = 227 * 1024;  // dynamic shared memory a CTA may have on sm_90
     static constexpr int kAlignSlack = 1024;        // the dynamic base is aligned up to 1024 by hand
-    static constexpr int kColumnBytes = 2 * DP * 4;
+    static constexpr int kColumnBytes = 3 * DP * 4;  // V's amax, sum and error per channel, then its factors
     static constexpr int kMaxStages = 8;
     static constexpr int kRoomStages =
         (kSmemLimit - kAlignSlack - kQBytes - kColumnBytes - (2 * kMaxStages + 1) * 8) / kStageBytes;
@@ -74,6 +74,7 @@ struct Traits {
     static_assert(kVTileKeys * kVB == kVSwizzle, "a Vᵀ row of a tile is one swizzle span");
     static_assert(kKBytes % 1024 == 0 && kVTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "tiles on 1024-byte boundaries");
     static_assert(kStages >= 2, "at least double buffering");
+    static_assert(kConsumers >= DP, "one V channel's epilogue factors a consumer thread");
     static_assert(kBytes <= kSmemLimit, "shared memory of one CTA on sm_90");
 };
 
