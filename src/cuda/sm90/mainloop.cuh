@@ -6,7 +6,8 @@
 // Schedule: P·V_j is issued in parts while the softmax packs P̃ (with FP8, each 32 keys'
 // MMA as soon as its P̃ is in), and S_{j+1} right after P·V_j, so Q·Kᵀ of the next block
 // runs while the warpgroup folds this one, and its softmax starts on scores that are
-// (mostly) in; the other warpgroups' MMAs fill the tensor cores during its softmax.
+// (mostly) in; the other warpgroups' MMAs fill the tensor cores during its softmax. With
+// three warpgroups S_{j+1} follows the fold (Traits::kScoresAfterFold: registers).
 // docs/PERF.md has the schedules this one was measured against.
 #pragma once
 
@@ -122,7 +123,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
         block_softmax<T, kLse>(p, tile.b, tile.h, row, t, j * T::kBlockN, tile.lq, tile.lkv, interior(j * T::kBlockN),
                                acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); });
-        if constexpr (decltype(next)::value) {
+        if constexpr (decltype(next)::value && !T::kScoresAfterFold) {
             wait_full(j + 1);
             issue_s(acc, j + 1);
             k_scales(j + 1, ks_next);
@@ -134,6 +135,11 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         ptx::fence_operand(a);
         release(j);
         fold(ob, alpha);
+        if constexpr (decltype(next)::value && T::kScoresAfterFold) {
+            wait_full(j + 1);
+            issue_s(acc, j + 1);
+            k_scales(j + 1, ks_next);
+        }
     };
     if (n > 0) {
         k_scales(0, ks_next);

@@ -19,9 +19,9 @@ struct Traits {
     static constexpr int kProducerRegs = 24;
     static constexpr int kConsumerRegs = (65536 / 128 - kProducerRegs) / kWarpgroups / 8 * 8;
     static constexpr int kTileQ = 64 * kWarpgroups;
-    // Unmasked edge blocks by a count per row (softmax.cuh): a second visibility path, which
-    // three warpgroups' 160 registers cannot hold without spilling (docs/PERF.md).
-    static constexpr bool kPrefixEdges = kConsumerRegs >= 200;
+    // Three warpgroups (160 registers) issue the next block's Q·Kᵀ after the fold, not before
+    // it: S_{j+1} (64 registers), the block's P·V and O do not fit together (docs/PERF.md).
+    static constexpr bool kScoresAfterFold = kConsumerRegs < 200;
 
     // Q·Kᵀ: INT8 wgmma m64n128k32, Q and K rows of DP bytes, swizzled by their length.
     static constexpr int kQKSwizzle = DP;
