@@ -19,9 +19,10 @@ struct Traits {
     static constexpr int kProducerRegs = 24;
     static constexpr int kConsumerRegs = (65536 / 128 - kProducerRegs) / kWarpgroups / 8 * 8;
     static constexpr int kTileQ = 64 * kWarpgroups;
-    // Three warpgroups (160 registers) issue the next block's Q·Kᵀ after the fold, not before
-    // it: S_{j+1} (64 registers), the block's P·V and O do not fit together (docs/PERF.md).
-    static constexpr bool kScoresAfterFold = kConsumerRegs < 200;
+    // Where registers are short, the next block's Q·Kᵀ is issued after the fold, not before it:
+    // three warpgroups (160 registers) and FP16 P̃ at d128 (32 registers) cannot hold S_{j+1}
+    // (64) beside O and the block's P·V; both spilled in the fold (docs/PERF.md).
+    static constexpr bool kScoresAfterFold = kConsumerRegs < 200 || (!kFp8 && DP > 64);
 
     // Q·Kᵀ: INT8 wgmma m64n128k32, Q and K rows of DP bytes, swizzled by their length.
     static constexpr int kQKSwizzle = DP;
@@ -38,10 +39,11 @@ struct Traits {
     static constexpr int kPvK = kFp8 ? 32 : 16;  // keys per P·V MMA step (32 bytes of a Vᵀ row)
     static constexpr int kPvSteps = kBlockN / kPvK;
     static constexpr int kPvStepsPerTile = kPvSteps / kVTiles;
-    // FP8 P·V of a block is issued in one commit group per k32 step, each as soon as its 32 keys
-    // of P̃ are packed, so the tensor cores start on it while the softmax goes on (+12 % at d128
-    // 16k, docs/PERF.md); FP16 P·V (32 registers of P̃) gained nothing from it: one group.
-    static constexpr int kPvGroups = kFp8 ? kPvSteps : 1;
+    // P·V of a block is issued in commit groups, each as soon as its keys of P̃ are packed, so
+    // the tensor cores start on it while the softmax goes on: FP8 one group per k32 step (+12 %
+    // at d128 16k), FP16 at d128 four of 32 keys (+7 %, with kScoresAfterFold); FP16 at d64,
+    // which does not spill, stays with one group and S_{j+1} before the fold (docs/PERF.md).
+    static constexpr int kPvGroups = kFp8 ? kPvSteps : (DP > 64 ? 4 : 1);
     static constexpr int kPvStepsPerGroup = kPvSteps / kPvGroups;
     static constexpr int kSTilesPerGroup = kSTiles / kPvGroups;  // the score tiles whose P̃ a group reads
     static constexpr int kOTiles = DP / 8;     // n8 tiles of O
