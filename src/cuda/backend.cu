@@ -74,7 +74,7 @@ Layout layout_of(const Problem& pr) {
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
-    l.k_scale = take((kv_cells / kBlockKv + 1) * 4 * 4);
+    l.k_scale = take((kv_cells / kBlockKv + 1) * alg::kKThreadGroups * sizeof(float));
     l.v_codes = take(kv_cells * dp * (p.pv_precision == SAGEATTN_PV_FP8 ? 1 : 2));
     const size_t q_cells = static_cast<size_t>(p.heads_q * l.q_rows);
     l.q_codes = take(q_cells * dp);

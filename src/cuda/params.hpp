@@ -16,7 +16,7 @@ constexpr int kBlockKv = static_cast<int>(alg::kKvBlock);  // keys per block: §
 // of a sequence's last such block that lie past its last 64-key block zero codes.
 constexpr int kWideBlockKv = static_cast<int>(alg::kWideKvBlock);
 constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 rows)
-constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
+constexpr int kQuantRows = static_cast<int>(alg::kQBlockRows);  // query rows per quantization CTA: one per-block Q group
 constexpr int kSumRows = 512;    // keys per CTA of the K/V sums
 
 struct TensorView {
@@ -74,12 +74,6 @@ struct Params {
     uint32_t* next_item; // [1]                    zeroed: the prep kernel's next item index
     int32_t sum_chunks, err_chunks;
 };
-
-#if defined(__CUDACC__)
-#define SAGEATTN_HOST_DEVICE __host__ __device__
-#else
-#define SAGEATTN_HOST_DEVICE
-#endif
 
 // One varlen sequence's packed rows [start, start + len) as the kernels use them (§1).
 // On CUDA nothing has checked cu_seqlens (they stay on the device), so whatever they hold

@@ -12,15 +12,10 @@
 namespace sageattn::cuda {
 namespace {
 
-constexpr float kInt8Max = 127.0f;
-
 __device__ __forceinline__ int8_t int8_code(float x, float inv) {
     const float r = rintf(x * inv);
-    return static_cast<int8_t>(fminf(kInt8Max, fmaxf(-kInt8Max, r)));
+    return static_cast<int8_t>(fminf(alg::kInt8Max, fmaxf(-alg::kInt8Max, r)));
 }
-
-// §3 K groups inside a 64-key block: per-thread = (token mod 8) / 2, else one.
-__device__ __forceinline__ int k_group(int j, int granularity) { return granularity == 0 ? (j % 8) / 2 : 0; }
 
 // The sm_90a kernel reads keys in blocks of kWideBlockKv (§10). When a sequence's last
 // 64-key block starts such a block, the 64 rows after it belong to that block too: they
@@ -304,6 +299,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     }
     __syncthreads();
     static_assert(kBlockKv == 64, "a lane holds tokens lane and lane + 32");
+    static_assert(alg::kKThreadGroups == 4, "the shuffles below gather the per-thread groups (token mod 8) / 2");
     if (threadIdx.x < 32) {  // the groups' maxima by shuffles: lane l holds tokens l and l + 32
         const int lane = static_cast<int>(threadIdx.x);
         float a = fmaxf(token_amax[lane], token_amax[lane + 32]);
@@ -315,9 +311,9 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 4));
         if (lane < 8 && lane % 2 == 0) {  // group lane / 2
             const int g = lane / 2;
-            const float floored = fmaxf(p.granularity != 0 ? block : a, kAmaxFloor);
-            group_inv[g] = kInt8Max / floored;
-            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + g] = floored / kInt8Max;
+            const float floored = fmaxf(p.granularity != SAGEATTN_QK_PER_THREAD ? block : a, alg::kAmaxFloor);
+            group_inv[g] = alg::kInt8Max / floored;
+            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * alg::kKThreadGroups + g] = floored / alg::kInt8Max;
         }
         if (lane == 0) atomic_max_nonneg(p.k_amax + static_cast<int64_t>(b) * p.heads_kv + hk, block);
         publish_nonfinite_keys(p, 0, b, hk, s, j0, sm.token_nonfinite);
@@ -325,7 +321,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
-        const float inv = group_inv[k_group(j, p.granularity)];
+        const float inv = group_inv[alg::k_group_in_block(j, p.granularity)];
         bool ignored = false;
         if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
         else chunk_values<kBf16>(chunk(j, ignored), x);
@@ -335,7 +331,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     if (ends_wide_block_early(j0, s.len_kv)) {
         const int64_t tail = hk * p.kv_rows + s.pad_kv + j0 + kBlockKv;
         zero_rows(reinterpret_cast<uint8_t*>(p.k_codes + tail * p.head_dim_pad), kBlockKv, p.head_dim_pad, p.head_dim_pad);
-        if (threadIdx.x < 4) p.k_scale[tail / kBlockKv * 4 + threadIdx.x] = 0.f;
+        if (threadIdx.x < alg::kKThreadGroups) p.k_scale[tail / kBlockKv * alg::kKThreadGroups + threadIdx.x] = 0.f;
     }
 }
 
@@ -358,7 +354,7 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
         int e = 0;
         if (amax > 0.f) {
             frexpf(amax, &e);
-            e = max(e - 9, -100);
+            e = alg::fp16_v_exponent(e);
         }
         v_mul[c] = ldexpf(1.f, -e);  // a power of two: exact scaling
     }
@@ -422,11 +418,11 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
+    const float range = alg::fp8_v_range(p.pv_accum);
     for (int c = threadIdx.x; c < 256; c += blockDim.x) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
-        const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, kAmaxFloor);
+        const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, alg::kAmaxFloor);
         v_inv[c] = range / a;   // code = e4m3(v · range / a)
         v_step[c] = a / range;  // and back
     }
@@ -552,6 +548,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     __syncthreads();
     // A thread a row; a warp's 32 rows are a per-warp group, and within it the rows
     // with the same index mod 8 a per-thread group (§3): maxima by shuffles.
+    static_assert(alg::kQWarpRows == 32 && alg::kQThreadGroups == 8, "the shuffles follow §3's Q groups");
     float group = 0.f;
     if (threadIdx.x < kQuantRows) {
         float a = row_amax[threadIdx.x];
@@ -560,7 +557,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         float warp_max = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
         warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 2));
         warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 4));
-        group = p.granularity == 0 ? a : warp_max;
+        group = p.granularity == SAGEATTN_QK_PER_THREAD ? a : warp_max;
         if (threadIdx.x % 32 == 0) sm.warp_amax[threadIdx.x / 32] = warp_max;
     }
     __syncthreads();
@@ -569,11 +566,11 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         const int64_t i = i0 + local;
         float block = 0.f;
         for (int w4 = 0; w4 < kQuantRows / 32; ++w4) block = fmaxf(block, sm.warp_amax[w4]);
-        if (p.granularity == 2) group = block;
-        const float floored = fmaxf(group, kAmaxFloor);
-        row_inv[local] = kInt8Max / floored;
+        if (p.granularity == SAGEATTN_QK_PER_BLOCK) group = block;
+        const float floored = fmaxf(group, alg::kAmaxFloor);
+        row_inv[local] = alg::kInt8Max / floored;
         const int64_t row = h * p.q_rows + s.pad_q + i;
-        p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
+        p.q_scale[row] = i < s.len_q ? (floored / alg::kInt8Max) * p.scale_log2 : 0.f;
         // A row that held a NaN or an infinity is marked by a NaN shift (§6; the epilogue reads it).
         p.q_shift[row] = i < s.len_q && sm.row_nonfinite[local] ? NAN : (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
         if (local == 0) atomic_max_nonneg(p.q_amax + static_cast<int64_t>(b) * p.heads_q + h, block);
