@@ -2,7 +2,7 @@
 
 This module needs no PyTorch: it loads libsageattn, mirrors its structs and
 turns status codes into Python exceptions. Everything torch-specific lives in
-_ops.py.
+_ops.py and the modules it splits its work into.
 """
 
 from __future__ import annotations
