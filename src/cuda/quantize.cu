@@ -47,7 +47,22 @@ __device__ __forceinline__ void publish_nonfinite_keys(const Params& p, int kind
 
 // Work split used by every kernel here: a row's head_dim_pad channels are
 // chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
-// at a time.
+// at a time. A row's lanes_per_row must be a power of two of at most 32: the
+// shuffles of group_max, group_sum and group_any (and the FP8 V error sums)
+// stay inside one aligned group of a warp, and the CTA's threads (a multiple of
+// 32) hold whole rows. Every padded head dim of the registry is checked here.
+constexpr bool splits_evenly(int dpad) {
+    const int lanes = dpad / 8;
+    return dpad % 8 == 0 && lanes >= 1 && lanes <= 32 && (lanes & (lanes - 1)) == 0;
+}
+constexpr bool every_head_dim_splits_evenly() {
+    for (int dp : kMmaHeadDims)
+        if (!splits_evenly(dp)) return false;
+    return true;
+}
+static_assert(every_head_dim_splits_evenly(),
+              "kernels.py lists a padded head dim whose rows Split cannot share out: dp / 8 lanes must be a "
+              "power of two up to 32 (generalise Split and the shuffles first)");
 struct Split {
     int lanes_per_row, chunk, group, groups;
     __device__ Split(int dpad, int threads) {
@@ -118,30 +133,30 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
 // Shared memory of each kind of item; the prep kernel's is their union.
 struct SumsSmem {
     float group_part[4][2048];  // [part][groups][dpad]: each thread group's partial results
-    float sums[4 * 256];
-    float totals[4 * 256];
+    float sums[4 * kMaxHeadDimPad];
+    float totals[4 * kMaxHeadDimPad];
 };
 struct KSmem {
-    float k_mean[256];
+    float k_mean[kMaxHeadDimPad];
     float token_amax[kBlockKv];
     int token_nonfinite[kBlockKv];
     float group_inv[4];
 };
 struct VHalfSmem {
-    uint32_t tile[256 * kBlockKv / 2];  // [channel][key pair], swizzled
-    float v_mean[256];
-    float v_mul[256];
+    uint32_t tile[kMaxHeadDimPad * kBlockKv / 2];  // [channel][key pair], swizzled
+    float v_mean[kMaxHeadDimPad];
+    float v_mul[kMaxHeadDimPad];
     int key_nonfinite[kBlockKv];
 };
 struct VFp8Smem {
-    uint32_t tile[256 * kBlockKv / 4];
-    float v_mean[256], v_inv[256], v_step[256];
-    float warp_err[8][256];  // per warp: Σ rounding error per channel
-    float block_err[256], totals[256];
+    uint32_t tile[kMaxHeadDimPad * kBlockKv / 4];
+    float v_mean[kMaxHeadDimPad], v_inv[kMaxHeadDimPad], v_step[kMaxHeadDimPad];
+    float warp_err[8][kMaxHeadDimPad];  // per warp: Σ rounding error per channel
+    float block_err[kMaxHeadDimPad], totals[kMaxHeadDimPad];
     int key_nonfinite[kBlockKv];
 };
 struct QSmem {
-    float k_mean[256];
+    float k_mean[kMaxHeadDimPad];
     float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
     int row_nonfinite[kQuantRows];
     float warp_amax[kQuantRows / 32];
@@ -265,7 +280,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(s.len_kv) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
@@ -347,7 +362,7 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float amax = real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f;
@@ -419,7 +434,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     const float range = alg::fp8_v_range(p.pv_accum);
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, alg::kAmaxFloor);
@@ -467,7 +482,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 #pragma unroll
     for (int e = 0; e < 8; ++e)
         for (int o = chunks; o < 32; o <<= 1) err_sum[e] += __shfl_xor_sync(0xffffffffu, err_sum[e], o);
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         for (int w = 0; w < 8; ++w) warp_err[w][c] = 0.f;
     __syncthreads();
     if (lane < chunks)
@@ -514,7 +529,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(s.len_kv) : 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
