@@ -140,7 +140,7 @@ struct KSmem {
     float k_mean[kMaxHeadDimPad];
     float token_amax[kBlockKv];
     int token_nonfinite[kBlockKv];
-    float group_inv[4];
+    float group_inv[alg::kKThreadGroups];
 };
 struct VHalfSmem {
     uint32_t tile[kMaxHeadDimPad * kBlockKv / 2];  // [channel][key pair], swizzled
