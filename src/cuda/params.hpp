@@ -40,11 +40,12 @@ struct Params {
     int32_t bf16, causal;
     int32_t vec_q, vec_k, vec_v;  // 16-byte loads allowed (aligned base, strides multiples of 8)
     float scale, scale_log2;    // scale and scale·log2(e), rounded as on the CPU
-    // Mask.
+    // Mask: sageattn_mask_type and sageattn_dtype values, compared by their sageattn.h names.
     int32_t mask_type, mask_dtype;
     const void* mask;
     int64_t mask_batch_stride, mask_head_stride, mask_q_stride, mask_kv_stride;
-    // Options.
+    // Options: granularity, qk_precision and pv_accum hold sageattn.h's sageattn_qk_granularity,
+    // sageattn_qk_precision and sageattn_pv_accum values (pv_accum resolved, never AUTO), compared by name.
     int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
     float sharp_threshold;
     int32_t sharp_only;  // 1: the mma.sync kernel runs only the heads §5 flags (the Hopper kernel took the rest)
