@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-# The CallCounts being filled, or None. Read by _ops._forward and sdpa.sdpa.
+# The CallCounts being filled, or None. Read by _plan.forward and sdpa.sdpa.
 active: CallCounts | None = None
 
 

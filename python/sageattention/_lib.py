@@ -2,7 +2,7 @@
 
 This module needs no PyTorch: it loads libsageattn, mirrors its structs and
 turns status codes into Python exceptions. Everything torch-specific lives in
-_ops.py.
+_ops.py and the modules it splits its work into.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 import sys
 import threading
 
+# The constants of sageattn.h without their SAGEATTN_ prefix, and below its structs;
+# tests/python/test_abi_mirror.py reads the header and fails where they disagree.
 ABI_VERSION = 1
 MAX_HEAD_DIM = 256
 
@@ -37,6 +39,7 @@ ERROR_OUT_OF_MEMORY = 17
 ERROR_INTERNAL = 18
 
 # sageattn_dtype
+DTYPE_UNSET = 0
 DTYPE_FP16 = 1
 DTYPE_BF16 = 2
 DTYPE_FP32 = 3

@@ -313,7 +313,7 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
     }
     if ((s = check_options(p)) != SAGEATTN_SUCCESS) return s;
     if ((s = check_sizes(pr)) != SAGEATTN_SUCCESS) return s;
-    pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : kDefaultSharpThreshold;
+    pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : alg::kDefaultSharpThreshold;
     return SAGEATTN_SUCCESS;
 }
 

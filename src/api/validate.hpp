@@ -15,7 +15,4 @@ sageattn_status check_seqlens(const char* name, const int32_t* cu, int64_t batch
 // The defaults sageattn_problem_init writes.
 void default_problem(sageattn_problem* p);
 
-// Default of qk_sharp_threshold (docs/ALGORITHM.md §5).
-constexpr float kDefaultSharpThreshold = 0.3f;
-
 }  // namespace sageattn::api

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/algorithm.hpp"
+
 namespace sageattn::num {
 
 inline uint32_t bits_of(float f) {
@@ -56,8 +58,8 @@ inline uint16_t float_to_fp16(float f) {
     return sign | static_cast<uint16_t>(units);
 }
 
-// OCP FP8 E4M3 ("e4m3fn"): bias 7, no infinities, max 448, NaN = 0x7f.
-constexpr float kE4M3Max = 448.0f;
+// OCP FP8 E4M3 ("e4m3fn"): bias 7, no infinities, max 448 (alg::kE4M3Max), NaN = 0x7f.
+using alg::kE4M3Max;
 
 inline float e4m3_to_float(uint8_t b) {
     const uint32_t exp = (b >> 3) & 0xfu;

@@ -127,7 +127,7 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
             amax = std::max(amax, std::fabs(rows[i * d + c]));
         }
         if (p.pv_precision == SAGEATTN_PV_FP8) {
-            const float range = p.pv_accum == SAGEATTN_ACCUM_FP32_FP16 ? alg::kFp8VRangeFp16Acc : alg::kFp8VRange;
+            const float range = alg::fp8_v_range(p.pv_accum);
             const float a = std::max(amax, alg::kAmaxFloor), inv = range / a;
             v_scale[c] = a / range;
             // §4: the channel's mean rounding error goes back in with the mean, so
@@ -142,7 +142,7 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
             int e = 0;
             if (amax > 0.0f) {
                 std::frexp(amax, &e);  // amax <= 2^e
-                e = std::max(e - alg::kFp16VMaxExp, alg::kFp16VMinExp);
+                e = alg::fp16_v_exponent(e);
             }
             v_scale[c] = std::ldexp(1.0f, e);
             for (int64_t i = 0; i < n; ++i) values[i * d + c] = num::round_to_fp16(std::ldexp(rows[i * d + c], -e));
@@ -205,8 +205,7 @@ void attend_head(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     for (float x : q) qmax = std::max(qmax, std::fabs(x));
     const float kmax = at<float>(ws, lay.k_amax)[kv_head];
     // §5: an upper estimate of the standard deviation of INT8's logit error.
-    const float sharpness =
-        std::fabs(pr.scale) * std::sqrt(static_cast<float>(d)) * qmax * kmax / alg::kSharpDenominator;
+    const float sharpness = alg::sharpness(std::fabs(pr.scale), std::sqrt(static_cast<float>(d)), qmax, kmax);
     const bool input_precision = p.qk_precision == SAGEATTN_QK_INPUT ||
                                  (p.qk_precision == SAGEATTN_QK_AUTO && sharpness > pr.sharp_threshold);
     if (report) {
@@ -338,7 +337,7 @@ Problem mutated(Problem pr) {
 #elif defined(SAGEATTN_MUTATE_SHARP_RULE_OFF)
     if (p.qk_precision == SAGEATTN_QK_AUTO) p.qk_precision = SAGEATTN_QK_INT8;
 #elif defined(SAGEATTN_MUTATE_SHARP_THRESHOLD_IGNORED)
-    pr.sharp_threshold = 0.3f;
+    pr.sharp_threshold = alg::kDefaultSharpThreshold;
 #elif defined(SAGEATTN_MUTATE_SMOOTH_K_IGNORED)
     p.smooth_k = 1;
 #elif defined(SAGEATTN_MUTATE_SMOOTH_V_IGNORED)

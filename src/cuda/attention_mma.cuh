@@ -208,7 +208,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
 
         // Visibility and additive bias (§1, §6); blocks wholly inside every bound skip the checks.
         float block_max[2] = {-INFINITY, -INFINITY};
-        const bool interior = p.mask_type == 0 && j0 + kBlockKv <= lkv && q0 + kTileQ <= lq &&
+        const bool interior = p.mask_type == SAGEATTN_MASK_NONE && j0 + kBlockKv <= lkv && q0 + kTileQ <= lq &&
                               (!p.causal || j0 + kBlockKv - 1 <= q0 + lkv - lq);
         if (interior) {
 #pragma unroll
@@ -291,7 +291,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                                                pk[4 * ks][1] | (pk[4 * ks + 1][1] << 16),
                                                pk[4 * ks + 2][0] | (pk[4 * ks + 3][0] << 16),
                                                pk[4 * ks + 2][1] | (pk[4 * ks + 3][1] << 16)};
-                        if (p.pv_accum == 3) ptx::mma_e4m3_f16acc(inner16, a, bf[2 * ks], bf[2 * ks + 1]);
+                        if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP16) ptx::mma_e4m3_f16acc(inner16, a, bf[2 * ks], bf[2 * ks + 1]);
                         else mma_f32(a, bf[2 * ks], bf[2 * ks + 1]);
                     }
                 } else {
@@ -301,12 +301,12 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
                         const uint32_t a[4] = {pk[2 * ks][0], pk[2 * ks][1], pk[2 * ks + 1][0], pk[2 * ks + 1][1]};
                         const uint32_t b0 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 2 * t);
                         const uint32_t b1 = *reinterpret_cast<const uint32_t*>(v16 + ks * 16 + 8 + 2 * t);
-                        if (p.pv_accum == 4) ptx::mma_f16_f16acc(inner16, a, b0, b1);
+                        if (p.pv_accum == SAGEATTN_ACCUM_FP16_FP32) ptx::mma_f16_f16acc(inner16, a, b0, b1);
                         else mma_f32(a, b0, b1);
                     }
                 }
                 if constexpr (!kDirect) {
-                    if (p.pv_accum == 3 || p.pv_accum == 4) {
+                    if (p.pv_accum == SAGEATTN_ACCUM_FP32_FP16 || p.pv_accum == SAGEATTN_ACCUM_FP16_FP32) {
                         const float2 lo = ptx::unpack_half2(inner16[0]), hi = ptx::unpack_half2(inner16[1]);
                         block[0] = lo.x, block[1] = lo.y, block[2] = hi.x, block[3] = hi.y;
                     }
@@ -315,7 +315,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
             }
         };
         // "fp32" accumulates straight into the rescaled O; the two-level modes sum each block apart first.
-        if (p.pv_accum == 1) pv_block(std::true_type{});
+        if (p.pv_accum == SAGEATTN_ACCUM_FP32) pv_block(std::true_type{});
         else pv_block(std::false_type{});
         __syncthreads();  // this stage is free for the block after next (split: Vᵀ's buffer, for the next)
     }
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8, kPipe>())) attent
     const int64_t q0 = query_tile(p) * kTileQ;
     if (q0 >= s.len_q) return;
     // §5: one flag per (sequence, head), uniform over the CTA.
-    const bool sharp = p.qk_precision == 2 || (p.qk_precision == 0 && sharp_scores(p, b, h));
+    const bool sharp = p.qk_precision == SAGEATTN_QK_INPUT || (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, b, h));
     if (p.sharp_only && !sharp) return;
     if (sharp) attend<DP, kBf16, kFp8, true, kPipe>(p, smem, b, h, s, q0);
     else attend<DP, kBf16, kFp8, false, kPipe>(p, smem, b, h, s, q0);

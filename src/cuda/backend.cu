@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include "api/error.hpp"
@@ -20,8 +22,6 @@ namespace sageattn::cuda {
 namespace {
 
 using api::fail;
-
-int padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
 
 // The longest sequence the kernels can meet: dense, the length; varlen, max_len cut to the
 // tensor's packed rows (no clamped sequence is longer, common.cuh), which bounds the grids
@@ -74,7 +74,7 @@ Layout layout_of(const Problem& pr) {
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
     l.k_codes = take(kv_cells * dp);
-    l.k_scale = take((kv_cells / kBlockKv + 1) * 4 * 4);
+    l.k_scale = take((kv_cells / kBlockKv + 1) * alg::kKThreadGroups * sizeof(float));
     l.v_codes = take(kv_cells * dp * (p.pv_precision == SAGEATTN_PV_FP8 ? 1 : 2));
     const size_t q_cells = static_cast<size_t>(p.heads_q * l.q_rows);
     l.q_codes = take(q_cells * dp);
@@ -155,29 +155,49 @@ Params params_of(const Problem& pr, const Layout& l, void* ws) {
 using Launch = void (*)(const Params&, cudaStream_t);
 using TryLaunch = bool (*)(const Params&, cudaStream_t);
 
+// The launchers of the registry's instances (kernels.hpp), by padded head dim: of the instances
+// of kMmaHeadDims[I] (kWgmmaHeadDims[I]), the one whose head dim is dp; the split-buffer
+// configuration where `pipe` asks for it and it is built (mma_pipeline gives it only there).
 template <int DP, MmaPipeline kPipe>
 Launch pick(bool bf16, bool fp8) {
     if (bf16) return fp8 ? launch_attention<DP, true, true, kPipe> : launch_attention<DP, true, false, kPipe>;
     return fp8 ? launch_attention<DP, false, true, kPipe> : launch_attention<DP, false, false, kPipe>;
 }
+template <int DP>
+Launch pick_configuration(bool bf16, bool fp8, MmaPipeline pipe) {
+    if constexpr (mma_pipeline_built(DP, MmaPipeline::kSplitKv))
+        if (pipe == MmaPipeline::kSplitKv) return pick<DP, MmaPipeline::kSplitKv>(bf16, fp8);
+    return pick<DP, MmaPipeline::kDoubleBuffered>(bf16, fp8);
+}
+template <size_t... I>
+Launch attention_launcher(int dp, bool bf16, bool fp8, MmaPipeline pipe, std::index_sequence<I...>) {
+    Launch found = nullptr;
+    ((dp == kMmaHeadDims[I] ? (found = pick_configuration<kMmaHeadDims[I]>(bf16, fp8, pipe), true) : false) || ...);
+    return found;
+}
+Launch attention_launcher(int dp, bool bf16, bool fp8, MmaPipeline pipe) {
+    return attention_launcher(dp, bf16, fp8, pipe, std::make_index_sequence<std::size(kMmaHeadDims)>{});
+}
 
 #if defined(SAGEATTN_WITH_WGMMA)
 constexpr bool kHaveWgmma = true;
+template <size_t... I>
+TryLaunch wgmma_launcher(int dp, bool bf16, std::index_sequence<I...>) {
+    TryLaunch found = nullptr;
+    ((dp == kWgmmaHeadDims[I]
+          ? (found = bf16 ? launch_attention_wgmma<kWgmmaHeadDims[I], true> : launch_attention_wgmma<kWgmmaHeadDims[I], false>,
+             true)
+          : false) ||
+     ...);
+    return found;
+}
 TryLaunch wgmma_launcher(int dp, bool bf16) {
-    if (dp == 64) return bf16 ? launch_attention_wgmma<64, true> : launch_attention_wgmma<64, false>;
-    return bf16 ? launch_attention_wgmma<128, true> : launch_attention_wgmma<128, false>;
+    return wgmma_launcher(dp, bf16, std::make_index_sequence<std::size(kWgmmaHeadDims)>{});
 }
 #else
 constexpr bool kHaveWgmma = false;
 TryLaunch wgmma_launcher(int, bool) { return nullptr; }
 #endif
-
-Launch attention_launcher(int dp, bool bf16, bool fp8, MmaPipeline pipe) {
-    if (dp == 64) return pick<64, MmaPipeline::kDoubleBuffered>(bf16, fp8);
-    if (dp == 128) return pick<128, MmaPipeline::kDoubleBuffered>(bf16, fp8);
-    if (pipe == MmaPipeline::kSplitKv) return pick<256, MmaPipeline::kSplitKv>(bf16, fp8);
-    return pick<256, MmaPipeline::kDoubleBuffered>(bf16, fp8);
-}
 
 // Makes `device` current for the scope and restores the caller's device after.
 class DeviceGuard {
@@ -272,7 +292,7 @@ bool takes_wgmma(const Problem& pr, int dp) {
     const bool accum = fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
     const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
     const int device = p.device_index;
-    return kHaveWgmma && devices().cc[device] == 90 && accum && dp <= 128 && p.qk_precision != SAGEATTN_QK_INPUT &&
+    return kHaveWgmma && devices().cc[device] == 90 && accum && has_wgmma_instance(dp) && p.qk_precision != SAGEATTN_QK_INPUT &&
            !small_attention(p, max_q, max_kv, devices().sms[device]);
 }
 
@@ -314,7 +334,8 @@ sageattn_status prepare(Problem& pr) {
                     static_cast<long long>(max_q), static_cast<long long>(max_kv));
     // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there,
     // unless the sm_90a kernel (FP8 wgmma) takes the problem.
-    const bool fp8_native = (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && p.head_dim <= 128);
+    const bool fp8_native =
+        (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && has_wgmma_instance(padded_head_dim(p.head_dim)));
     if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = fp8_native ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
     if (p.pv_precision == SAGEATTN_PV_FP8 && cc < 89)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "pv_precision = fp8 needs sm_89 or newer; device %d is sm_%d",

@@ -8,11 +8,8 @@
 
 namespace sageattn::cuda {
 
-constexpr float kAmaxFloor = 0x1p-100f;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kFp8POffset = 8.807f;
-constexpr float kFltMax = 3.4028235e38f;
+// §6's P offset (common/algorithm.hpp) by the name the attention kernels use.
+using alg::kFp8POffset;
 
 // Shared memory of one SM on the architecture being compiled (the CUDA programming guide's
 // table): 100 KB on sm_86, sm_89 and sm_12x, 164 KB on sm_80 and sm_87, 228 KB on sm_90 and
@@ -88,8 +85,7 @@ __device__ __forceinline__ int64_t out_base(const Params& p, int b, const Seq& s
 __device__ __forceinline__ bool sharp_scores(const Params& p, int b, int h) {
     const float qmax = __uint_as_float(p.q_amax[static_cast<int64_t>(b) * p.heads_q + h]);
     const float kmax = __uint_as_float(p.k_amax[static_cast<int64_t>(b) * p.heads_kv + h / p.group]);
-    const float sigma = fabsf(p.scale) * sqrtf(static_cast<float>(p.head_dim)) * qmax * kmax / 311.0f;
-    return sigma > p.sharp_threshold;
+    return alg::sharpness(fabsf(p.scale), sqrtf(static_cast<float>(p.head_dim)), qmax, kmax) > p.sharp_threshold;
 }
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -188,18 +184,15 @@ __device__ __forceinline__ void advance_row_max(float (&block_max)[2], float (&m
 // §6: the mask entry of (i, j) as visibility plus a saturated log2-unit bias.
 __device__ __forceinline__ bool mask_entry(const Params& p, int b, int h, int64_t i, int64_t j, float* bias) {
     *bias = 0.0f;
-    if (p.mask_type == 0) return true;
+    if (p.mask_type == SAGEATTN_MASK_NONE) return true;
     const int64_t idx = b * p.mask_batch_stride + h * p.mask_head_stride + i * p.mask_q_stride + j * p.mask_kv_stride;
-    if (p.mask_type == 1) return static_cast<const uint8_t*>(p.mask)[idx] != 0;
+    if (p.mask_type == SAGEATTN_MASK_BOOL) return static_cast<const uint8_t*>(p.mask)[idx] != 0;
     float x;
-    if (p.mask_dtype == 3) x = static_cast<const float*>(p.mask)[idx];
-    else if (p.mask_dtype == 2) x = ptx::load16<true>(static_cast<const uint16_t*>(p.mask) + idx);
+    if (p.mask_dtype == SAGEATTN_DTYPE_FP32) x = static_cast<const float*>(p.mask)[idx];
+    else if (p.mask_dtype == SAGEATTN_DTYPE_BF16) x = ptx::load16<true>(static_cast<const uint16_t*>(p.mask) + idx);
     else x = ptx::load16<false>(static_cast<const uint16_t*>(p.mask) + idx);
     if (x == -INFINITY) return false;
-    // Saturated as the CPU does it (algorithm.hpp's bias_log2): fminf/fmaxf would turn a NaN
-    // bias into -FLT_MAX, and §6 wants it to reach the row.
-    const float y = x * kLog2e;
-    *bias = y < -kFltMax ? -kFltMax : (y > kFltMax ? kFltMax : y);
+    *bias = alg::bias_log2(x);  // saturated as on the CPU, a NaN kept
     return true;
 }
 
@@ -218,7 +211,7 @@ __device__ __forceinline__ float visible_score(const Params& p, int b, int h, in
                                                int64_t lkv, float s) {
     bool visible = j < lkv && i < lq && (!p.causal || j <= i + lkv - lq);
     float bias = 0.f;
-    if (visible && p.mask_type != 0) visible = mask_entry(p, b, h, i, j, &bias);
+    if (visible && p.mask_type != SAGEATTN_MASK_NONE) visible = mask_entry(p, b, h, i, j, &bias);
     return visible ? s + bias : -INFINITY;
 }
 
@@ -256,14 +249,13 @@ __device__ __forceinline__ void v_column_factors(const Params& p, const VColumnI
     const float inv_len = len_kv > 0 ? 1.f / static_cast<float>(len_kv) : 0.f;
     offset = (real && p.smooth_v) ? in.sum * inv_len : 0.f;
     if constexpr (kFp8) {
-        const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-        scale = fmaxf(in.amax, kAmaxFloor) / range;
+        scale = fmaxf(in.amax, alg::kAmaxFloor) / alg::fp8_v_range(p.pv_accum);
         if (real) offset = offset + in.err * inv_len;
     } else {
         int ex = 0;
         if (in.amax > 0.f) {
             frexpf(in.amax, &ex);
-            ex = max(ex - 9, -100);
+            ex = alg::fp16_v_exponent(ex);
         }
         scale = ldexpf(1.f, ex);
     }
@@ -333,7 +325,7 @@ __device__ __forceinline__ bool row_sees_marked_key(const Params& p, int b, int 
         for (; marks != 0; marks &= marks - 1) {
             float bias;
             const int64_t j = w * kBlockKv + __ffsll(static_cast<long long>(marks)) - 1;
-            if (p.mask_type == 0 || mask_entry(p, b, h, row, j, &bias)) return true;
+            if (p.mask_type == SAGEATTN_MASK_NONE || mask_entry(p, b, h, row, j, &bias)) return true;
         }
     }
     return false;
@@ -382,7 +374,7 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
             if (row[r] >= s.len_q) continue;
             const bool empty = m[r] == -INFINITY && l[r] == 0.f;
             const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
-            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * kLn2 + shift;
+            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * alg::kLn2 + shift;
         }
     overwrite_nonfinite_rows(p, b, h, row, t, lse);
 }

@@ -3,10 +3,49 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+
+#include "cuda/kernels.hpp"
 #include "cuda/mma_config.hpp"
 #include "cuda/params.hpp"
 
 namespace sageattn::cuda {
+
+// The kernel registry's head dims (kernels.hpp, from kernels.py): a problem of head_dim d runs
+// at the smallest padded head dim >= d; validation keeps d <= SAGEATTN_MAX_HEAD_DIM.
+constexpr int kMaxHeadDimPad = kMmaHeadDims[std::size(kMmaHeadDims) - 1];
+constexpr int padded_head_dim(int64_t d) {
+    for (int dp : kMmaHeadDims)
+        if (d <= dp) return dp;
+    return kMaxHeadDimPad;
+}
+constexpr bool has_wgmma_instance(int dp) {
+    for (int d : kWgmmaHeadDims)
+        if (d == dp) return true;
+    return false;
+}
+// The registry's lists as the dispatch needs them: the mma.sync head dims ascending (for
+// padded_head_dim), multiples of 64 (the mma.sync kernel takes Q·Kᵀ two k32 steps at a time),
+// the last SAGEATTN_MAX_HEAD_DIM; every sm_90a head dim among them (its sharp heads, §5, run on
+// the mma.sync kernel of the same size), and every split-buffer one (a second configuration of
+// an mma.sync size). quantize.cu checks what its work split needs.
+constexpr bool registry_is_consistent() {
+    int last = 0;
+    for (int dp : kMmaHeadDims) {
+        if (dp <= last || dp % 64 != 0) return false;
+        last = dp;
+    }
+    for (int dp : kWgmmaHeadDims)
+        if (padded_head_dim(dp) != dp) return false;
+    for (int dp : kSplitKvHeadDims)
+        if (padded_head_dim(dp) != dp) return false;
+    return last == SAGEATTN_MAX_HEAD_DIM;
+}
+static_assert(registry_is_consistent(),
+              "kernels.py: mma.sync head dims ascending multiples of 64 up to SAGEATTN_MAX_HEAD_DIM, and every "
+              "sm_90a and split-buffer head dim among them");
 
 // K/V sums, then K, V and Q codes (§3, §4): one launch when there are at most
 // `one_launch_items` blocks in all (small problems, whose time is launch latency), else

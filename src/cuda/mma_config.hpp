@@ -4,6 +4,7 @@
 // tests read these numbers here and nowhere else. Host code and kernels alike; no CUDA headers.
 #pragma once
 
+#include "cuda/kernels.hpp"
 #include "cuda/params.hpp"
 
 namespace sageattn::cuda {
@@ -38,9 +39,14 @@ constexpr int mma_shared_bytes(int dp, bool pv_fp8, MmaPipeline pipe) {
     return mma_dynamic_smem(dp, pv_fp8, pipe) + mma_static_smem(dp);
 }
 
-// Which instances are built (instances/generate.py writes the same list): the double-buffered
-// kernel for every head size, the split one where some device needs it.
-constexpr bool mma_pipeline_built(int dp, MmaPipeline pipe) { return pipe == MmaPipeline::kDoubleBuffered || dp == 256; }
+// Which instances are built (the kernel registry, kernels.py): the double-buffered kernel for
+// every head size, the split one for the sizes some device needs it for (kSplitKvHeadDims).
+constexpr bool mma_pipeline_built(int dp, MmaPipeline pipe) {
+    if (pipe == MmaPipeline::kDoubleBuffered) return true;
+    for (int d : kSplitKvHeadDims)
+        if (d == dp) return true;
+    return false;
+}
 
 // The configuration forward() launches on a device whose CTA may have `cta_limit` bytes of
 // shared memory (0: not known, taken as enough): two stages where they fit, else the split
@@ -69,7 +75,7 @@ constexpr int cta_smem_optin(int cc) {
 constexpr int kMmaArchs[] = {80, 86, 87, 89, 90, 100, 103, 110, 120, 121};
 constexpr bool mma_fits_every_arch() {
     for (int cc : kMmaArchs)
-        for (int dp : {64, 128, 256})
+        for (int dp : kMmaHeadDims)
             for (bool fp8 : {false, true}) {
                 const int limit = cta_smem_optin(cc);
                 if (mma_shared_bytes(dp, fp8, mma_pipeline(dp, fp8, limit)) > limit) return false;

@@ -16,7 +16,7 @@ constexpr int kBlockKv = static_cast<int>(alg::kKvBlock);  // keys per block: §
 // of a sequence's last such block that lie past its last 64-key block zero codes.
 constexpr int kWideBlockKv = static_cast<int>(alg::kWideKvBlock);
 constexpr int kTileQ = 64;     // query rows per attention CTA (4 warps x 16 rows)
-constexpr int kQuantRows = 128;  // query rows per quantization CTA (a per-block Q group)
+constexpr int kQuantRows = static_cast<int>(alg::kQBlockRows);  // query rows per quantization CTA: one per-block Q group
 constexpr int kSumRows = 512;    // keys per CTA of the K/V sums
 
 struct TensorView {
@@ -40,11 +40,12 @@ struct Params {
     int32_t bf16, causal;
     int32_t vec_q, vec_k, vec_v;  // 16-byte loads allowed (aligned base, strides multiples of 8)
     float scale, scale_log2;    // scale and scale·log2(e), rounded as on the CPU
-    // Mask.
+    // Mask: sageattn_mask_type and sageattn_dtype values, compared by their sageattn.h names.
     int32_t mask_type, mask_dtype;
     const void* mask;
     int64_t mask_batch_stride, mask_head_stride, mask_q_stride, mask_kv_stride;
-    // Options.
+    // Options: granularity, qk_precision and pv_accum hold sageattn.h's sageattn_qk_granularity,
+    // sageattn_qk_precision and sageattn_pv_accum values (pv_accum resolved, never AUTO), compared by name.
     int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
     float sharp_threshold;
     int32_t sharp_only;  // 1: the mma.sync kernel runs only the heads §5 flags (the Hopper kernel took the rest)
@@ -74,12 +75,6 @@ struct Params {
     uint32_t* next_item; // [1]                    zeroed: the prep kernel's next item index
     int32_t sum_chunks, err_chunks;
 };
-
-#if defined(__CUDACC__)
-#define SAGEATTN_HOST_DEVICE __host__ __device__
-#else
-#define SAGEATTN_HOST_DEVICE
-#endif
 
 // One varlen sequence's packed rows [start, start + len) as the kernels use them (§1).
 // On CUDA nothing has checked cu_seqlens (they stay on the device), so whatever they hold

@@ -12,15 +12,10 @@
 namespace sageattn::cuda {
 namespace {
 
-constexpr float kInt8Max = 127.0f;
-
 __device__ __forceinline__ int8_t int8_code(float x, float inv) {
     const float r = rintf(x * inv);
-    return static_cast<int8_t>(fminf(kInt8Max, fmaxf(-kInt8Max, r)));
+    return static_cast<int8_t>(fminf(alg::kInt8Max, fmaxf(-alg::kInt8Max, r)));
 }
-
-// §3 K groups inside a 64-key block: per-thread = (token mod 8) / 2, else one.
-__device__ __forceinline__ int k_group(int j, int granularity) { return granularity == 0 ? (j % 8) / 2 : 0; }
 
 // The sm_90a kernel reads keys in blocks of kWideBlockKv (§10). When a sequence's last
 // 64-key block starts such a block, the 64 rows after it belong to that block too: they
@@ -52,7 +47,22 @@ __device__ __forceinline__ void publish_nonfinite_keys(const Params& p, int kind
 
 // Work split used by every kernel here: a row's head_dim_pad channels are
 // chunks of 8, one chunk per thread; the threads of a CTA cover `groups` rows
-// at a time.
+// at a time. A row's lanes_per_row must be a power of two of at most 32: the
+// shuffles of group_max, group_sum and group_any (and the FP8 V error sums)
+// stay inside one aligned group of a warp, and the CTA's threads (a multiple of
+// 32) hold whole rows. Every padded head dim of the registry is checked here.
+constexpr bool splits_evenly(int dpad) {
+    const int lanes = dpad / 8;
+    return dpad % 8 == 0 && lanes >= 1 && lanes <= 32 && (lanes & (lanes - 1)) == 0;
+}
+constexpr bool every_head_dim_splits_evenly() {
+    for (int dp : kMmaHeadDims)
+        if (!splits_evenly(dp)) return false;
+    return true;
+}
+static_assert(every_head_dim_splits_evenly(),
+              "kernels.py lists a padded head dim whose rows Split cannot share out: dp / 8 lanes must be a "
+              "power of two up to 32 (generalise Split and the shuffles first)");
 struct Split {
     int lanes_per_row, chunk, group, groups;
     __device__ Split(int dpad, int threads) {
@@ -123,30 +133,30 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
 // Shared memory of each kind of item; the prep kernel's is their union.
 struct SumsSmem {
     float group_part[4][2048];  // [part][groups][dpad]: each thread group's partial results
-    float sums[4 * 256];
-    float totals[4 * 256];
+    float sums[4 * kMaxHeadDimPad];
+    float totals[4 * kMaxHeadDimPad];
 };
 struct KSmem {
-    float k_mean[256];
+    float k_mean[kMaxHeadDimPad];
     float token_amax[kBlockKv];
     int token_nonfinite[kBlockKv];
-    float group_inv[4];
+    float group_inv[alg::kKThreadGroups];
 };
 struct VHalfSmem {
-    uint32_t tile[256 * kBlockKv / 2];  // [channel][key pair], swizzled
-    float v_mean[256];
-    float v_mul[256];
+    uint32_t tile[kMaxHeadDimPad * kBlockKv / 2];  // [channel][key pair], swizzled
+    float v_mean[kMaxHeadDimPad];
+    float v_mul[kMaxHeadDimPad];
     int key_nonfinite[kBlockKv];
 };
 struct VFp8Smem {
-    uint32_t tile[256 * kBlockKv / 4];
-    float v_mean[256], v_inv[256], v_step[256];
-    float warp_err[8][256];  // per warp: Σ rounding error per channel
-    float block_err[256], totals[256];
+    uint32_t tile[kMaxHeadDimPad * kBlockKv / 4];
+    float v_mean[kMaxHeadDimPad], v_inv[kMaxHeadDimPad], v_step[kMaxHeadDimPad];
+    float warp_err[8][kMaxHeadDimPad];  // per warp: Σ rounding error per channel
+    float block_err[kMaxHeadDimPad], totals[kMaxHeadDimPad];
     int key_nonfinite[kBlockKv];
 };
 struct QSmem {
-    float k_mean[256];
+    float k_mean[kMaxHeadDimPad];
     float row_amax[kQuantRows], row_dot[kQuantRows], row_inv[kQuantRows];
     int row_nonfinite[kQuantRows];
     float warp_amax[kQuantRows / 32];
@@ -270,7 +280,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(s.len_kv) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
@@ -304,6 +314,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     }
     __syncthreads();
     static_assert(kBlockKv == 64, "a lane holds tokens lane and lane + 32");
+    static_assert(alg::kKThreadGroups == 4, "the shuffles below gather the per-thread groups (token mod 8) / 2");
     if (threadIdx.x < 32) {  // the groups' maxima by shuffles: lane l holds tokens l and l + 32
         const int lane = static_cast<int>(threadIdx.x);
         float a = fmaxf(token_amax[lane], token_amax[lane + 32]);
@@ -315,9 +326,9 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 4));
         if (lane < 8 && lane % 2 == 0) {  // group lane / 2
             const int g = lane / 2;
-            const float floored = fmaxf(p.granularity != 0 ? block : a, kAmaxFloor);
-            group_inv[g] = kInt8Max / floored;
-            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * 4 + g] = floored / kInt8Max;
+            const float floored = fmaxf(p.granularity != SAGEATTN_QK_PER_THREAD ? block : a, alg::kAmaxFloor);
+            group_inv[g] = alg::kInt8Max / floored;
+            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * alg::kKThreadGroups + g] = floored / alg::kInt8Max;
         }
         if (lane == 0) atomic_max_nonneg(p.k_amax + static_cast<int64_t>(b) * p.heads_kv + hk, block);
         publish_nonfinite_keys(p, 0, b, hk, s, j0, sm.token_nonfinite);
@@ -325,7 +336,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     __syncthreads();
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
-        const float inv = group_inv[k_group(j, p.granularity)];
+        const float inv = group_inv[alg::k_group_in_block(j, p.granularity)];
         bool ignored = false;
         if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
         else chunk_values<kBf16>(chunk(j, ignored), x);
@@ -335,7 +346,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     if (ends_wide_block_early(j0, s.len_kv)) {
         const int64_t tail = hk * p.kv_rows + s.pad_kv + j0 + kBlockKv;
         zero_rows(reinterpret_cast<uint8_t*>(p.k_codes + tail * p.head_dim_pad), kBlockKv, p.head_dim_pad, p.head_dim_pad);
-        if (threadIdx.x < 4) p.k_scale[tail / kBlockKv * 4 + threadIdx.x] = 0.f;
+        if (threadIdx.x < alg::kKThreadGroups) p.k_scale[tail / kBlockKv * alg::kKThreadGroups + threadIdx.x] = 0.f;
     }
 }
 
@@ -351,14 +362,14 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float amax = real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f;
         int e = 0;
         if (amax > 0.f) {
             frexpf(amax, &e);
-            e = max(e - 9, -100);
+            e = alg::fp16_v_exponent(e);
         }
         v_mul[c] = ldexpf(1.f, -e);  // a power of two: exact scaling
     }
@@ -422,11 +433,11 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const float range = p.pv_accum == 3 ? 2.25f : 448.0f;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x) {
+    const float range = alg::fp8_v_range(p.pv_accum);
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x) {
         const bool real = c < p.head_dim;
         v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
-        const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, kAmaxFloor);
+        const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, alg::kAmaxFloor);
         v_inv[c] = range / a;   // code = e4m3(v · range / a)
         v_step[c] = a / range;  // and back
     }
@@ -471,7 +482,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 #pragma unroll
     for (int e = 0; e < 8; ++e)
         for (int o = chunks; o < 32; o <<= 1) err_sum[e] += __shfl_xor_sync(0xffffffffu, err_sum[e], o);
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         for (int w = 0; w < 8; ++w) warp_err[w][c] = 0.f;
     __syncthreads();
     if (lane < chunks)
@@ -518,7 +529,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < 256; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(s.len_kv) : 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
@@ -552,6 +563,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     __syncthreads();
     // A thread a row; a warp's 32 rows are a per-warp group, and within it the rows
     // with the same index mod 8 a per-thread group (§3): maxima by shuffles.
+    static_assert(alg::kQWarpRows == 32 && alg::kQThreadGroups == 8, "the shuffles follow §3's Q groups");
     float group = 0.f;
     if (threadIdx.x < kQuantRows) {
         float a = row_amax[threadIdx.x];
@@ -560,7 +572,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         float warp_max = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
         warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 2));
         warp_max = fmaxf(warp_max, __shfl_xor_sync(0xffffffffu, warp_max, 4));
-        group = p.granularity == 0 ? a : warp_max;
+        group = p.granularity == SAGEATTN_QK_PER_THREAD ? a : warp_max;
         if (threadIdx.x % 32 == 0) sm.warp_amax[threadIdx.x / 32] = warp_max;
     }
     __syncthreads();
@@ -569,11 +581,11 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         const int64_t i = i0 + local;
         float block = 0.f;
         for (int w4 = 0; w4 < kQuantRows / 32; ++w4) block = fmaxf(block, sm.warp_amax[w4]);
-        if (p.granularity == 2) group = block;
-        const float floored = fmaxf(group, kAmaxFloor);
-        row_inv[local] = kInt8Max / floored;
+        if (p.granularity == SAGEATTN_QK_PER_BLOCK) group = block;
+        const float floored = fmaxf(group, alg::kAmaxFloor);
+        row_inv[local] = alg::kInt8Max / floored;
         const int64_t row = h * p.q_rows + s.pad_q + i;
-        p.q_scale[row] = i < s.len_q ? (floored / kInt8Max) * p.scale_log2 : 0.f;
+        p.q_scale[row] = i < s.len_q ? (floored / alg::kInt8Max) * p.scale_log2 : 0.f;
         // A row that held a NaN or an infinity is marked by a NaN shift (§6; the epilogue reads it).
         p.q_shift[row] = i < s.len_q && sm.row_nonfinite[local] ? NAN : (i < s.len_q && p.smooth_k) ? p.scale * row_dot[local] : 0.f;
         if (local == 0) atomic_max_nonneg(p.q_amax + static_cast<int64_t>(b) * p.heads_q + h, block);

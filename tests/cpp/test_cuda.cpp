@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cuda/backend.hpp"
+#include "cuda/kernels.hpp"
 #include "cuda/params.hpp"
 #include "support.hpp"
 
@@ -757,7 +758,8 @@ TEST(CudaBackend, VarlenClampStaysInBounds) {
 // The mma.sync kernel's shared memory per CTA (mma_config.hpp), which prepare() holds against
 // the device's limit: each architecture's configuration of each instance fits its per-CTA
 // limit. Two stages of K and Vᵀ everywhere but head_dim 256 on sm_86, sm_89 and sm_12x (99 KB),
-// which gets one K and one Vᵀ buffer. No GPU needed.
+// which gets one K and one Vᵀ buffer. Every padded head dim of the kernel registry
+// (kernels.py). No GPU needed.
 TEST(CudaBackend, SharedMemoryPerCta) {
     using cuda::MmaPipeline;
     struct Arch {
@@ -767,7 +769,7 @@ TEST(CudaBackend, SharedMemoryPerCta) {
     const Arch archs[] = {{80, 166912}, {86, 101376}, {87, 166912}, {89, 101376}, {90, 232448},
                           {100, 232448}, {103, 232448}, {110, 232448}, {120, 101376}, {121, 101376}};
     for (const Arch& a : archs) EXPECT_EQ(cuda::cta_smem_optin(a.cc), a.limit) << "sm_" << a.cc;
-    for (int dp : {64, 128, 256})
+    for (int dp : cuda::kMmaHeadDims)
         for (bool fp8 : {false, true}) {
             const std::string what = "d" + std::to_string(dp) + (fp8 ? " fp8" : " fp16");
             // K (16-bit rows) and Vᵀ of a 64-key block, rows padded by 16 bytes; 16 static bytes a channel.

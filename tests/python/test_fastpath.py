@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import sageattention as sa
 from attn_helpers import has_cuda_backend, make, qkv, same_run
-from sageattention import _lib, _ops
+from sageattention import _lib, _ops, _plan
 
 F16, BF16 = torch.float16, torch.bfloat16
 
@@ -58,7 +58,7 @@ def library_calls(monkeypatch):
 
 
 def clear_plans():
-    _ops._tls.__dict__.pop("plans", None)
+    _plan._tls.__dict__.pop("plans", None)
 
 
 def flat(result):
@@ -134,7 +134,7 @@ def test_shortcut_and_op_path_give_the_same_bits(case, monkeypatch):
         first = fn(0)  # checks everything, fills a plan
         again = fn(1)  # new data, same metadata: the plan is reused
     assert not through_op, "the eager call went through the dispatcher"
-    assert _ops._tls.plans, "no plan was kept"
+    assert _plan._tls.plans, "no plan was kept"
     with Through(), op_calls(monkeypatch) as through_op:
         op0, op1 = fn(0), fn(1)
     assert len(through_op) == 2
@@ -159,12 +159,12 @@ def test_one_library_call_per_attention_once_the_shape_is_known(monkeypatch):
 
 
 def test_the_plan_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(_ops, "_MAX_PLANS", 4)
+    monkeypatch.setattr(_plan, "_MAX_PLANS", 4)
     clear_plans()
     for n in range(8, 20):
         q, k, v = qkv(hq=2, lq=n, d=16, seed=n)
         out = sa.sageattn(q, k, v)
-        assert len(_ops._tls.plans) <= 4
+        assert len(_plan._tls.plans) <= 4
         with Through():
             assert_same(out, sa.sageattn(q, k, v))
 
@@ -241,7 +241,7 @@ def test_a_kept_plan_still_has_every_call_validated():
     clear_plans()
     q, k, v, cu_q, cu_k = varlen(0)
     sa.sageattn_varlen(q, k, v, cu_q, cu_k, 23, 28)
-    assert len(_ops._tls.plans) == 1
+    assert len(_plan._tls.plans) == 1
     bad = torch.tensor([0, 7, 5], dtype=torch.int32)  # same metadata, the plan is reused
     with pytest.raises(sa.InvalidProblemError, match="cu_seqlens_q decreases") as info:
         sa.sageattn_varlen(q, k, v, bad, cu_k, 23, 28)
@@ -333,7 +333,7 @@ def test_gpu_kept_workspace_per_stream_and_not_in_graphs():
     torch.cuda.synchronize()
     for i, out in enumerate(outs):
         assert torch.equal(out, alone[i % 3])
-    assert len(_ops._tls.workspaces) >= 2
+    assert len(_plan._tls.workspaces) >= 2
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = sa.sageattn(*sets[0])

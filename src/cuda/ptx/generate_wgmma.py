@@ -1,10 +1,17 @@
-"""Writes wgmma.cuh: the sm_90a warpgroup MMA wrappers the Hopper attention
-kernel uses. The operand lists are long (one register per accumulator element),
-so they are generated rather than typed. Run from this folder; the output is committed."""
+"""Writes wgmma.cuh into the folder it runs in: the sm_90a warpgroup MMA wrappers the
+Hopper attention kernel uses. The operand lists are long (one register per accumulator
+element), so they are generated rather than typed. The P·V shapes follow the registry's
+sm_90a head dims (../kernels.py, which runs this script)."""
+import os
+import sys
 
-SHAPES_S8 = (128,)         # Q·Kᵀ: m64 x 128 keys x k32, INT8 operands from shared memory
-SHAPES_E4M3 = (72, 136)    # P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
-SHAPES_F16 = (72, 136)     # the same with FP16 P and Vᵀ, k16
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import kernels  # noqa: E402 (src/cuda/kernels.py, the kernel registry)
+
+SHAPES_S8 = (128,)  # Q·Kᵀ: m64 x 128 keys x k32, INT8 operands from shared memory
+# P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
+SHAPES_E4M3 = tuple(d + 8 for d in kernels.WGMMA_HEAD_DIMS)
+SHAPES_F16 = SHAPES_E4M3  # the same with FP16 P and Vᵀ, k16
 
 
 def regs(first, count):
