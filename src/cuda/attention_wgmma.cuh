@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (q0 >= tile.s.len_q) return;
     const int hk = tile.h / p.group;
     // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ.
-    if (p.qk_precision == 0 && sharp_scores(p, tile.b, tile.h)) return;
+    if (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, tile.b, tile.h)) return;
 
     // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
     // the wgmma descriptors built from it in uniform registers.
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < T::kOTiles * 4; ++i) o[i] = 0.f;
     Rows rows;
-    const float p_offset = T::kVB == 1 ? kFp8POffset : 0.f;
+    const float p_offset = T::kVB == 1 ? alg::kFp8POffset : 0.f;
     consume<T, kLse>(p, tile, pipe, wg, tid, row, o, rows, p_offset);
 
     float* v_scale_smem = columns;

@@ -46,8 +46,10 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
 
     // Block j's K scales for this thread's columns (K group t of each 64-key half).
     auto k_scales = [&](int64_t j, float (&ks)[2]) {
-        const float* at = p.k_scale + (tile.k_block0 + 2 * j) * 4 + t;
-        ks[0] = at[0], ks[1] = at[4];
+        constexpr int kHalves = T::kBlockN / kBlockKv;  // 64-key K-scale blocks a block spans
+        static_assert(kHalves == 2, "one K scale per 64-key half");
+        const float* at = p.k_scale + (tile.k_block0 + kHalves * j) * alg::kKThreadGroups + t;
+        ks[0] = at[0], ks[1] = at[alg::kKThreadGroups];
     };
     // Descriptors depend on warp-uniform values only (uniform registers); computed before the
     // wgmma fence, since an operand defined between the MMAs of one commit group serializes them.
@@ -98,7 +100,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     auto release = [&](int64_t j) { ptx::mbarrier_arrive(pipe.empty + j % T::kStages); };
     // Blocks wholly inside every bound skip visibility (§10); causal: the warpgroup's first row
     // sees keys up to qw0 + lkv − lq, and every later row more.
-    const bool plain = p.mask_type == 0 && p.scale > 0.f && tile.qw0 + 64 <= tile.lq;
+    const bool plain = p.mask_type == SAGEATTN_MASK_NONE && p.scale > 0.f && tile.qw0 + 64 <= tile.lq;
     auto interior = [&](int64_t j0) {
         return plain && j0 + T::kBlockN <= tile.lkv && (!p.causal || j0 + T::kBlockN - 1 <= tile.qw0 + tile.lkv - tile.lq);
     };

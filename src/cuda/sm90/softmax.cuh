@@ -97,7 +97,7 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
         // Scale, then visibility and bias as §6 writes them. Without a mask a row sees a prefix of
         // the block (up to the sequence's end or the causal edge): one compare of the score's
         // column with the row's count, worked out once.
-        if (p.mask_type == 0) {
+        if (p.mask_type == SAGEATTN_MASK_NONE) {
             int seen[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) {

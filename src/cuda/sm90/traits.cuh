@@ -3,6 +3,7 @@
 // instance that cannot fit fails to compile.
 #pragma once
 
+#include "cuda/mma_config.hpp"
 #include "cuda/params.hpp"
 
 namespace sageattn::cuda::sm90 {
@@ -56,7 +57,7 @@ struct Traits {
     static constexpr int kVTileBytes = kPvN * 128;
     static constexpr int kVBytes = kVTiles * kVTileBytes;
     static constexpr int kStageBytes = (kKBytes + kVBytes + 1023) / 1024 * 1024;
-    static constexpr int kSmemLimit = 227 * 1024;  // dynamic shared memory a CTA may have on sm_90
+    static constexpr int kSmemLimit = kCtaSmem227K;  // dynamic shared memory a CTA may have on sm_90
     static constexpr int kAlignSlack = 1024;        // the dynamic base is aligned up to 1024 by hand
     static constexpr int kColumnBytes = 3 * DP * 4;  // V's amax, sum and error per channel, then its factors
     static constexpr int kMaxStages = 8;
