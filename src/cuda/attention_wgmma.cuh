@@ -75,8 +75,8 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 
     // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
     // their bytes), and empty once every consumer thread is done with it. The copies of Q and of
-    // the first stages start before the rest of the CTA's set-up (the rows of ones, V's columns
-    // from global memory), so that they overlap it; later blocks each wait for their stage.
+    // the first stages start before the rest of the CTA's set-up (the rows of ones), so that
+    // they overlap it; later blocks each wait for their stage.
     const Copies<T> copies{TensorMaps{&q_map, &k_map, &v_map}, static_cast<int32_t>(tile.h * p.q_rows + tile.s.pad_q + q0),
                            hk * p.kv_rows + tile.s.pad_kv, tile.s.pad_kv, hk * DP};
     if (threadIdx.x == 0) {
@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (column_thread) {
         const VColumnSource src = v_column_source<DP, T::kVB == 1>(p, tile.b, hk, threadIdx.x);
         ptx::cp_async_4(columns + threadIdx.x, src.amax, src.real);
-        ptx::cp_async_4(columns + DP + threadIdx.x, src.has_sum ? static_cast<const void*>(src.sum) : src.amax, src.has_sum);
-        ptx::cp_async_4(columns + 2 * DP + threadIdx.x, src.has_err ? static_cast<const void*>(src.err) : src.amax, src.has_err);
+        ptx::cp_async_4(columns + DP + threadIdx.x, src.sum, src.has_sum);
+        ptx::cp_async_4(columns + 2 * DP + threadIdx.x, src.err, src.has_err);
         ptx::cp_async_commit();
     }
 
@@ -139,8 +139,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (column_thread) {
         ptx::cp_async_wait<0>();
         const VColumnInputs in{columns[threadIdx.x], columns[DP + threadIdx.x], columns[2 * DP + threadIdx.x]};
-        v_column_factors<T::kVB == 1>(p, in, threadIdx.x < p.head_dim, tile.lkv, v_scale_smem[threadIdx.x],
-                                      v_offset_smem[threadIdx.x]);
+        v_column_factors<T::kVB == 1>(p, in, tile.lkv, v_scale_smem[threadIdx.x], v_offset_smem[threadIdx.x]);
     }
     ptx::named_barrier_sync(kColumnsBarrier, T::kConsumers);
 

@@ -215,14 +215,14 @@ __device__ __forceinline__ float visible_score(const Params& p, int b, int h, in
     return visible ? s + bias : -INFINITY;
 }
 
-// The epilogue's per-channel V factors (§4, §6): out = acc/l · scale[c] + offset[c].
-// Written to shared memory once per CTA by all its threads (the caller synchronises).
-// One channel's V statistics as the quantization kernels left them, turned into the
-// epilogue's factors by v_column_factors.
+// The epilogue's per-channel V factors (§4, §6): out = acc/l · scale[c] + offset[c], from one
+// channel's V statistics as the quantization kernels left them. A statistic the problem does
+// not have (a padding channel's, the sum without smooth V, the error with FP16 V) reads as 0.
 struct VColumnInputs {
     float amax = 0.f, sum = 0.f, err = 0.f;
 };
-// Where they are in the workspace, and which of them the problem has.
+// Where they are in the workspace, and which of them the problem has. Every pointer is a
+// readable address even where its statistic is absent (a zero-length cp.async reads nothing).
 struct VColumnSource {
     const uint32_t* amax;  // float bits
     const float *sum, *err;
@@ -232,7 +232,8 @@ template <int DP, bool kFp8>
 __device__ __forceinline__ VColumnSource v_column_source(const Params& p, int b, int hk, int c) {
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * DP + c;
     const bool real = c < p.head_dim;
-    return {p.v_amax + slot, p.v_sum + slot, kFp8 ? p.v_err + slot : nullptr, real, real && p.smooth_v, real && kFp8};
+    return {p.v_amax + slot, p.v_sum + slot, kFp8 ? p.v_err + slot : p.v_sum + slot, real, real && p.smooth_v,
+            real && kFp8};
 }
 template <int DP, bool kFp8>
 __device__ __forceinline__ VColumnInputs load_v_column(const Params& p, int b, int hk, int c) {
@@ -244,13 +245,13 @@ __device__ __forceinline__ VColumnInputs load_v_column(const Params& p, int b, i
     return in;
 }
 template <bool kFp8>
-__device__ __forceinline__ void v_column_factors(const Params& p, const VColumnInputs& in, bool real, int64_t len_kv,
+__device__ __forceinline__ void v_column_factors(const Params& p, const VColumnInputs& in, int64_t len_kv,
                                                  float& scale, float& offset) {
     const float inv_len = len_kv > 0 ? 1.f / static_cast<float>(len_kv) : 0.f;
-    offset = (real && p.smooth_v) ? in.sum * inv_len : 0.f;
+    offset = in.sum * inv_len;
     if constexpr (kFp8) {
         scale = fmaxf(in.amax, alg::kAmaxFloor) / alg::fp8_v_range(p.pv_accum);
-        if (real) offset = offset + in.err * inv_len;
+        offset = offset + in.err * inv_len;
     } else {
         int ex = 0;
         if (in.amax > 0.f) {
@@ -260,11 +261,12 @@ __device__ __forceinline__ void v_column_factors(const Params& p, const VColumnI
         scale = ldexpf(1.f, ex);
     }
 }
+// All of a CTA's channels by its threads (the caller synchronises).
 template <int DP, bool kFp8>
 __device__ __forceinline__ void stage_v_columns(const Params& p, int b, int hk, int64_t len_kv, float* scale,
                                                 float* offset) {
     for (int c = threadIdx.x; c < DP; c += blockDim.x)
-        v_column_factors<kFp8>(p, load_v_column<DP, kFp8>(p, b, hk, c), c < p.head_dim, len_kv, scale[c], offset[c]);
+        v_column_factors<kFp8>(p, load_v_column<DP, kFp8>(p, b, hk, c), len_kv, scale[c], offset[c]);
 }
 
 // Whether output channels (2t, 2t + 1) can be stored as one 32-bit word.

@@ -90,16 +90,19 @@ int32_t gpu_default_pv(int64_t head_dim) {
     return cc >= 89 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
 }
 
-// The §6 softmax step the GPU runs this problem's INT8 heads with (the emulation follows it).
-int64_t gpu_int8_softmax_block(const Attention& a) {
+// The problem of `a` on GPU 0, normalized and prepared as forward() would.
+Problem prepared_on_gpu(const Attention& a) {
     sageattn_problem p = a.problem;
     p.device_type = SAGEATTN_DEVICE_CUDA;
     p.device_index = 0;
     Problem pr;
     EXPECT_EQ(api::normalize(&p, &pr), SAGEATTN_SUCCESS) << sageattn_last_error();
     EXPECT_EQ(cuda::prepare(pr), SAGEATTN_SUCCESS) << sageattn_last_error();
-    return cuda::int8_softmax_block(pr);
+    return pr;
 }
+
+// The §6 softmax step the GPU runs this problem's INT8 heads with (the emulation follows it).
+int64_t gpu_int8_softmax_block(const Attention& a) { return cuda::int8_softmax_block(prepared_on_gpu(a)); }
 
 // The same problem on the CPU emulation and on the GPU; both judged. On sm_90 small
 // problems run as one mma.sync launch: each is run that way and, with that path off,
@@ -641,15 +644,7 @@ int device_cc() {
 }
 
 // The mma.sync configuration forward() launches for the problem of `a` now.
-cuda::MmaPipeline gpu_pipeline(const Attention& a) {
-    sageattn_problem p = a.problem;
-    p.device_type = SAGEATTN_DEVICE_CUDA;
-    p.device_index = 0;
-    Problem pr;
-    EXPECT_EQ(api::normalize(&p, &pr), SAGEATTN_SUCCESS) << sageattn_last_error();
-    EXPECT_EQ(cuda::prepare(pr), SAGEATTN_SUCCESS) << sageattn_last_error();
-    return cuda::attention_pipeline(pr);
-}
+cuda::MmaPipeline gpu_pipeline(const Attention& a) { return cuda::attention_pipeline(prepared_on_gpu(a)); }
 
 // head_dim 129..256 in the configuration of the 99 KB parts (sm_86, sm_89, sm_12x): one K and
 // one Vᵀ buffer instead of two stages (mma_config.hpp), on any GPU, the shared memory per CTA

@@ -117,6 +117,11 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // Block j + 1's K scales are read right after its scores are issued: the fold hides their
     // latency (read at the top of the step, they waited on memory whenever the scores were in).
     float ks_next[2];
+    auto issue_next = [&](int64_t j) {
+        wait_full(j + 1);
+        issue_s(acc, j + 1);
+        k_scales(j + 1, ks_next);
+    };
     auto step = [&](int64_t j, auto next) {
         float ks[2] = {ks_next[0], ks_next[1]}, f[2][2], alpha[2];
         ptx::wgmma_wait<0>();
@@ -126,9 +131,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         block_softmax<T, kLse>(p, tile.b, tile.h, row, t, j * T::kBlockN, tile.lq, tile.lkv, interior(j * T::kBlockN),
                                acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); });
         if constexpr (decltype(next)::value && !T::kScoresAfterFold) {
-            wait_full(j + 1);
-            issue_s(acc, j + 1);
-            k_scales(j + 1, ks_next);
+            issue_next(j);
             ptx::wgmma_wait<1>();
         } else {
             ptx::wgmma_wait<0>();
@@ -137,11 +140,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         ptx::fence_operand(a);
         release(j);
         fold(ob, alpha);
-        if constexpr (decltype(next)::value && T::kScoresAfterFold) {
-            wait_full(j + 1);
-            issue_s(acc, j + 1);
-            k_scales(j + 1, ks_next);
-        }
+        if constexpr (decltype(next)::value && T::kScoresAfterFold) issue_next(j);
     };
     if (n > 0) {
         k_scales(0, ks_next);
