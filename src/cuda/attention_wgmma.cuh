@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         return p.causal ? max64(0, min64(tile.lkv, last_row + tile.lkv - tile.lq + 1)) : tile.lkv;
     };
     const int64_t kv_end = keys_seen_by(min64(q0 + T::kTileQ, tile.lq) - 1);
-    tile.blocks = (kv_end + T::kBlockN - 1) / T::kBlockN;
+    tile.blocks = static_cast<uint32_t>((kv_end + T::kBlockN - 1) / T::kBlockN);
     tile.k_block0 = (hk * p.kv_rows + tile.s.pad_kv) / kBlockKv;
 
     // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         ptx::mbarrier_init_fence();
         ptx::fence_proxy_async();  // the initialised barriers, for the copy engine
         copies.q(pipe);
-        for (int64_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
+        for (uint32_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
     }
     // The rows of ones under every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16 1.0 = 0x3c00); the
     // copies never touch them.
@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (wg == T::kConsumers / 128) {
         ptx::setmaxnreg_dec<T::kProducerRegs>();
         if (tid == 0)
-            for (int64_t n = T::kStages; n < tile.blocks; ++n) copies.refill(pipe, n);
+            for (uint32_t n = T::kStages; n < tile.blocks; ++n) copies.refill(pipe, n);
         return;
     }
     ptx::setmaxnreg_inc<T::kConsumerRegs>();
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     const int lane = tid % 32, g = lane / 4, t = lane % 4;
     tile.qw0 = q0 + wg * 64;
     tile.wg_blocks = tile.qw0 < tile.lq
-                         ? (keys_seen_by(min64(tile.qw0 + 64, tile.lq) - 1) + T::kBlockN - 1) / T::kBlockN
+                         ? static_cast<uint32_t>((keys_seen_by(min64(tile.qw0 + 64, tile.lq) - 1) + T::kBlockN - 1) / T::kBlockN)
                          : 0;
     const int64_t row[2] = {tile.qw0 + (tid / 32) * 16 + g, tile.qw0 + (tid / 32) * 16 + g + 8};
     float o[T::kOTiles * 4];

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "cuda/common.cuh"
+#include "cuda/ptx/barrier.cuh"
 #include "cuda/ptx/mbarrier.cuh"
 #include "cuda/ptx/wgmma.cuh"
 #include "cuda/sm90/producer.cuh"
@@ -29,8 +30,36 @@ struct Tile {
     int64_t lq, lkv;
     int64_t qw0;        // the warpgroup's first query row
     int64_t k_block0;   // index of the sequence's first 64-key K-scale block in the workspace
-    int64_t blocks;     // key blocks the CTA's producer delivers
-    int64_t wg_blocks;  // ... of which this warpgroup sees any key (causal: fewer for upper rows)
+    uint32_t blocks;     // key blocks the CTA's producer delivers
+    uint32_t wg_blocks;  // ... of which this warpgroup sees any key (causal: fewer for upper rows)
+};
+
+// Softmax turns: two consumer warpgroups run their exponentials one at a time (warpgroup w
+// waits on named barrier kTurnBarrier + w, then arrives on the other's), so that neither
+// shares the special-function unit with the other's exponentials and each one's chain
+// (next scores, fold, row maxima) runs beside the other's: +3 to +6 % at 1k-4k and causal,
+// +10 % with FP16 P·V, within noise at 16k; three warpgroups (d64) lost 5 % in a ring and
+// take no turns (docs/PERF.md). Both warpgroups take one turn a block of the tile, a block
+// a warpgroup has no keys for being a turn without work, so that each barrier sees one
+// arrival per wait.
+constexpr int kTurnBarrier = 2;  // and 3 (0: __syncthreads, 1: the epilogue's)
+template <int kWarpgroups>
+struct Turns {
+    int wg;
+    uint32_t turns;
+    static constexpr bool kOn = kWarpgroups == 2;
+    static constexpr int kThreads = 2 * 128;
+    // The first turn is warpgroup 0's.
+    __device__ void start() const {
+        if (kOn && wg == 1 && turns > 0) ptx::named_barrier_arrive(kTurnBarrier, kThreads);
+    }
+    __device__ void wait() const {
+        if (kOn) ptx::named_barrier_sync(kTurnBarrier + wg, kThreads);
+    }
+    // Warpgroup 1's last pass would have no wait to meet.
+    __device__ void pass(uint32_t turn) const {
+        if (kOn && !(wg == 1 && turn + 1 == turns)) ptx::named_barrier_arrive(kTurnBarrier + (wg ^ 1), kThreads);
+    }
 };
 
 template <class T, bool kLse>
@@ -45,17 +74,17 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kDp);
 
     // Block j's K scales for this thread's columns (K group t of each 64-key half).
-    auto k_scales = [&](int64_t j, float (&ks)[2]) {
+    auto k_scales = [&](uint32_t j, float (&ks)[2]) {
         constexpr int kHalves = T::kBlockN / kBlockKv;  // 64-key K-scale blocks a block spans
         static_assert(kHalves == 2, "one K scale per 64-key half");
-        const float* at = p.k_scale + (tile.k_block0 + kHalves * j) * alg::kKThreadGroups + t;
+        const float* at = p.k_scale + (tile.k_block0 + kHalves * int64_t{j}) * alg::kKThreadGroups + t;
         ks[0] = at[0], ks[1] = at[alg::kKThreadGroups];
     };
     // Descriptors depend on warp-uniform values only (uniform registers); computed before the
     // wgmma fence, since an operand defined between the MMAs of one commit group serializes them.
     // The first MMA of each group overwrites its accumulators (`_fresh`): nothing keeps the
     // previous block's values alive across the loop.
-    auto issue_s = [&](int32_t (&acc)[T::kSTiles * 4], int64_t j) {
+    auto issue_s = [&](int32_t (&acc)[T::kSTiles * 4], uint32_t j) {
         const uint64_t k_desc = ptx::make_desc<T::kQKSwizzle>(pipe.k_tile<T>(j));
         ptx::wgmma_fence();
 #pragma unroll
@@ -66,7 +95,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         ptx::wgmma_commit();
     };
     // P·V group g of block j: its steps of P̃ (registers) times Vᵀ (shared memory).
-    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], int64_t j, int g) {
+    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], uint32_t j, int g) {
         uint64_t v_desc[T::kVTiles];
 #pragma unroll
         for (int vt = 0; vt < T::kVTiles; ++vt) v_desc[vt] = ptx::make_desc<T::kVSwizzle>(pipe.v_tile<T>(j, vt));
@@ -96,8 +125,8 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
             o[4 * ot + 3] = o[4 * ot + 3] * alpha[1] + ob[4 * ot + 3];
         }
     };
-    auto wait_full = [&](int64_t j) { ptx::mbarrier_wait(pipe.full + j % T::kStages, pipe.phase<T>(j)); };
-    auto release = [&](int64_t j) { ptx::mbarrier_arrive(pipe.empty + j % T::kStages); };
+    auto wait_full = [&](uint32_t j) { ptx::mbarrier_wait(pipe.full + j % T::kStages, pipe.phase<T>(j)); };
+    auto release = [&](uint32_t j) { ptx::mbarrier_arrive(pipe.empty + j % T::kStages); };
     // Blocks wholly inside every bound skip visibility (§10); causal: the warpgroup's first row
     // sees keys up to qw0 + lkv − lq, and every later row more.
     const bool plain = p.mask_type == SAGEATTN_MASK_NONE && p.scale > 0.f && tile.qw0 + 64 <= tile.lq;
@@ -109,7 +138,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     int32_t acc[T::kSTiles * 4];
     float ob[T::kPvTiles * 4];
     uint32_t a[T::kPvSteps][4];
-    const int64_t n = tile.wg_blocks;
+    const uint32_t n = tile.wg_blocks;
     // One block, S_j already issued; `next` (a compile-time bool) says whether a block follows.
     // The last block is peeled off the loop so that every MMA issue and wait is unconditional:
     // the compiler then tracks which accumulators each wait completes (with the issue of S_{j+1}
@@ -117,19 +146,23 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // Block j + 1's K scales are read right after its scores are issued: the fold hides their
     // latency (read at the top of the step, they waited on memory whenever the scores were in).
     float ks_next[2];
-    auto issue_next = [&](int64_t j) {
+    auto issue_next = [&](uint32_t j) {
         wait_full(j + 1);
         issue_s(acc, j + 1);
         k_scales(j + 1, ks_next);
     };
-    auto step = [&](int64_t j, auto next) {
+    const Turns<T::kConsumers / 128> turns{wg, tile.blocks};
+    turns.start();
+    auto step = [&](uint32_t j, auto next) {
         float ks[2] = {ks_next[0], ks_next[1]}, f[2][2], alpha[2];
         ptx::wgmma_wait<0>();
         ptx::fence_operand(acc);
 #pragma unroll
         for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
-        block_softmax<T, kLse>(p, tile.b, tile.h, row, t, j * T::kBlockN, tile.lq, tile.lkv, interior(j * T::kBlockN),
-                               acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); });
+        block_softmax<T, kLse>(p, tile.b, tile.h, row, t, int64_t{j} * T::kBlockN, tile.lq, tile.lkv, interior(int64_t{j} * T::kBlockN),
+                               acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); },
+                               [&] { turns.wait(); });
+        turns.pass(j);
         if constexpr (decltype(next)::value && !T::kScoresAfterFold) {
             issue_next(j);
             ptx::wgmma_wait<1>();
@@ -146,14 +179,16 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         k_scales(0, ks_next);
         wait_full(0);
         issue_s(acc, 0);
-        for (int64_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});
+        for (uint32_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});
         step(n - 1, std::false_type{});
     }
     // Blocks the producer delivered that no row of this warpgroup sees: released unread, in
     // order, so that each stage's empty barrier counts every consumer once per use.
-    for (int64_t j = n; j < tile.blocks; ++j) {
+    for (uint32_t j = n; j < tile.blocks; ++j) {
         wait_full(j);
         release(j);
+        turns.wait();
+        turns.pass(j);
     }
 }
 

@@ -28,14 +28,16 @@ struct Pipeline {
     uint64_t* empty;      // [kStages]: every consumer thread is done with the stage
     uint64_t* q_full;
 
+    // Block indices are 32-bit and unsigned (a tile's key blocks number below 2^31, launch()
+    // checks the coordinates): the stage and phase of a block then cost a few uniform instructions.
     template <class T>
-    __device__ uint8_t* k_tile(int64_t block) const { return stages + (block % T::kStages) * T::kStageBytes; }
+    __device__ uint8_t* k_tile(uint32_t block) const { return stages + (block % T::kStages) * T::kStageBytes; }
     template <class T>
-    __device__ uint8_t* v_tile(int64_t block, int tile) const {
+    __device__ uint8_t* v_tile(uint32_t block, int tile) const {
         return k_tile<T>(block) + T::kKBytes + tile * T::kVTileBytes;
     }
     template <class T>
-    __device__ uint32_t phase(int64_t block) const { return static_cast<uint32_t>((block / T::kStages) & 1); }
+    __device__ uint32_t phase(uint32_t block) const { return (block / T::kStages) & 1; }
 };
 
 // Where the copies of one CTA come from: its Q rows, its first K row, its first key in the
@@ -56,17 +58,17 @@ struct Copies {
         ptx::tma_load_2d(pipe.q_smem, maps.q, 0, q_row, pipe.q_full);
     }
     // Block n's K and Vᵀ codes into its stage, which the caller knows to be empty.
-    __device__ __forceinline__ void block(const Pipeline& pipe, int64_t n) const {
+    __device__ __forceinline__ void block(const Pipeline& pipe, uint32_t n) const {
         uint64_t* full = pipe.full + n % T::kStages;
         ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kDp * 128);
-        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + n * T::kBlockN), full);
+        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + int64_t{n} * T::kBlockN), full);
 #pragma unroll
         for (int tile = 0; tile < T::kVTiles; ++tile)
             ptx::tma_load_2d(pipe.v_tile<T>(n, tile), maps.v,
-                             static_cast<int32_t>((v_key + n * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row, full);
+                             static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row, full);
     }
     // Block n ≥ kStages goes where block n − kStages was, once every consumer has released it.
-    __device__ __forceinline__ void refill(const Pipeline& pipe, int64_t n) const {
+    __device__ __forceinline__ void refill(const Pipeline& pipe, uint32_t n) const {
         ptx::mbarrier_wait(pipe.empty + n % T::kStages, pipe.phase<T>(n) ^ 1);
         block(pipe, n);
     }

@@ -61,13 +61,15 @@ __device__ __forceinline__ void exponentials(const float (&x)[T::kSTiles * 4], c
 // One block's softmax (§6) from its INT8 code products `acc`. `f[r][h]` = q_scale·k_scale of
 // row r and 64-key half h (each thread's columns share one K group per half, §3); `j0` is the
 // block's first key. Leaves alpha (what rescales the previous O and l) and P̃ in `a`, and
-// issues P·V through `issue`.
-template <class T, bool kLse, class Issue>
+// issues P·V through `issue`. `before_exponentials()` runs
+// just before the exponentials (the softmax turn, mainloop.cuh).
+template <class T, bool kLse, class Issue, class Before>
 __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, const int64_t (&row)[2], int t,
                                               int64_t j0, int64_t lq, int64_t lkv, bool interior,
                                               const int32_t (&acc)[T::kSTiles * 4], const float (&f)[2][2],
                                               float p_offset, Rows& rows, float (&alpha)[2],
-                                              uint32_t (&a)[T::kPvSteps][4], const Issue& issue) {
+                                              uint32_t (&a)[T::kPvSteps][4], const Issue& issue,
+                                              const Before& before_exponentials) {
     constexpr int kHalfTiles = T::kSTiles / 2;
     float x[T::kSTiles * 4];
 #pragma unroll
@@ -134,6 +136,7 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
             g[r][0] = g[r][1] = 1.f;
         }
     }
+    before_exponentials();
     exponentials<T, kLse>(x, g, c, rows, a, issue);
 }
 
