@@ -38,10 +38,19 @@ sageattn_status prepare(const sageattn_problem* problem, Problem* pr) {
 
 size_t workspace_bytes(const Problem& pr) {
 #ifdef SAGEATTN_WITH_CUDA
-    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return cuda::workspace_size(pr);
+    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return cuda::workspace_layout(pr).total;
 #endif
     if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT) return 0;
     return cpu::quantized_workspace_size(pr);
+}
+
+// What the caller's workspace must be before anything runs on it, whichever the device:
+// `need` bytes at least, and not NULL when that is more than none. Alignment is the backend's.
+sageattn_status check_workspace(const void* workspace, size_t bytes, size_t need) {
+    if (bytes < need)
+        return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, need);
+    if (need > 0 && workspace == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "workspace is NULL");
+    return SAGEATTN_SUCCESS;
 }
 
 // C++ exceptions never cross the C boundary.
@@ -132,13 +141,15 @@ sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspac
         Problem pr;
         sageattn_status s = prepare(problem, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
-        const size_t need = workspace_bytes(pr);
-        if (bytes < need)
-            return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, need);
-        if (need > 0 && workspace == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "workspace is NULL");
 #ifdef SAGEATTN_WITH_CUDA
-        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return sageattn::cuda::forward(pr, workspace, bytes, stream);
+        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
+            // One layout for the size check and the run.
+            const sageattn::cuda::WorkspaceLayout layout = sageattn::cuda::workspace_layout(pr);
+            if ((s = check_workspace(workspace, bytes, layout.total)) != SAGEATTN_SUCCESS) return s;
+            return sageattn::cuda::forward(pr, layout, workspace, stream);
+        }
 #endif
+        if ((s = check_workspace(workspace, bytes, workspace_bytes(pr))) != SAGEATTN_SUCCESS) return s;
         if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
             return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
         if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)

@@ -35,18 +35,11 @@ int64_t longest_kv(const Problem& pr) {
     return pr.varlen ? std::min(p.max_len_kv, p.len_kv) : p.len_kv;
 }
 
-// Byte offsets of every workspace region; the zeroed ones come first.
-struct Layout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, kv_nonfinite, zeroed_end;
-    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, key_nonfinite, sum_parts, err_parts, total;
-    int32_t sum_chunks, err_chunks;
-    int64_t kv_rows, q_rows;
-    int dp;
-};
+}  // namespace
 
-Layout layout_of(const Problem& pr) {
+WorkspaceLayout workspace_layout(const Problem& pr) {
     const sageattn_problem& p = pr.p;
-    Layout l{};
+    WorkspaceLayout l{};
     l.dp = padded_head_dim(p.head_dim);
     const int64_t total_q = pr.varlen ? p.len_q : p.batch * p.len_q;
     const int64_t total_kv = pr.varlen ? p.len_kv : p.batch * p.len_kv;
@@ -92,10 +85,12 @@ Layout layout_of(const Problem& pr) {
     return l;
 }
 
+namespace {
+
 template <class T>
 T* region(void* ws, size_t offset) { return reinterpret_cast<T*>(static_cast<char*>(ws) + offset); }
 
-Params params_of(const Problem& pr, const Layout& l, void* ws) {
+Params params_of(const Problem& pr, const WorkspaceLayout& l, void* ws) {
     const sageattn_problem& p = pr.p;
     Params k{};
     k.q = TensorView{p.q.data, p.q.batch_stride, p.q.head_stride, p.q.token_stride};
@@ -360,8 +355,6 @@ size_t attention_shared_bytes(int head_dim_pad, bool pv_fp8, int cta_limit) {
     return static_cast<size_t>(mma_shared_bytes(head_dim_pad, pv_fp8, mma_pipeline(head_dim_pad, pv_fp8, cta_limit)));
 }
 
-size_t workspace_size(const Problem& pr) { return layout_of(pr).total; }
-
 namespace {
 
 // check_seqlens: §1's rules tested on the device, read back (the stream is waited for), and
@@ -395,10 +388,7 @@ sageattn_status check_device_seqlens(const Problem& pr, uint32_t* faults, cudaSt
 
 }  // namespace
 
-sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream_ptr) {
-    const Layout l = layout_of(pr);
-    if (bytes < l.total)
-        return fail(SAGEATTN_ERROR_WORKSPACE_TOO_SMALL, "workspace_bytes = %zu; this problem needs %zu", bytes, l.total);
+sageattn_status forward(const Problem& pr, const WorkspaceLayout& l, void* workspace, void* stream_ptr) {
     if (reinterpret_cast<uintptr_t>(workspace) % 256 != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 256-byte aligned", workspace);
     const sageattn_problem& p = pr.p;

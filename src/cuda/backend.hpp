@@ -12,8 +12,21 @@ namespace sageattn::cuda {
 // Resolves device-dependent defaults (P·V precision and accumulation) and
 // checks that this build and the device can run the problem.
 sageattn_status prepare(Problem& pr);
-size_t workspace_size(const Problem& pr);
-sageattn_status forward(const Problem& pr, void* workspace, size_t bytes, void* stream);
+
+// Byte offsets of every workspace region; the zeroed ones come first. `total` is what
+// sageattn_workspace_size reports.
+struct WorkspaceLayout {
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, kv_nonfinite, zeroed_end;
+    size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, key_nonfinite, sum_parts, err_parts, total;
+    int32_t sum_chunks, err_chunks;
+    int64_t kv_rows, q_rows;
+    int dp;
+};
+// The workspace layout of a prepared problem.
+WorkspaceLayout workspace_layout(const Problem& pr);
+// Runs a prepared problem. `layout` is workspace_layout(pr), computed once by the caller,
+// which has also checked that `workspace` is not NULL and holds layout.total bytes.
+sageattn_status forward(const Problem& pr, const WorkspaceLayout& layout, void* workspace, void* stream);
 
 // Whether small problems run as one mma.sync launch on sm_90 (see forward); on by
 // default. Tests turn it off to reach the sm_90a kernel with small shapes too.

@@ -523,6 +523,41 @@ TEST(Gpu, CheckedVarlen) {
     cudaStreamDestroy(stream);
 }
 
+// A workspace too small, NULL or not 256-byte aligned is refused with the CPU's statuses and
+// messages before anything is launched: out keeps its poison.
+TEST(Gpu, WorkspaceRefusedBeforeAnyLaunch) {
+    REQUIRE_GPU();
+    Attention a(Shape{1, 2, 2, 128, 128, 64, SAGEATTN_DTYPE_FP16, Layout::NHD}, Inputs{1.0f, 1.0f}, rng());
+    std::vector<std::unique_ptr<DeviceBuffer>> keep;
+    sageattn_problem p = a.problem;
+    p.device_type = SAGEATTN_DEVICE_CUDA;
+    auto bytes = [](const Tensor& t) { return t.storage.size() * sizeof(uint16_t); };
+    p.q.data = upload(keep, a.q.storage.data(), bytes(a.q));
+    p.k.data = upload(keep, a.k.storage.data(), bytes(a.k));
+    p.v.data = upload(keep, a.v.storage.data(), bytes(a.v));
+    a.poison();
+    const std::vector<uint16_t> poisoned = a.out.storage;
+    p.out.data = upload(keep, a.out.storage.data(), bytes(a.out));
+    size_t need = 0;
+    ASSERT_EQ(sageattn_workspace_size(&p, &need), SAGEATTN_SUCCESS) << sageattn_last_error();
+    ASSERT_GT(need, 0u);
+    DeviceBuffer ws(need + 256);
+    EXPECT_EQ(sageattn_forward(&p, ws.ptr, need - 1, nullptr), SAGEATTN_ERROR_WORKSPACE_TOO_SMALL);
+    EXPECT_EQ(std::string(sageattn_last_error()),
+              "workspace_bytes = " + std::to_string(need - 1) + "; this problem needs " + std::to_string(need));
+    EXPECT_EQ(sageattn_forward(&p, nullptr, 0, nullptr), SAGEATTN_ERROR_WORKSPACE_TOO_SMALL);
+    EXPECT_EQ(sageattn_forward(&p, nullptr, need, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    EXPECT_EQ(std::string(sageattn_last_error()), "workspace is NULL");
+    EXPECT_EQ(sageattn_forward(&p, static_cast<char*>(ws.ptr) + 64, need, nullptr), SAGEATTN_ERROR_MISALIGNED);
+    EXPECT_NE(std::string(sageattn_last_error()).find("is not 256-byte aligned"), std::string::npos)
+        << sageattn_last_error();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemcpy(a.out.storage.data(), p.out.data, bytes(a.out), cudaMemcpyDeviceToHost);
+    EXPECT_TRUE(a.out.storage == poisoned);
+    EXPECT_EQ(sageattn_forward(&p, ws.ptr, need, nullptr), SAGEATTN_SUCCESS) << sageattn_last_error();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 // ---- Non-finite inputs (§6): NaN rows where the rule puts them, on every kernel path --------
 
 // One NaN or infinity at a time in q, k, v or an additive bias, causal and masked, on the
