@@ -27,6 +27,7 @@
 #include "cuda/ptx/mbarrier.cuh"
 #include "cuda/ptx/setmaxnreg.cuh"
 #include "cuda/ptx/wgmma.cuh"
+#include "cuda/sm90/epilogue.cuh"
 #include "cuda/sm90/mainloop.cuh"
 #include "cuda/sm90/producer.cuh"
 #include "cuda/sm90/softmax.cuh"
@@ -149,8 +150,15 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         rows.l_exact[r] += __shfl_xor_sync(0xffffffffu, rows.l_exact[r], 1);
         rows.l_exact[r] += __shfl_xor_sync(0xffffffffu, rows.l_exact[r], 2);
     }
-    store_rows<kBf16, T::kOTiles>(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse, true,
-                                  v_scale_smem, v_offset_smem, [&](int r, int ot, int e) { return o[4 * ot + 2 * r + e]; });
+    auto acc = [&](int r, int ot, int e) { return o[4 * ot + 2 * r + e]; };
+    if (staged_output(p)) {
+        store_output_staged<T, kBf16>(p, tile.b, tile.h, tile.s, row, lane, rows.m, rows.l, v_scale_smem, v_offset_smem,
+                                      pipe.stages + threadIdx.x / 32 * Staging<T>::kWarpBytes, acc);
+        store_lse_and_nonfinite(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse, true);
+    } else {
+        store_rows<kBf16, T::kOTiles>(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse,
+                                      true, v_scale_smem, v_offset_smem, acc);
+    }
 }
 
 // cuTensorMapEncodeTiled from the driver, found once (the library does not link libcuda).

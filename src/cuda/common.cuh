@@ -355,6 +355,21 @@ __device__ __forceinline__ void overwrite_nonfinite_rows(const Params& p, int b,
 // (m + log2 l_exact − offset)·ln 2, plus the row's smooth-K shift where `shifted`. A row with
 // m = −inf is empty (zeros, lse −inf) only if l = 0: a NaN score leaves m alone but l NaN, and
 // the row comes out NaN (§6). acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
+// The LSE and the non-finite rows of store_rows, after the output rows are stored.
+__device__ __forceinline__ void store_lse_and_nonfinite(const Params& p, int b, int h, const Seq& s,
+                                                        const int64_t (&row)[2], int t, const float (&m)[2],
+                                                        const float (&l)[2], const float (&l_exact)[2], float p_offset,
+                                                        bool lse, bool shifted) {
+    if (lse && t == 0)
+        for (int r = 0; r < 2; ++r) {
+            if (row[r] >= s.len_q) continue;
+            const bool empty = m[r] == -INFINITY && l[r] == 0.f;
+            const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
+            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * alg::kLn2 + shift;
+        }
+    overwrite_nonfinite_rows(p, b, h, row, t, lse);
+}
+
 template <bool kBf16, int kOT, class Acc>
 __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const Seq& s, const int64_t (&row)[2], int t,
                                            const float (&m)[2], const float (&l)[2], const float (&l_exact)[2],
@@ -371,14 +386,7 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
                                      empty ? 0.f : 1.f / l[r], v_scale, v_offset,
                                      [&](int ot, int e) { return acc(r, ot, e); });
     }
-    if (lse && t == 0)
-        for (int r = 0; r < 2; ++r) {
-            if (row[r] >= s.len_q) continue;
-            const bool empty = m[r] == -INFINITY && l[r] == 0.f;
-            const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
-            p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * alg::kLn2 + shift;
-        }
-    overwrite_nonfinite_rows(p, b, h, row, t, lse);
+    store_lse_and_nonfinite(p, b, h, s, row, t, m, l, l_exact, p_offset, lse, shifted);
 }
 
 }  // namespace sageattn::cuda
