@@ -170,47 +170,32 @@ class _Plan:
             if threads != self.threads:
                 self.threads, self.handle = threads, None
                 self.ints[_NUM_THREADS] = threads
+        w = self.words
         if self.handle is None:
-            if _lib.plan_create is None:  # a library from before plans: the struct, validated every call
-                return self._run_struct(stream, keep_ws)
-            w = self.words
             w[_Q_DATA], w[_K_DATA], w[_V_DATA], w[_OUT_DATA], w[_MASK_DATA], w[_LSE_DATA], w[_CU_Q], w[_CU_KV] = d
+            if _lib.plan_create is None:  # a library from before plans: the struct, checked in full every call
+                return self._call(_lib.workspace_size, _lib.forward, (self.addr,), stream, keep_ws)
             status = self._planned()
             if status != _lib.SUCCESS:
                 return status
-        nbytes = self.ws_bytes
-        if nbytes is None:
-            status = _lib.plan_workspace_size(self.handle, self.data_addr, self.size_addr)
-            if status != _lib.SUCCESS:
-                return status
-            nbytes = self.size.value
-            if self.cache_size:
-                self.ws_bytes = nbytes
-        if not nbytes:
-            return _lib.plan_forward(self.handle, self.data_addr, None, 0, stream)
-        ws = self._workspace(nbytes, stream, keep_ws)  # alive through the call
-        base = ws.data_ptr()
-        return _lib.plan_forward(self.handle, self.data_addr, base + (-base % _WS_ALIGN), nbytes, stream)
+        return self._call(_lib.plan_workspace_size, _lib.plan_forward, (self.handle, self.data_addr), stream, keep_ws)
 
-    def _run_struct(self, stream, keep_ws) -> int:
-        """The same run through the struct and sageattn_forward (libraries without plans)."""
-        w = self.words
-        w[_Q_DATA], w[_K_DATA], w[_V_DATA], w[_OUT_DATA], w[_MASK_DATA], w[_LSE_DATA], w[_CU_Q], w[_CU_KV] = (
-            self.data_words
-        )
+    def _call(self, size, forward, head, stream, keep_ws) -> int:
+        """forward(*head, workspace, bytes, stream), the workspace size asked of size(*head, ...)
+        unless kept."""
         nbytes = self.ws_bytes
         if nbytes is None:
-            status = _lib.workspace_size(self.addr, self.size_addr)
+            status = size(*head, self.size_addr)
             if status != _lib.SUCCESS:
                 return status
             nbytes = self.size.value
             if self.cache_size:
                 self.ws_bytes = nbytes
         if not nbytes:
-            return _lib.forward(self.addr, None, 0, stream)
+            return forward(*head, None, 0, stream)
         ws = self._workspace(nbytes, stream, keep_ws)  # alive through the call
         base = ws.data_ptr()
-        return _lib.forward(self.addr, base + (-base % _WS_ALIGN), nbytes, stream)
+        return forward(*head, base + (-base % _WS_ALIGN), nbytes, stream)
 
     def _workspace(self, nbytes, stream, keep_ws) -> torch.Tensor:
         """A workspace of nbytes and _WS_ALIGN more (to align it by hand); the caller keeps it
