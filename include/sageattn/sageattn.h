@@ -264,6 +264,39 @@ SAGEATTN_API sageattn_status sageattn_workspace_size(const sageattn_problem* pro
 SAGEATTN_API sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspace,
                                               size_t workspace_bytes, void* stream);
 
+/* A plan: a problem checked and prepared once (defaults and AUTO options resolved,
+ * kernels chosen, workspace laid out), then run on the data of many calls that share
+ * everything but their data pointers. Each run checks only what depends on the data:
+ * the pointers' alignment and the views' extents (and, on the CPU, cu_seqlens). */
+typedef struct sageattn_plan sageattn_plan;
+
+/* A run's data: the problem's pointers, each NULL exactly where the plan's problem had
+ * NULL (mask.data, lse, cu_seqlens_*); the problem's other fields come from the plan. */
+typedef struct sageattn_data {
+    const void* q;
+    const void* k;
+    const void* v;
+    void* out;
+    const void* mask;
+    float* lse;
+    const int32_t* cu_seqlens_q;
+    const int32_t* cu_seqlens_kv;
+} sageattn_data;
+
+/* Validates the problem as sageattn_check does (its data pointers included) and
+ * writes a new plan to *plan (NULL on failure); sageattn_plan_destroy frees it. A plan
+ * may run on several threads at once. */
+SAGEATTN_API sageattn_status sageattn_plan_create(const sageattn_problem* problem, sageattn_plan** plan);
+/* The workspace bytes a run on `data` needs: the plan's, except on the CPU for a
+ * varlen problem, where it follows cu_seqlens_kv[batch] (see sageattn_workspace_size). */
+SAGEATTN_API sageattn_status sageattn_plan_workspace_size(const sageattn_plan* plan, const sageattn_data* data,
+                                                          size_t* bytes);
+/* Runs the plan's problem on `data`, as sageattn_forward runs the problem with those
+ * pointers; the workspace and stream are as there. */
+SAGEATTN_API sageattn_status sageattn_plan_forward(const sageattn_plan* plan, const sageattn_data* data,
+                                                   void* workspace, size_t workspace_bytes, void* stream);
+SAGEATTN_API void sageattn_plan_destroy(sageattn_plan* plan);
+
 /* "SAGEATTN_ERROR_INVALID_HEAD_DIM", and a sentence saying what it means. */
 SAGEATTN_API const char* sageattn_status_name(sageattn_status status);
 SAGEATTN_API const char* sageattn_status_string(sageattn_status status);

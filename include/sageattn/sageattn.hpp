@@ -145,12 +145,63 @@ public:
     }
 #endif
 
+    // The data pointers of this problem, as a Plan's run takes them.
+    sageattn_data data() const {
+        return sageattn_data{p_.q.data, p_.k.data,  p_.v.data,          p_.out.data,
+                             p_.mask.data, p_.lse, p_.cu_seqlens_q, p_.cu_seqlens_kv};
+    }
+
 private:
     static sageattn_tensor tensor(const View& v) {
         // The C struct uses one tensor type for inputs and outputs; inputs are never written.
         return sageattn_tensor{const_cast<void*>(v.data), v.batch_stride, v.head_stride, v.token_stride};
     }
     sageattn_problem p_;
+};
+
+// A problem checked and prepared once (sageattn_plan_create), run on each call's data: the
+// problem's fields but its data pointers are the plan's. Owns the plan; moves, never copies.
+class Plan {
+public:
+    Plan() = default;
+    static Status create(const Problem& problem, Plan* out) {
+        sageattn_plan* raw = nullptr;
+        const Status s = status_of(sageattn_plan_create(&problem.raw(), &raw));
+        if (s.ok()) *out = Plan(raw);
+        return s;
+    }
+#ifndef SAGEATTN_NO_EXCEPTIONS
+    explicit Plan(const Problem& problem) { throw_if_error(sageattn_plan_create(&problem.raw(), &plan_)); }
+#endif
+    Plan(Plan&& other) noexcept : plan_(other.plan_) { other.plan_ = nullptr; }
+    Plan& operator=(Plan&& other) noexcept {
+        if (this != &other) {
+            sageattn_plan_destroy(plan_);
+            plan_ = other.plan_;
+            other.plan_ = nullptr;
+        }
+        return *this;
+    }
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+    ~Plan() { sageattn_plan_destroy(plan_); }
+
+    Status workspace_size(const sageattn_data& data, size_t* bytes) const {
+        return status_of(sageattn_plan_workspace_size(plan_, &data, bytes));
+    }
+    Status forward(const sageattn_data& data, void* workspace, size_t bytes, void* stream = nullptr) const {
+        return status_of(sageattn_plan_forward(plan_, &data, workspace, bytes, stream));
+    }
+#ifndef SAGEATTN_NO_EXCEPTIONS
+    void run(const sageattn_data& data, void* workspace, size_t bytes, void* stream = nullptr) const {
+        throw_if_error(sageattn_plan_forward(plan_, &data, workspace, bytes, stream));
+    }
+#endif
+    const sageattn_plan* raw() const { return plan_; }
+
+private:
+    explicit Plan(sageattn_plan* plan) : plan_(plan) {}
+    sageattn_plan* plan_ = nullptr;
 };
 
 }  // namespace sageattn

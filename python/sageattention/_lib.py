@@ -139,6 +139,21 @@ class Problem(ctypes.Structure):
     ]
 
 
+class Data(ctypes.Structure):
+    """sageattn_data: a plan's run's pointers."""
+
+    _fields_ = [
+        ("q", ctypes.c_void_p),
+        ("k", ctypes.c_void_p),
+        ("v", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("mask", ctypes.c_void_p),
+        ("lse", ctypes.c_void_p),
+        ("cu_seqlens_q", ctypes.c_void_p),
+        ("cu_seqlens_kv", ctypes.c_void_p),
+    ]
+
+
 class BuildInfo(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_uint32),
@@ -445,6 +460,18 @@ problem_init = _bind(_lib, library_path, "sageattn_problem_init", None, [_vp])
 check = _bind(_lib, library_path, "sageattn_check", ctypes.c_int32, [_vp])
 workspace_size = _bind(_lib, library_path, "sageattn_workspace_size", ctypes.c_int32, [_vp, _vp])
 forward = _bind(_lib, library_path, "sageattn_forward", ctypes.c_int32, [_vp, _vp, ctypes.c_size_t, _vp])
+
+
+def _bind_optional(name: str, restype, argtypes):
+    """A function a library of this ABI may lack (added later in it): None where it does."""
+    return _bind(_lib, library_path, name, restype, argtypes) if hasattr(_lib, name) else None
+
+
+# Plans (sageattn.h): a problem validated and prepared once, run on each call's pointers.
+plan_create = _bind_optional("sageattn_plan_create", ctypes.c_int32, [_vp, _vp])
+plan_workspace_size = _bind_optional("sageattn_plan_workspace_size", ctypes.c_int32, [_vp, _vp, _vp])
+plan_forward = _bind_optional("sageattn_plan_forward", ctypes.c_int32, [_vp, _vp, _vp, ctypes.c_size_t, _vp])
+plan_destroy = _bind_optional("sageattn_plan_destroy", None, [_vp])
 
 
 def _check_abi() -> None:

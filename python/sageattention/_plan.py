@@ -1,14 +1,17 @@
 """The forward's host path: a problem struct per combination of shapes, strides,
-dtypes, devices and options (a plan), filled once after the checks in Python
-and kept per thread; each call then writes its data pointers into the struct's
-bytes and makes one C call. On failure: a retry on fresh copies for misaligned
-views, torch's answer where the caller allows it, or the library's error."""
+dtypes, devices and options, filled once after the checks in Python, and the
+library's plan of it (sageattn_plan_create: its checks and choices made once),
+kept per thread; each call then writes its data pointers and makes one C call,
+sageattn_plan_forward, which checks only those. On failure: a retry on fresh
+copies for misaligned views, torch's answer where the caller allows it, or the
+library's error."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import threading
+import weakref
 
 import torch
 
@@ -57,13 +60,14 @@ _NUM_THREADS = _index(_P.num_threads.offset, 4)
 
 class _Plan:
     """A problem struct filled for one combination of shapes, strides, dtypes,
-    devices and options, whose checks in Python have passed: each call writes
-    its data pointers and runs it. Also keeps the workspace size the library
-    asked for, so that a call is one C call (one validation), not two."""
+    devices and options, whose checks in Python have passed, and the library's
+    plan of it: each call writes its data pointers and runs the plan. Also keeps
+    the workspace size the library asked for, so that a call is one C call."""
 
     __slots__ = (
         "raw", "addr", "words", "ints", "size", "size_addr", "ws_bytes", "cache_size",
         "device", "index", "extra", "fix", "geom", "mask_shape", "lse_shape",
+        "handle", "destroy", "threads", "data", "data_addr", "data_words", "__weakref__",
     )  # fmt: skip
 
     def __init__(self, q, k, v, out, lse, layout, geom, mask, cu_q, cu_kv, max_q, max_kv, is_causal, options, check):
@@ -74,6 +78,14 @@ class _Plan:
         self.ints = memoryview(raw).cast("i")
         self.size = ctypes.c_size_t(0)
         self.size_addr = ctypes.addressof(self.size)
+        # The library's plan of the struct (sageattn_plan_create), made on the first run, when
+        # the struct holds real pointers; each later run passes only its pointers (`data`).
+        self.handle = None
+        self.destroy = None
+        self.threads = 0
+        self.data = bytearray(ctypes.sizeof(_lib.Data))  # a sageattn_data: its 8 pointers as words
+        self.data_addr = ctypes.addressof(_lib.Data.from_buffer(self.data))
+        self.data_words = memoryview(self.data).cast("Q")
         self.geom = geom
         self.fix = False
         self.mask_shape = None
@@ -125,38 +137,69 @@ class _Plan:
         self.ws_bytes = None
         self.cache_size = not (self.index < 0 and layout == VARLEN)
 
+    def _planned(self) -> int:
+        """Makes the library's plan of the struct (its pointers written); returns the status."""
+        if self.destroy is not None:
+            self.destroy()  # the plan of an earlier thread count
+        handle = ctypes.c_void_p()
+        status = _lib.plan_create(self.addr, ctypes.addressof(handle))
+        if status == _lib.SUCCESS:
+            self.handle = handle.value
+            self.destroy = weakref.finalize(self, _lib.plan_destroy, handle.value)
+        return status
+
     def run(self, q, k, v, out, lse, mask, cu_q, cu_kv, keep_ws=False) -> int:
         """Runs the problem on these tensors; returns the library's status (a
         failure's message stays readable through sageattn_last_error()).
         keep_ws: an eager call outside any graph machinery may use a kept workspace."""
-        w = self.words
-        w[_Q_DATA] = q.data_ptr()
-        w[_K_DATA] = k.data_ptr()
-        w[_V_DATA] = v.data_ptr()
-        w[_OUT_DATA] = out.data_ptr()
+        d = self.data_words
+        d[0] = q.data_ptr()
+        d[1] = k.data_ptr()
+        d[2] = v.data_ptr()
+        d[3] = out.data_ptr()
         if self.extra:
-            if mask is not None:
-                w[_MASK_DATA] = mask.data_ptr()
-            if lse is not None:
-                w[_LSE_DATA] = lse.data_ptr()
-            if cu_q is not None:
-                w[_CU_Q] = cu_q.data_ptr()
-                w[_CU_KV] = cu_kv.data_ptr()
+            d[4] = 0 if mask is None else mask.data_ptr()
+            d[5] = 0 if lse is None else lse.data_ptr()
+            d[6] = 0 if cu_q is None else cu_q.data_ptr()
+            d[7] = 0 if cu_kv is None else cu_kv.data_ptr()
         if self.index >= 0:
             stream = _raw_stream(self.index)
         else:
-            self.ints[_NUM_THREADS] = torch.get_num_threads()
             stream = None
+            threads = torch.get_num_threads()  # the CPU's worker threads are the plan's
+            if threads != self.threads:
+                self.threads, self.handle = threads, None
+                self.ints[_NUM_THREADS] = threads
+        w = self.words
+        if self.handle is None:
+            w[_Q_DATA], w[_K_DATA], w[_V_DATA], w[_OUT_DATA], w[_MASK_DATA], w[_LSE_DATA], w[_CU_Q], w[_CU_KV] = d
+            if _lib.plan_create is None:  # a library from before plans: the struct, checked in full every call
+                return self._call(_lib.workspace_size, _lib.forward, (self.addr,), stream, keep_ws)
+            status = self._planned()
+            if status != _lib.SUCCESS:
+                return status
+        return self._call(_lib.plan_workspace_size, _lib.plan_forward, (self.handle, self.data_addr), stream, keep_ws)
+
+    def _call(self, size, forward, head, stream, keep_ws) -> int:
+        """forward(*head, workspace, bytes, stream), the workspace size asked of size(*head, ...)
+        unless kept."""
         nbytes = self.ws_bytes
         if nbytes is None:
-            status = _lib.workspace_size(self.addr, self.size_addr)
+            status = size(*head, self.size_addr)
             if status != _lib.SUCCESS:
                 return status
             nbytes = self.size.value
             if self.cache_size:
                 self.ws_bytes = nbytes
         if not nbytes:
-            return _lib.forward(self.addr, None, 0, stream)
+            return forward(*head, None, 0, stream)
+        ws = self._workspace(nbytes, stream, keep_ws)  # alive through the call
+        base = ws.data_ptr()
+        return forward(*head, base + (-base % _WS_ALIGN), nbytes, stream)
+
+    def _workspace(self, nbytes, stream, keep_ws) -> torch.Tensor:
+        """A workspace of nbytes and _WS_ALIGN more (to align it by hand); the caller keeps it
+        alive through the library call."""
         # Allocated through torch (caching allocator, graph pools; on CUDA it is
         # recycled in stream order, after the kernel) and aligned by hand,
         # since no allocator promises the library's alignment. For eager calls
@@ -174,8 +217,7 @@ class _Plan:
                 ws = kept[self.index, stream] = torch.empty(_WS_KEEP + _WS_ALIGN, dtype=_U8, device=self.device)
         else:
             ws = torch.empty(nbytes + _WS_ALIGN, dtype=_U8, device=self.device)
-        base = ws.data_ptr()
-        return _lib.forward(self.addr, base + (-base % _WS_ALIGN), nbytes, stream)
+        return ws
 
 
 # Plans by metadata, per thread (each owns its struct); a bounded number, since
@@ -197,7 +239,7 @@ def forward(
 
     Everything checked here in Python is a function of the tensors' metadata,
     so it is checked once per combination and the struct it fills is kept (a
-    _Plan); the library still validates every call in full."""
+    _Plan), with the library's plan of it, which checks each call's pointers."""
     key = (
         q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(),
         q.dtype, k.dtype, v.dtype, q.device, k.device, v.device, layout, is_causal, options,

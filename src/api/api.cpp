@@ -53,6 +53,61 @@ sageattn_status check_workspace(const void* workspace, size_t bytes, size_t need
     return SAGEATTN_SUCCESS;
 }
 
+// The workspace of a prepared problem: CUDA's regions, or the CPU's size.
+struct Plan {
+#ifdef SAGEATTN_WITH_CUDA
+    struct Layout {
+        cuda::WorkspaceLayout cuda;
+        size_t cpu = 0;
+    };
+#else
+    struct Layout {
+        size_t cpu = 0;
+    };
+#endif
+    static Layout layout_of(const Problem& pr) {
+        Layout l{};
+#ifdef SAGEATTN_WITH_CUDA
+        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
+            l.cuda = cuda::workspace_layout(pr);
+            return l;
+        }
+#endif
+        l.cpu = workspace_bytes(pr);
+        return l;
+    }
+    static size_t bytes(const Layout& l, const Problem& pr) {
+#ifdef SAGEATTN_WITH_CUDA
+        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return l.cuda.total;
+#endif
+        (void)pr;
+        return l.cpu;
+    }
+};
+
+// Runs a prepared problem (`layout`: its CUDA workspace layout, worked out once by the caller).
+sageattn_status run(const Problem& pr, const Plan::Layout* layout, void* workspace, size_t bytes, void* stream) {
+    sageattn_status s;
+#ifdef SAGEATTN_WITH_CUDA
+    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
+        if ((s = check_workspace(workspace, bytes, layout->cuda.total)) != SAGEATTN_SUCCESS) return s;
+        return cuda::forward(pr, layout->cuda, workspace, stream);
+    }
+#else
+    (void)layout, (void)stream;
+#endif
+    // A CPU varlen problem's size follows its prefix sums, which may be new since the layout.
+    const size_t need = pr.varlen ? workspace_bytes(pr) : layout->cpu;
+    if ((s = check_workspace(workspace, bytes, need)) != SAGEATTN_SUCCESS) return s;
+    if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
+        return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
+    if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)
+        cpu::reference_forward(pr);
+    else
+        cpu::quantized_forward(pr, workspace);
+    return SAGEATTN_SUCCESS;
+}
+
 // C++ exceptions never cross the C boundary.
 template <class F>
 sageattn_status guarded(F&& f) {
@@ -72,6 +127,54 @@ sageattn_status guarded(F&& f) {
 
 using sageattn::Problem;
 using namespace sageattn::api;
+
+// A prepared problem and what it needs to run, worked out once.
+struct sageattn_plan {
+    Problem pr;  // validated and prepared, with the data pointers it was created with
+    Plan::Layout layout;
+};
+
+namespace {
+
+// The plan's problem with `data`'s pointers, which must be present exactly where the plan's
+// were; checks what depends on them (check_data).
+sageattn_status with_data(const sageattn_plan* plan, const sageattn_data* data, Problem* out) {
+    clear_error();
+    if (!plan) return fail(SAGEATTN_ERROR_NULL_POINTER, "plan is NULL");
+    if (!data) return fail(SAGEATTN_ERROR_NULL_POINTER, "data is NULL");
+    Problem& pr = *out;
+    pr = plan->pr;
+    sageattn_problem& p = pr.p;
+    struct Present {
+        const char* name;
+        bool plan, here;
+    };
+    const Present present[] = {{"mask", p.mask.data != nullptr, data->mask != nullptr},
+                               {"lse", p.lse != nullptr, data->lse != nullptr},
+                               {"cu_seqlens_q", p.cu_seqlens_q != nullptr, data->cu_seqlens_q != nullptr},
+                               {"cu_seqlens_kv", p.cu_seqlens_kv != nullptr, data->cu_seqlens_kv != nullptr}};
+    for (const Present& x : present)
+        if (x.plan != x.here)
+            return fail(SAGEATTN_ERROR_NULL_POINTER, "data->%s is %s, but the plan's problem had %s", x.name,
+                        x.here ? "set" : "NULL", x.plan ? "one" : "none");
+    p.q.data = const_cast<void*>(data->q);
+    p.k.data = const_cast<void*>(data->k);
+    p.v.data = const_cast<void*>(data->v);
+    p.out.data = data->out;
+    p.mask.data = data->mask;
+    p.lse = data->lse;
+    p.cu_seqlens_q = data->cu_seqlens_q;
+    p.cu_seqlens_kv = data->cu_seqlens_kv;
+    return check_data(pr);
+}
+
+// The plan's workspace bytes, or on the CPU for a varlen problem those of these prefix sums.
+size_t plan_workspace_bytes(const sageattn_plan& plan, const Problem& pr) {
+    if (pr.p.device_type == SAGEATTN_DEVICE_CPU && pr.varlen) return workspace_bytes(pr);
+    return Plan::bytes(plan.layout, pr);
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -139,25 +242,48 @@ sageattn_status sageattn_workspace_size(const sageattn_problem* problem, size_t*
 sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspace, size_t bytes, void* stream) {
     return guarded([&] {
         Problem pr;
-        sageattn_status s = prepare(problem, &pr);
+        const sageattn_status s = prepare(problem, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
-#ifdef SAGEATTN_WITH_CUDA
-        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
-            // One layout for the size check and the run.
-            const sageattn::cuda::WorkspaceLayout layout = sageattn::cuda::workspace_layout(pr);
-            if ((s = check_workspace(workspace, bytes, layout.total)) != SAGEATTN_SUCCESS) return s;
-            return sageattn::cuda::forward(pr, layout, workspace, stream);
-        }
-#endif
-        if ((s = check_workspace(workspace, bytes, workspace_bytes(pr))) != SAGEATTN_SUCCESS) return s;
-        if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
-            return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
-        if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)
-            sageattn::cpu::reference_forward(pr);
-        else
-            sageattn::cpu::quantized_forward(pr, workspace);
+        // One layout for the size check and the run.
+        const Plan::Layout layout = Plan::layout_of(pr);
+        return run(pr, &layout, workspace, bytes, stream);
+    });
+}
+
+sageattn_status sageattn_plan_create(const sageattn_problem* problem, sageattn_plan** plan) {
+    return guarded([&] {
+        if (!plan) return fail(SAGEATTN_ERROR_NULL_POINTER, "plan is NULL");
+        *plan = nullptr;
+        Problem pr;
+        const sageattn_status s = prepare(problem, &pr);
+        if (s != SAGEATTN_SUCCESS) return s;
+        *plan = new sageattn_plan{pr, Plan::layout_of(pr)};
         return SAGEATTN_SUCCESS;
     });
 }
+
+sageattn_status sageattn_plan_workspace_size(const sageattn_plan* plan, const sageattn_data* data, size_t* bytes) {
+    return guarded([&] {
+        if (!bytes) return fail(SAGEATTN_ERROR_NULL_POINTER, "bytes is NULL");
+        *bytes = 0;
+        Problem pr;
+        const sageattn_status s = with_data(plan, data, &pr);
+        if (s != SAGEATTN_SUCCESS) return s;
+        *bytes = plan_workspace_bytes(*plan, pr);
+        return SAGEATTN_SUCCESS;
+    });
+}
+
+sageattn_status sageattn_plan_forward(const sageattn_plan* plan, const sageattn_data* data, void* workspace,
+                                      size_t bytes, void* stream) {
+    return guarded([&] {
+        Problem pr;
+        const sageattn_status s = with_data(plan, data, &pr);
+        if (s != SAGEATTN_SUCCESS) return s;
+        return run(pr, &plan->layout, workspace, bytes, stream);
+    });
+}
+
+void sageattn_plan_destroy(sageattn_plan* plan) { delete plan; }
 
 }  // extern "C"

@@ -224,6 +224,29 @@ void default_problem(sageattn_problem* p) {
     p->smooth_k = 1;
 }
 
+sageattn_status check_data(const Problem& pr) {
+    const sageattn_problem& p = pr.p;
+    sageattn_status s;
+    // Device-side prefix sums cannot be read here without a synchronisation; kernels clamp instead.
+    if (pr.varlen && p.device_type == SAGEATTN_DEVICE_CPU) {
+        if ((s = check_seqlens("cu_seqlens_q", p.cu_seqlens_q, p.batch, p.len_q, p.max_len_q)) != SAGEATTN_SUCCESS) return s;
+        if ((s = check_seqlens("cu_seqlens_kv", p.cu_seqlens_kv, p.batch, p.len_kv, p.max_len_kv)) != SAGEATTN_SUCCESS)
+            return s;
+    }
+    if ((s = check_tensor("q", p.q, pr, p.heads_q, p.len_q, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("k", p.k, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("v", p.v, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_tensor("out", p.out, pr, p.heads_q, p.len_q, true)) != SAGEATTN_SUCCESS) return s;
+    if ((s = check_mask(pr)) != SAGEATTN_SUCCESS) return s;
+    if (p.lse != nullptr) {
+        static const char* const kNames[] = {"lse_batch_stride", "lse_head_stride", "lse_token_stride"};
+        const int64_t extents[3] = {pr.varlen ? 1 : p.batch, p.heads_q, p.len_q};
+        const int64_t strides[3] = {p.lse_batch_stride, p.lse_head_stride, p.lse_token_stride};
+        if ((s = check_view("lse", p.lse, extents, strides, kNames, 3, 1, 4, true)) != SAGEATTN_SUCCESS) return s;
+    }
+    return SAGEATTN_SUCCESS;
+}
+
 sageattn_status normalize(const sageattn_problem* in, Problem* out) {
     if (in == nullptr) return fail(SAGEATTN_ERROR_NULL_POINTER, "problem is NULL");
     if (in->struct_size < kMinProblemSize)
@@ -290,27 +313,10 @@ sageattn_status normalize(const sageattn_problem* in, Problem* out) {
         if (p.batch > INT32_MAX)
             return fail(SAGEATTN_ERROR_INVALID_SHAPE, "batch = %" PRId64 " sequences; varlen supports up to 2^31-1",
                         p.batch);
-        // Device-side prefix sums cannot be read here without a synchronisation; kernels clamp instead.
-        if (p.device_type == SAGEATTN_DEVICE_CPU) {
-            sageattn_status s = check_seqlens("cu_seqlens_q", p.cu_seqlens_q, p.batch, p.len_q, p.max_len_q);
-            if (s != SAGEATTN_SUCCESS) return s;
-            s = check_seqlens("cu_seqlens_kv", p.cu_seqlens_kv, p.batch, p.len_kv, p.max_len_kv);
-            if (s != SAGEATTN_SUCCESS) return s;
-        }
     }
 
     sageattn_status s;
-    if ((s = check_tensor("q", p.q, pr, p.heads_q, p.len_q, false)) != SAGEATTN_SUCCESS) return s;
-    if ((s = check_tensor("k", p.k, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
-    if ((s = check_tensor("v", p.v, pr, p.heads_kv, p.len_kv, false)) != SAGEATTN_SUCCESS) return s;
-    if ((s = check_tensor("out", p.out, pr, p.heads_q, p.len_q, true)) != SAGEATTN_SUCCESS) return s;
-    if ((s = check_mask(pr)) != SAGEATTN_SUCCESS) return s;
-    if (p.lse != nullptr) {
-        static const char* const kNames[] = {"lse_batch_stride", "lse_head_stride", "lse_token_stride"};
-        const int64_t extents[3] = {pr.varlen ? 1 : p.batch, p.heads_q, p.len_q};
-        const int64_t strides[3] = {p.lse_batch_stride, p.lse_head_stride, p.lse_token_stride};
-        if ((s = check_view("lse", p.lse, extents, strides, kNames, 3, 1, 4, true)) != SAGEATTN_SUCCESS) return s;
-    }
+    if ((s = check_data(pr)) != SAGEATTN_SUCCESS) return s;
     if ((s = check_options(p)) != SAGEATTN_SUCCESS) return s;
     if ((s = check_sizes(pr)) != SAGEATTN_SUCCESS) return s;
     pr.sharp_threshold = p.qk_sharp_threshold > 0.0f ? p.qk_sharp_threshold : alg::kDefaultSharpThreshold;

@@ -61,6 +61,21 @@ int main(void) {
         fprintf(stderr, "sageattn_forward: %s\n", sageattn_last_error());
         return 1;
     }
+    /* The same problem as a plan (checked and prepared once), run on the same inputs into
+     * another output: the same bytes. */
+    static uint16_t again[H * N * D];
+    sageattn_plan* plan = NULL;
+    const sageattn_data data = {q, k, v, again, NULL, NULL, NULL, NULL};
+    if (sageattn_plan_create(&p, &plan) != SAGEATTN_SUCCESS ||
+        sageattn_plan_forward(plan, &data, ws, bytes, NULL) != SAGEATTN_SUCCESS) {
+        fprintf(stderr, "sageattn_plan: %s\n", sageattn_last_error());
+        return 1;
+    }
+    sageattn_plan_destroy(plan);
+    if (memcmp(out, again, sizeof out) != 0) {
+        fprintf(stderr, "consumer: the plan's output differs from sageattn_forward's\n");
+        return 1;
+    }
     free(block);
     double worst = 0;
     for (int i = 0; i < H * N * D; ++i) {

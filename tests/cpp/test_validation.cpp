@@ -16,8 +16,19 @@ struct Bad {
     const char* message_has;  // the argument the message must name
 };
 
+// A problem's data pointers as a plan takes them, and back.
+sageattn_data data_of(const sageattn_problem& p) {
+    return sageattn_data{p.q.data, p.k.data, p.v.data, p.out.data, p.mask.data, p.lse, p.cu_seqlens_q, p.cu_seqlens_kv};
+}
+void set_data(sageattn_problem& p, const sageattn_data& d) {
+    p.q.data = const_cast<void*>(d.q), p.k.data = const_cast<void*>(d.k), p.v.data = const_cast<void*>(d.v);
+    p.out.data = d.out, p.mask.data = d.mask, p.lse = d.lse;
+    p.cu_seqlens_q = d.cu_seqlens_q, p.cu_seqlens_kv = d.cu_seqlens_kv;
+}
+
 class Validation : public ::testing::Test {
 protected:
+    int data_cases = 0;  // bad inputs that were data alone (expect() runs them through a plan)
     std::mt19937_64 r{seed() + 7};
     Attention a{Shape{2, 4, 2, 33, 45, 64}, Inputs{}, r};
     std::vector<int32_t> cu{0, 10, 33};
@@ -37,6 +48,27 @@ protected:
         EXPECT_EQ(sageattn_workspace_size(&p, &bytes), bad.expected) << bad.what;
         EXPECT_EQ(bytes, 0u);
         EXPECT_EQ(sageattn_forward(&p, nullptr, 0, nullptr), bad.expected) << bad.what;
+        // A plan of it is refused the same way; where only data pointers differ from the valid
+        // problem (NULL in the same places), a plan of that one refuses them as data, with the
+        // same status and argument.
+        sageattn_plan* plan = reinterpret_cast<sageattn_plan*>(&bytes);
+        EXPECT_EQ(sageattn_plan_create(&p, &plan), bad.expected) << bad.what;
+        EXPECT_EQ(plan, nullptr) << bad.what;
+        const sageattn_data data = data_of(p);
+        sageattn_problem same = p;
+        set_data(same, data_of(a.problem));
+        const sageattn_data valid = data_of(a.problem);
+        const bool same_presence = (data.mask == nullptr) == (valid.mask == nullptr) && (data.lse == nullptr) == (valid.lse == nullptr) &&
+                                   (data.cu_seqlens_q == nullptr) == (valid.cu_seqlens_q == nullptr) &&
+                                   (data.cu_seqlens_kv == nullptr) == (valid.cu_seqlens_kv == nullptr);
+        if (same_presence && std::memcmp(&same, &a.problem, sizeof same) == 0) {
+            ASSERT_EQ(sageattn_plan_create(&a.problem, &plan), SAGEATTN_SUCCESS) << sageattn_last_error();
+            EXPECT_EQ(sageattn_plan_forward(plan, &data, nullptr, 0, nullptr), bad.expected) << bad.what;
+            EXPECT_NE(std::string(sageattn_last_error()).find(bad.message_has), std::string::npos) << bad.what;
+            EXPECT_EQ(sageattn_plan_workspace_size(plan, &data, &bytes), bad.expected) << bad.what;
+            sageattn_plan_destroy(plan);
+            ++data_cases;
+        }
         for (int64_t h = 0; h < 4; ++h) EXPECT_EQ(a.out.storage[a.out.index(0, h, 0, 0)], 0x7fc1) << bad.what;
         std::printf("[ rejected ] %-44s %-36s %s\n", bad.what, sageattn_status_name(got), msg.c_str());
     }
@@ -140,6 +172,82 @@ TEST_F(Validation, EachBadInputHasItsOwnStatus) {
         cu_kv = {0, 20, 45};
         expect(bad);
     }
+    EXPECT_GE(data_cases, 5);  // the NULL and misaligned tensors
+}
+
+// A plan runs its problem on new data as sageattn_forward runs the problem with those
+// pointers, bit for bit: dense and varlen, mask and LSE, quantized and exact. It checks the
+// data it is given (presence, alignment, on the CPU the prefix sums) and nothing else.
+TEST_F(Validation, PlanRunsAsForward) {
+    auto aligned = [](std::vector<unsigned char>& ws) { return ws.data() + (64 - reinterpret_cast<uintptr_t>(ws.data()) % 64) % 64; };
+    struct Case {
+        const char* what;
+        std::function<void(Attention&)> edit;
+    };
+    const Case cases[] = {
+        {"dense", [](Attention&) {}},
+        {"causal, bool mask, LSE", [this](Attention& x) { x.problem.causal = 1; x.problem.mask = sageattn_mask{1, 0, mask.data(), 0, 0, 45, 1}; x.with_lse(); }},
+        {"exact", [](Attention& x) { x.problem.algorithm = SAGEATTN_ALGORITHM_EXACT; }},
+        {"varlen", [this](Attention& x) { x.problem.batch = 2; x.problem.cu_seqlens_q = cu.data(); x.problem.cu_seqlens_kv = cu_kv.data(); x.problem.max_len_q = x.problem.max_len_kv = 64; }},
+    };
+    for (const Case& c : cases) {
+        Shape s = a.shape;
+        s.batch = 1;
+        s.len_q = 33 * 2, s.len_kv = 45 * 2;  // room for the varlen case's packed tokens
+        std::mt19937_64 gen{seed() + 31};
+        Attention first{s, Inputs{}, gen}, second{s, Inputs{1.5f, 2.0f}, gen};
+        for (Attention* x : {&first, &second}) {
+            x->problem.len_q = 33, x->problem.len_kv = 45;
+            c.edit(*x);
+        }
+        sageattn_plan* plan = nullptr;
+        ASSERT_EQ(sageattn_plan_create(&first.problem, &plan), SAGEATTN_SUCCESS) << c.what << ": " << sageattn_last_error();
+        for (Attention* x : {&first, &second}) {
+            x->run();
+            const std::vector<uint16_t> expected = x->out.storage;
+            const std::vector<float> expected_lse = x->lse;
+            size_t bytes = 0, plan_bytes = 0;
+            ASSERT_EQ(sageattn_workspace_size(&x->problem, &bytes), SAGEATTN_SUCCESS);
+            const sageattn_data data = data_of(x->problem);
+            ASSERT_EQ(sageattn_plan_workspace_size(plan, &data, &plan_bytes), SAGEATTN_SUCCESS) << sageattn_last_error();
+            EXPECT_EQ(plan_bytes, bytes) << c.what;
+            std::vector<unsigned char> ws(bytes + 64);
+            x->poison();
+            if (bytes > 0) EXPECT_EQ(sageattn_plan_forward(plan, &data, aligned(ws), bytes - 1, nullptr), SAGEATTN_ERROR_WORKSPACE_TOO_SMALL);
+            ASSERT_EQ(sageattn_plan_forward(plan, &data, aligned(ws), bytes, nullptr), SAGEATTN_SUCCESS) << c.what << ": " << sageattn_last_error();
+            EXPECT_TRUE(x->out.storage == expected) << c.what << ": the plan's output differs from sageattn_forward's";
+            EXPECT_TRUE(expected_lse.empty() ||
+                        std::memcmp(x->lse.data(), expected_lse.data(), expected_lse.size() * sizeof(float)) == 0)
+                << c.what;
+        }
+        // Data present where the plan's problem had none, or missing where it had some.
+        sageattn_data data = data_of(second.problem);
+        float somewhere = 0.f;
+        data.lse = data.lse ? nullptr : &somewhere;
+        EXPECT_EQ(sageattn_plan_forward(plan, &data, nullptr, 0, nullptr), SAGEATTN_ERROR_NULL_POINTER) << c.what;
+        EXPECT_NE(std::string(sageattn_last_error()).find("data->lse"), std::string::npos) << sageattn_last_error();
+        if (first.problem.cu_seqlens_q) {
+            // The CPU checks each run's prefix sums, and sizes the workspace by them.
+            std::vector<int32_t> shorter{0, 10, 30}, decreasing{0, 20, 10};
+            data = data_of(second.problem);
+            data.cu_seqlens_kv = shorter.data();
+            size_t bytes = 0, fewer = 0;
+            ASSERT_EQ(sageattn_plan_workspace_size(plan, &data, &fewer), SAGEATTN_SUCCESS) << sageattn_last_error();
+            data.cu_seqlens_kv = cu_kv.data();
+            ASSERT_EQ(sageattn_plan_workspace_size(plan, &data, &bytes), SAGEATTN_SUCCESS);
+            EXPECT_LT(fewer, bytes);
+            data.cu_seqlens_q = decreasing.data();
+            EXPECT_EQ(sageattn_plan_forward(plan, &data, nullptr, 0, nullptr), SAGEATTN_ERROR_INVALID_SEQLENS);
+        }
+        sageattn_plan_destroy(plan);
+    }
+    EXPECT_EQ(sageattn_plan_forward(nullptr, nullptr, nullptr, 0, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    sageattn_plan* plan = nullptr;
+    ASSERT_EQ(sageattn_plan_create(&a.problem, &plan), SAGEATTN_SUCCESS);
+    EXPECT_EQ(sageattn_plan_forward(plan, nullptr, nullptr, 0, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    EXPECT_EQ(sageattn_plan_create(&a.problem, nullptr), SAGEATTN_ERROR_NULL_POINTER);
+    sageattn_plan_destroy(plan);
+    sageattn_plan_destroy(nullptr);
 }
 
 TEST_F(Validation, CudaProblemsWhereNoneCanRun) {

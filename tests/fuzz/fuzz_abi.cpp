@@ -384,6 +384,22 @@ void one(int64_t index, uint64_t seed, bool cuda_build, Stats& stats) {
     const int sized = sageattn_workspace_size(problem, &bytes);
     if (sized != checked) die(index, seed, "sageattn_workspace_size and sageattn_check disagree");
     if (sized != SAGEATTN_SUCCESS && bytes != 0) die(index, seed, "a refused problem got a workspace size");
+    // A plan of it: refused as sageattn_check refuses it, or sized the same.
+    sageattn_plan* plan = reinterpret_cast<sageattn_plan*>(&bytes);
+    const int planned = sageattn_plan_create(problem, &plan);
+    if (planned != checked) die(index, seed, "sageattn_plan_create and sageattn_check disagree");
+    if ((planned == SAGEATTN_SUCCESS) != (plan != nullptr)) die(index, seed, "sageattn_plan_create's plan and status disagree");
+    const sageattn_data data{c.p.q.data, c.p.k.data, c.p.v.data, c.p.out.data, c.p.mask.data, c.p.lse, c.p.cu_seqlens_q,
+                             c.p.cu_seqlens_kv};
+    struct PlanGuard {
+        sageattn_plan* plan;
+        ~PlanGuard() { sageattn_plan_destroy(plan); }
+    } guard{plan};
+    if (plan) {
+        size_t plan_bytes = 0;
+        if (sageattn_plan_workspace_size(plan, &data, &plan_bytes) != SAGEATTN_SUCCESS || plan_bytes != bytes)
+            die(index, seed, "sageattn_plan_workspace_size and sageattn_workspace_size disagree");
+    }
     if (!c.runnable || !may_run) {
         ++stats.by_status[checked];
         return;
@@ -405,7 +421,9 @@ void one(int64_t index, uint64_t seed, bool cuda_build, Stats& stats) {
     void* ws = block;
     if (ws_case == 1 && block) ws = static_cast<char*>(block) + 1;  // misaligned: refused before any use
     if (ws_case == 2) ws = nullptr;
-    const int status = sageattn_forward(problem, ws, given, nullptr);
+    // Half the runs through the plan: the same checks hold.
+    const int status = plan && pick(0, 1) == 1 ? sageattn_plan_forward(plan, &data, ws, given, nullptr)
+                                               : sageattn_forward(problem, ws, given, nullptr);
     std::free(block);
     if (!valid_status(status)) die(index, seed, "sageattn_forward returned no status");
     if ((status == SAGEATTN_SUCCESS) != (sageattn_last_error()[0] == '\0')) die(index, seed, "message and status disagree");

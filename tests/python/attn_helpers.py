@@ -64,21 +64,47 @@ def cosine(a, b):
 
 
 class AbiRecorder:
-    """Wraps _lib.forward and records the problem each call passed: what
-    really reached the C ABI (pointers, strides, options)."""
+    """Wraps the C calls that run a problem and records the problem each run passed: what
+    really reached the C ABI (pointers, strides, options). A plan's run (sageattn_plan_forward)
+    is recorded as the struct the plan was made of (sageattn_plan_create) with the run's
+    pointers in it; sageattn_forward's as its struct."""
 
     def __init__(self):
         self.calls = []
         self._forward = _lib.forward
+        self._plan_create = _lib.plan_create
+        self._plan_forward = _lib.plan_forward
+        self._plans = {}
 
-    def __call__(self, addr, ws, nbytes, stream):
+    @staticmethod
+    def _copy(addr):
         import ctypes
 
-        p = _lib.Problem.from_address(addr)
         copy = _lib.Problem()
-        ctypes.memmove(ctypes.addressof(copy), ctypes.addressof(p), ctypes.sizeof(copy))
-        self.calls.append(copy)
+        ctypes.memmove(ctypes.addressof(copy), addr, ctypes.sizeof(copy))
+        return copy
+
+    def __call__(self, addr, ws, nbytes, stream):
+        self.calls.append(self._copy(addr))
         return self._forward(addr, ws, nbytes, stream)
+
+    def plan_create(self, addr, plan_addr):
+        import ctypes
+
+        status = self._plan_create(addr, plan_addr)
+        if status == _lib.SUCCESS:
+            self._plans[ctypes.c_void_p.from_address(plan_addr).value] = self._copy(addr)
+        return status
+
+    def plan_forward(self, plan, data_addr, ws, nbytes, stream):
+        import ctypes
+
+        copy = self._copy(ctypes.addressof(self._plans[plan]))
+        d = _lib.Data.from_address(data_addr)
+        copy.q.data, copy.k.data, copy.v.data, copy.out.data = d.q, d.k, d.v, d.out
+        copy.mask.data, copy.lse, copy.cu_seqlens_q, copy.cu_seqlens_kv = d.mask, d.lse, d.cu_seqlens_q, d.cu_seqlens_kv
+        self.calls.append(copy)
+        return self._plan_forward(plan, data_addr, ws, nbytes, stream)
 
     @property
     def last(self):
@@ -87,9 +113,20 @@ class AbiRecorder:
 
 @contextlib.contextmanager
 def record_abi(monkeypatch):
+    from sageattention import _plan
+
+    _plan._tls.__dict__.pop("plans", None)  # plans made from now on are made through the recorder
     rec = AbiRecorder()
     monkeypatch.setattr(_lib, "forward", rec)
+    monkeypatch.setattr(_lib, "plan_create", rec.plan_create)
+    monkeypatch.setattr(_lib, "plan_forward", rec.plan_forward)
     yield rec
+
+
+def refuse_runs(monkeypatch, status):
+    """Every run the library is asked for returns `status` (problems still pass the checks)."""
+    monkeypatch.setattr(_lib, "forward", lambda *a: status)
+    monkeypatch.setattr(_lib, "plan_forward", lambda *a: status)
 
 
 def view_of(t, layout):

@@ -21,7 +21,7 @@ import time
 import torch
 
 import sageattention as sa
-from sageattention import _lib, _ops
+from sageattention import _lib, _ops, _plan
 
 
 def per_call(fn, calls, sync, rounds=5):
@@ -56,54 +56,81 @@ def host_only(fn, burst=50, trials=20):
 
 
 def stub_library():
-    """Replaces the two C calls of a forward by no-ops; returns the undo."""
-    saved = _lib.workspace_size, _lib.forward
+    """Replaces the C calls of a forward by no-ops (a plan, its size, its run, and the struct
+    path's two); returns the undo."""
+    names = ("workspace_size", "forward", "plan_create", "plan_workspace_size", "plan_forward", "plan_destroy")
+    saved = {name: getattr(_lib, name) for name in names}
 
-    def workspace_size(problem, size):  # as a real call: a workspace to allocate
-        ctypes.c_size_t.from_address(size).value = 4096
+    def size(*args):  # as a real call: a workspace to allocate
+        ctypes.c_size_t.from_address(args[-1]).value = 4096
         return _lib.SUCCESS
 
-    _lib.workspace_size = workspace_size
-    _lib.forward = lambda *a: _lib.SUCCESS
+    def plan_create(problem, plan):
+        ctypes.c_void_p.from_address(plan).value = 1
+        return _lib.SUCCESS
+
+    _lib.workspace_size = _lib.plan_workspace_size = size
+    _lib.forward = _lib.plan_forward = lambda *a: _lib.SUCCESS
+    _lib.plan_create, _lib.plan_destroy = plan_create, lambda plan: None
 
     def undo():
-        _lib.workspace_size, _lib.forward = saved
+        for name, fn in saved.items():
+            setattr(_lib, name, fn)
+        _plan._tls.__dict__.pop("plans", None)  # the stubbed plans
 
     return undo
 
 
 def recorded_forward(call):
-    """sageattn_forward alone, on the problem one real `call` passed to it:
-    returns a no-argument function that makes that C call again, and the
-    address of its copy of the problem."""
-    seen = []
-    real = _lib.forward
+    """The library's calls alone, on what one real `call` passed to it: returns two
+    no-argument functions, one making its sageattn_plan_forward call again (on a plan of
+    the same struct) and one its sageattn_forward call (the struct with the run's pointers),
+    and the address of the struct."""
+    _plan._tls.__dict__.pop("plans", None)  # the call makes its plan now
+    seen = {}
+    real_create, real_forward = _lib.plan_create, _lib.plan_forward
 
-    def spy(addr, ws, nbytes, stream):
-        seen.append((ctypes.string_at(addr, ctypes.sizeof(_lib.Problem)), nbytes, stream))
-        return real(addr, ws, nbytes, stream)
+    def create(addr, plan):
+        seen["problem"] = ctypes.string_at(addr, ctypes.sizeof(_lib.Problem))
+        return real_create(addr, plan)
 
-    _lib.forward = spy
+    def forward(plan, data, ws, nbytes, stream):
+        seen["data"], seen["nbytes"], seen["stream"] = ctypes.string_at(data, ctypes.sizeof(_lib.Data)), nbytes, stream
+        return real_forward(plan, data, ws, nbytes, stream)
+
+    _lib.plan_create, _lib.plan_forward = create, forward
     try:
         result = call()  # keeps q, k, v (the caller's) and out alive
     finally:
-        _lib.forward = real
-    raw, nbytes, stream = seen[-1]
-    problem = ctypes.create_string_buffer(raw, len(raw))
+        _lib.plan_create, _lib.plan_forward = real_create, real_forward
+    nbytes, stream = seen["nbytes"], seen["stream"]
+    problem = ctypes.create_string_buffer(seen["problem"], len(seen["problem"]))
+    data = _lib.Data.from_buffer_copy(seen["data"])
+    p = _lib.Problem.from_buffer(problem)
+    p.q.data, p.k.data, p.v.data, p.out.data = data.q, data.k, data.v, data.out
+    p.mask.data, p.lse, p.cu_seqlens_q, p.cu_seqlens_kv = data.mask, data.lse, data.cu_seqlens_q, data.cu_seqlens_kv
+    handle = ctypes.c_void_p()
+    if real_create(ctypes.addressof(problem), ctypes.addressof(handle)) != _lib.SUCCESS:
+        raise _lib.error_for(_lib.ERROR_INTERNAL, "a plan of the recorded struct")
     device = result.device
     ws = torch.empty(nbytes + 256, dtype=torch.uint8, device=device)
     ws_ptr = ws.data_ptr() + (-ws.data_ptr() % 256) if nbytes else None
-    addr = ctypes.addressof(problem)
-    keep = (problem, ws, result)
+    addr, data_addr = ctypes.addressof(problem), ctypes.addressof(data)
+    keep = (problem, data, ws, result)
 
-    def again():
+    def plan_again():
         keep  # noqa: B018 (the buffers must outlive every call)
-        return real(addr, ws_ptr, nbytes, stream)
+        return real_forward(handle.value, data_addr, ws_ptr, nbytes, stream)
 
-    status = again()
-    if status != _lib.SUCCESS:
-        raise _lib.error_for(status, "recorded sageattn_forward")
-    return again, addr
+    def forward_again():
+        keep  # noqa: B018
+        return _lib.forward(addr, ws_ptr, nbytes, stream)
+
+    for again in (plan_again, forward_again):
+        status = again()
+        if status != _lib.SUCCESS:
+            raise _lib.error_for(status, "recorded call")
+    return plan_again, forward_again, addr
 
 
 def graphs(cases, repeats=100):
@@ -177,15 +204,16 @@ def main():
     if args.breakdown and not args.stub_forward:
         time_of = host_only if cuda else (lambda fn: per_call(fn, args.calls, sync))
         how = "submission only" if cuda else "wall"
-        forward, problem_addr = recorded_forward(ours["sageattn"])
+        plan_forward, forward, problem_addr = recorded_forward(ours["sageattn"])
         undo = stub_library()
         try:
             for name in ("sageattn", "sdpa"):
                 print(f"split  {name + ': Python layer':32s} {time_of(ours[name]):7.2f} us/call ({how}, library stubbed)")
         finally:
             undo()
-        lib = "sageattn_forward alone" + ("" if cuda else " (computes)")
-        print(f"split  {lib:32s} {time_of(forward):7.2f} us/call ({how})")
+        computes = "" if cuda else " (computes)"
+        print(f"split  {'sageattn_plan_forward alone' + computes:32s} {time_of(plan_forward):7.2f} us/call ({how})")
+        print(f"split  {'sageattn_forward alone' + computes:32s} {time_of(forward):7.2f} us/call ({how})")
         print(f"split  {'sageattn_check (validation)':32s} {per_call(lambda: _lib.check(problem_addr), args.calls, sync):7.2f} us/call (ctypes crossing included)")
         print(f"split  {'no-op ctypes call':32s} {per_call(_lib._abi_version, args.calls, sync):7.2f} us/call")
 

@@ -22,6 +22,7 @@ STRUCTS = {
     "sageattn_mask": _lib.Mask,
     "sageattn_problem": _lib.Problem,
     "sageattn_build_info": _lib.BuildInfo,
+    "sageattn_data": _lib.Data,
 }
 SCALARS = {
     "int32_t": ctypes.c_int32,

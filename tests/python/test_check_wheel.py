@@ -33,12 +33,12 @@ def _wheel(tmp_path, dll=None, extra=(), platform="win_amd64", version="2.2.0.0.
 
 
 def test_api_functions_come_from_the_header():
-    assert "sageattn_forward" in API and "sageattn_last_error" in API and len(API) == 11
+    assert "sageattn_forward" in API and "sageattn_last_error" in API and len(API) == 15
 
 
 def test_a_good_windows_wheel_passes(tmp_path, capsys):
     assert check_wheel.check(_wheel(tmp_path), "cu13") == []
-    assert "imports KERNEL32.dll, msvcrt.dll, api-ms-win-crt-runtime-l1-1-0.dll; exports 11 functions" in capsys.readouterr().out
+    assert "imports KERNEL32.dll, msvcrt.dll, api-ms-win-crt-runtime-l1-1-0.dll; exports 15 functions" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,8 @@ def op_calls(monkeypatch):
 
 @contextlib.contextmanager
 def library_calls(monkeypatch):
-    """Counts the C calls: {"workspace_size": n, "forward": n}."""
-    counts = {"workspace_size": 0, "forward": 0}
+    """Counts the C calls that run problems: plans made, their workspace sizes, their runs."""
+    counts = {"plan_create": 0, "plan_workspace_size": 0, "plan_forward": 0}
     for name in counts:
         real = getattr(_lib, name)
 
@@ -148,14 +148,14 @@ def test_one_library_call_per_attention_once_the_shape_is_known(monkeypatch):
     clear_plans()
     with library_calls(monkeypatch) as calls:
         sa.sageattn(*qkv(hq=2, lq=40, d=32))
-        assert calls == {"workspace_size": 1, "forward": 1}
+        assert calls == {"plan_create": 1, "plan_workspace_size": 1, "plan_forward": 1}
         for seed in range(3):
             sa.sageattn(*qkv(hq=2, lq=40, d=32, seed=seed))
-        assert calls == {"workspace_size": 1, "forward": 4}
+        assert calls == {"plan_create": 1, "plan_workspace_size": 1, "plan_forward": 4}
         # The CPU sizes a varlen workspace by cu_seqlens' contents: asked every call.
         sa.sageattn_varlen(*varlen(0), 23, 28)
         sa.sageattn_varlen(*varlen(1), 23, 28)
-        assert calls == {"workspace_size": 3, "forward": 6}
+        assert calls == {"plan_create": 2, "plan_workspace_size": 3, "plan_forward": 6}
 
 
 def test_the_plan_cache_is_bounded(monkeypatch):
@@ -261,11 +261,28 @@ def test_cpu_varlen_workspace_follows_the_packed_key_count():
         assert_same(out, sa.sageattn_varlen(q, k, v, cu_q, every, 23, 28))
 
 
+def test_a_library_without_plans_runs_the_struct(monkeypatch):
+    # A library of this ABI from before plans (no sageattn_plan_*): every call goes through
+    # the struct and sageattn_forward, with the same result, varlen included.
+    clear_plans()
+    q, k, v = qkv(hq=2, lq=40, d=32)
+    want = sa.sageattn(q, k, v)
+    want_varlen = sa.sageattn_varlen(*varlen(0), 23, 28)
+    clear_plans()
+    monkeypatch.setattr(_lib, "plan_create", None)
+    calls = []
+    real = _lib.forward
+    monkeypatch.setattr(_lib, "forward", lambda *a: calls.append(a) or real(*a))
+    assert all(torch.equal(sa.sageattn(q, k, v), want) for _ in range(2))
+    assert torch.equal(sa.sageattn_varlen(*varlen(0), 23, 28), want_varlen)
+    assert len(calls) == 3
+
+
 def test_library_failure_after_a_plan_is_kept_is_reported(monkeypatch):
     clear_plans()
     q, k, v = qkv(hq=2, lq=16, d=16)
     sa.sageattn(q, k, v)
-    monkeypatch.setattr(_lib, "forward", lambda *a: _lib.ERROR_UNSUPPORTED)
+    monkeypatch.setattr(_lib, "plan_forward", lambda *a: _lib.ERROR_UNSUPPORTED)
     with pytest.raises(sa.UnsupportedError):
         sa.sageattn(q, k, v)
     out = sa.sdpa(q, k, v)  # sdpa falls back to torch inside the op, also on a kept plan

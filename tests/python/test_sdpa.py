@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import sageattention as sa
-from attn_helpers import cosine, make, record_abi, same_run
+from attn_helpers import cosine, make, record_abi, refuse_runs, same_run
 from sageattention import _lib, _ops
 
 TORCH_SDPA = _ops.torch_sdpa
@@ -152,7 +152,7 @@ def test_inputs_that_need_grad_fall_back_with_torchs_backward(monkeypatch):
 def test_library_refusal_at_run_time_falls_back_inside_the_op(monkeypatch):
     # What happens on a GPU the library has no kernel for: the op computes
     # torch's answer; the reference API reports the refusal instead.
-    monkeypatch.setattr(_lib, "forward", lambda *a: _lib.ERROR_UNSUPPORTED)
+    refuse_runs(monkeypatch, _lib.ERROR_UNSUPPORTED)
     q, k, v = tensors((1, 4, 24, 16), (1, 2, 24, 16))
     mask = make((24, 24), F16, 9)
     out = sa.sdpa(q, k, v, attn_mask=mask, enable_gqa=True)
@@ -163,13 +163,13 @@ def test_library_refusal_at_run_time_falls_back_inside_the_op(monkeypatch):
 
 def test_misaligned_views_are_retried_on_fresh_copies(monkeypatch):
     calls = []
-    real = _lib.forward
+    real = _lib.plan_forward
 
-    def forward(addr, ws, nbytes, stream):
-        calls.append(_lib.Problem.from_address(addr).q.data)
-        return _lib.ERROR_MISALIGNED if len(calls) == 1 else real(addr, ws, nbytes, stream)
+    def plan_forward(plan, data, ws, nbytes, stream):
+        calls.append(_lib.Data.from_address(data).q)
+        return _lib.ERROR_MISALIGNED if len(calls) == 1 else real(plan, data, ws, nbytes, stream)
 
-    monkeypatch.setattr(_lib, "forward", forward)
+    monkeypatch.setattr(_lib, "plan_forward", plan_forward)
     q, k, v = tensors((1, 2, 16, 16))
     out = sa.sageattn(q, k, v)
     assert len(calls) == 2 and calls[0] == q.data_ptr() and calls[1] != q.data_ptr()
