@@ -159,10 +159,14 @@ int main(int argc, char** argv) {
         for (const Row& r : rows) {
             sageattn::Problem p = problem(out.data());
             p.qk(r.gran, r.qk).pv(r.pv).smooth(r.smooth_k, false);
-            std::vector<unsigned char> storage(p.workspace_size() + 64);
+            // A plan: the problem checked and prepared once; an engine would keep it per shape
+            // and run it on each call's pointers (here the same ones).
+            const sageattn::Plan plan(p);
+            const size_t bytes = plan.workspace_size(p.data());
+            std::vector<unsigned char> storage(bytes + 64);
             void* ws = storage.data() + (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
             t0 = std::chrono::steady_clock::now();
-            p.run(ws, storage.size() - 64);
+            plan.run(p.data(), ws, bytes);
             const double s = seconds_since(t0);
             double dot = 0, nx = 0, ny = 0, l1 = 0, l1r = 0, worst = 0;
             for (int64_t i = 0; i < n; ++i) {

@@ -193,6 +193,11 @@ public:
         return status_of(sageattn_plan_forward(plan_, &data, workspace, bytes, stream));
     }
 #ifndef SAGEATTN_NO_EXCEPTIONS
+    size_t workspace_size(const sageattn_data& data) const {
+        size_t bytes = 0;
+        throw_if_error(sageattn_plan_workspace_size(plan_, &data, &bytes));
+        return bytes;
+    }
     void run(const sageattn_data& data, void* workspace, size_t bytes, void* stream = nullptr) const {
         throw_if_error(sageattn_plan_forward(plan_, &data, workspace, bytes, stream));
     }
