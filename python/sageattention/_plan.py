@@ -170,8 +170,8 @@ class _Plan:
             if threads != self.threads:
                 self.threads, self.handle = threads, None
                 self.ints[_NUM_THREADS] = threads
-        w = self.words
         if self.handle is None:
+            w = self.words
             w[_Q_DATA], w[_K_DATA], w[_V_DATA], w[_OUT_DATA], w[_MASK_DATA], w[_LSE_DATA], w[_CU_Q], w[_CU_KV] = d
             if _lib.plan_create is None:  # a library from before plans: the struct, checked in full every call
                 return self._call(_lib.workspace_size, _lib.forward, (self.addr,), stream, keep_ws)

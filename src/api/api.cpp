@@ -53,52 +53,43 @@ sageattn_status check_workspace(const void* workspace, size_t bytes, size_t need
     return SAGEATTN_SUCCESS;
 }
 
-// The workspace of a prepared problem: CUDA's regions, or the CPU's size.
-struct Plan {
+// The workspace of a prepared problem: CUDA's regions, or the CPU's size, worked out once.
+struct Workspace {
 #ifdef SAGEATTN_WITH_CUDA
-    struct Layout {
-        cuda::WorkspaceLayout cuda;
-        size_t cpu = 0;
-    };
-#else
-    struct Layout {
-        size_t cpu = 0;
-    };
+    cuda::WorkspaceLayout cuda;
 #endif
-    static Layout layout_of(const Problem& pr) {
-        Layout l{};
+    size_t cpu = 0;
+
+    static Workspace of(const Problem& pr) {
+        Workspace w{};
 #ifdef SAGEATTN_WITH_CUDA
         if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
-            l.cuda = cuda::workspace_layout(pr);
-            return l;
+            w.cuda = cuda::workspace_layout(pr);
+            return w;
         }
 #endif
-        l.cpu = workspace_bytes(pr);
-        return l;
+        if (!pr.varlen) w.cpu = workspace_bytes(pr);  // a varlen problem's is worked out per run (bytes)
+        return w;
     }
-    static size_t bytes(const Layout& l, const Problem& pr) {
+    // The bytes a run of `pr` needs: these, except on the CPU for a varlen problem, whose size
+    // follows its prefix sums (a plan's run may bring new ones).
+    size_t bytes(const Problem& pr) const {
 #ifdef SAGEATTN_WITH_CUDA
-        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return l.cuda.total;
+        if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return cuda.total;
 #endif
-        (void)pr;
-        return l.cpu;
+        return pr.varlen ? workspace_bytes(pr) : cpu;
     }
 };
 
-// Runs a prepared problem (`layout`: its CUDA workspace layout, worked out once by the caller).
-sageattn_status run(const Problem& pr, const Plan::Layout* layout, void* workspace, size_t bytes, void* stream) {
+// Runs a prepared problem on the workspace it was laid out for (`layout`, worked out once by the caller).
+sageattn_status run(const Problem& pr, const Workspace& layout, void* workspace, size_t bytes, void* stream) {
     sageattn_status s;
+    if ((s = check_workspace(workspace, bytes, layout.bytes(pr))) != SAGEATTN_SUCCESS) return s;
 #ifdef SAGEATTN_WITH_CUDA
-    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) {
-        if ((s = check_workspace(workspace, bytes, layout->cuda.total)) != SAGEATTN_SUCCESS) return s;
-        return cuda::forward(pr, layout->cuda, workspace, stream);
-    }
+    if (pr.p.device_type == SAGEATTN_DEVICE_CUDA) return cuda::forward(pr, layout.cuda, workspace, stream);
 #else
-    (void)layout, (void)stream;
+    (void)stream;
 #endif
-    // A CPU varlen problem's size follows its prefix sums, which may be new since the layout.
-    const size_t need = pr.varlen ? workspace_bytes(pr) : layout->cpu;
-    if ((s = check_workspace(workspace, bytes, need)) != SAGEATTN_SUCCESS) return s;
     if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0)
         return fail(SAGEATTN_ERROR_MISALIGNED, "workspace = %p is not 64-byte aligned", workspace);
     if (pr.p.algorithm == SAGEATTN_ALGORITHM_EXACT)
@@ -131,7 +122,7 @@ using namespace sageattn::api;
 // A prepared problem and what it needs to run, worked out once.
 struct sageattn_plan {
     Problem pr;  // validated and prepared, with the data pointers it was created with
-    Plan::Layout layout;
+    Workspace layout;
 };
 
 namespace {
@@ -166,12 +157,6 @@ sageattn_status with_data(const sageattn_plan* plan, const sageattn_data* data, 
     p.cu_seqlens_q = data->cu_seqlens_q;
     p.cu_seqlens_kv = data->cu_seqlens_kv;
     return check_data(pr);
-}
-
-// The plan's workspace bytes, or on the CPU for a varlen problem those of these prefix sums.
-size_t plan_workspace_bytes(const sageattn_plan& plan, const Problem& pr) {
-    if (pr.p.device_type == SAGEATTN_DEVICE_CPU && pr.varlen) return workspace_bytes(pr);
-    return Plan::bytes(plan.layout, pr);
 }
 
 }  // namespace
@@ -245,8 +230,7 @@ sageattn_status sageattn_forward(const sageattn_problem* problem, void* workspac
         const sageattn_status s = prepare(problem, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
         // One layout for the size check and the run.
-        const Plan::Layout layout = Plan::layout_of(pr);
-        return run(pr, &layout, workspace, bytes, stream);
+        return run(pr, Workspace::of(pr), workspace, bytes, stream);
     });
 }
 
@@ -257,7 +241,7 @@ sageattn_status sageattn_plan_create(const sageattn_problem* problem, sageattn_p
         Problem pr;
         const sageattn_status s = prepare(problem, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
-        *plan = new sageattn_plan{pr, Plan::layout_of(pr)};
+        *plan = new sageattn_plan{pr, Workspace::of(pr)};
         return SAGEATTN_SUCCESS;
     });
 }
@@ -269,7 +253,7 @@ sageattn_status sageattn_plan_workspace_size(const sageattn_plan* plan, const sa
         Problem pr;
         const sageattn_status s = with_data(plan, data, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
-        *bytes = plan_workspace_bytes(*plan, pr);
+        *bytes = plan->layout.bytes(pr);
         return SAGEATTN_SUCCESS;
     });
 }
@@ -280,7 +264,7 @@ sageattn_status sageattn_plan_forward(const sageattn_plan* plan, const sageattn_
         Problem pr;
         const sageattn_status s = with_data(plan, data, &pr);
         if (s != SAGEATTN_SUCCESS) return s;
-        return run(pr, &plan->layout, workspace, bytes, stream);
+        return run(pr, plan->layout, workspace, bytes, stream);
     });
 }
 

@@ -36,9 +36,6 @@
 namespace sageattn::cuda {
 namespace sm90 {
 
-// Named barrier of the consumer warpgroups before the epilogue (0 is __syncthreads').
-constexpr int kColumnsBarrier = 1;
-
 template <class T, bool kBf16, bool kLse>
 __global__ void __launch_bounds__(T::kThreads, 1)
     attention_kernel(const Params p, const __grid_constant__ CUtensorMap q_map,

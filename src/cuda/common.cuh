@@ -275,32 +275,48 @@ __device__ __forceinline__ bool out_pairs(const Params& p) {
            p.out_batch_stride % 2 == 0;
 }
 
+// Two output values as one 32-bit word of 16-bit ones, `lo` in the low half.
+template <bool kBf16>
+__device__ __forceinline__ uint32_t pack_output_pair(float lo, float hi) {
+    return static_cast<uint32_t>(ptx::store16<kBf16>(lo)) | (static_cast<uint32_t>(ptx::store16<kBf16>(hi)) << 16);
+}
+
 // Channels c and c + 1 of an output row (c even; c + 1 dropped past head_dim).
 template <bool kBf16>
 __device__ __forceinline__ void store_channel_pair(uint16_t* row, int c, int head_dim, bool pairs, float v0, float v1) {
-    const uint16_t lo = ptx::store16<kBf16>(v0), hi = ptx::store16<kBf16>(v1);
+    const uint32_t pair = pack_output_pair<kBf16>(v0, v1);
     if (pairs && c + 1 < head_dim) {
-        *reinterpret_cast<uint32_t*>(row + c) = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+        *reinterpret_cast<uint32_t*>(row + c) = pair;
     } else {
-        row[c] = lo;
-        if (c + 1 < head_dim) row[c + 1] = hi;
+        row[c] = static_cast<uint16_t>(pair);
+        if (c + 1 < head_dim) row[c + 1] = static_cast<uint16_t>(pair >> 16);
     }
 }
 
-// One output row's channels of a thread, (2t, 2t + 1) of each n8 tile (§6):
-// out = acc / l · v_scale + v_offset, zeros for a row that saw no key.
+// §6's output of one row from its accumulators: out = acc / l · v_scale + v_offset, zeros for
+// a row that saw no key. A row with m = −inf is empty only if l = 0: a NaN score leaves m
+// alone but l NaN, and the row comes out NaN.
+struct RowOutput {
+    bool empty;
+    float inv_l;
+    __device__ __forceinline__ RowOutput(float m, float l) : empty(m == -INFINITY && l == 0.f), inv_l(empty ? 0.f : 1.f / l) {}
+    // Channel c of the row from its accumulator.
+    __device__ __forceinline__ float operator()(float acc, const float* v_scale, const float* v_offset, int c) const {
+        return empty ? 0.f : acc * inv_l * v_scale[c] + v_offset[c];
+    }
+};
+
+// One output row's channels of a thread, (2t, 2t + 1) of each n8 tile (§6).
 // acc(ot, e) is the accumulator of tile ot, channel 2t + e.
 template <bool kBf16, int kOT, class Acc>
-__device__ __forceinline__ void store_output_row(uint16_t* row, const Params& p, int t, bool pairs, bool empty,
-                                                 float inv_l, const float* v_scale, const float* v_offset, Acc acc) {
+__device__ __forceinline__ void store_output_row(uint16_t* row, const Params& p, int t, bool pairs, RowOutput out,
+                                                 const float* v_scale, const float* v_offset, Acc acc) {
 #pragma unroll
     for (int ot = 0; ot < kOT; ++ot) {
         const int c = ot * 8 + 2 * t;
         if (c >= p.head_dim) continue;
-        float value[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) value[e] = empty ? 0.f : acc(ot, e) * inv_l * v_scale[c + e] + v_offset[c + e];
-        store_channel_pair<kBf16>(row, c, p.head_dim, pairs, value[0], value[1]);
+        store_channel_pair<kBf16>(row, c, p.head_dim, pairs, out(acc(ot, 0), v_scale, v_offset, c),
+                                  out(acc(ot, 1), v_scale, v_offset, c + 1));
     }
 }
 
@@ -350,12 +366,9 @@ __device__ __forceinline__ void overwrite_nonfinite_rows(const Params& p, int b,
     }
 }
 
-// Both kernels' epilogue (§6) for a thread's two rows, m, l and l_exact already summed
-// over the quad: the output rows and, with `lse`, the natural-log LSE
-// (m + log2 l_exact − offset)·ln 2, plus the row's smooth-K shift where `shifted`. A row with
-// m = −inf is empty (zeros, lse −inf) only if l = 0: a NaN score leaves m alone but l NaN, and
-// the row comes out NaN (§6). acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
-// The LSE and the non-finite rows of store_rows, after the output rows are stored.
+// The rest of store_rows' epilogue, after the output rows: with `lse`, the natural-log LSE
+// (m + log2 l_exact − offset)·ln 2 (−inf for an empty row, RowOutput), plus the row's smooth-K
+// shift where `shifted`; then the non-finite rows.
 __device__ __forceinline__ void store_lse_and_nonfinite(const Params& p, int b, int h, const Seq& s,
                                                         const int64_t (&row)[2], int t, const float (&m)[2],
                                                         const float (&l)[2], const float (&l_exact)[2], float p_offset,
@@ -363,13 +376,16 @@ __device__ __forceinline__ void store_lse_and_nonfinite(const Params& p, int b, 
     if (lse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= s.len_q) continue;
-            const bool empty = m[r] == -INFINITY && l[r] == 0.f;
+            const bool empty = RowOutput(m[r], l[r]).empty;
             const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
             p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * alg::kLn2 + shift;
         }
     overwrite_nonfinite_rows(p, b, h, row, t, lse);
 }
 
+// Both kernels' epilogue (§6) for a thread's two rows, m, l and l_exact already summed
+// over the quad: the output rows (RowOutput), then store_lse_and_nonfinite.
+// acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
 template <bool kBf16, int kOT, class Acc>
 __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const Seq& s, const int64_t (&row)[2], int t,
                                            const float (&m)[2], const float (&l)[2], const float (&l_exact)[2],
@@ -381,10 +397,8 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= s.len_q) continue;
-        const bool empty = m[r] == -INFINITY && l[r] == 0.f;
-        store_output_row<kBf16, kOT>(out + base + row[r] * p.out_token_stride, p, t, pairs, empty,
-                                     empty ? 0.f : 1.f / l[r], v_scale, v_offset,
-                                     [&](int ot, int e) { return acc(r, ot, e); });
+        store_output_row<kBf16, kOT>(out + base + row[r] * p.out_token_stride, p, t, pairs, RowOutput(m[r], l[r]),
+                                     v_scale, v_offset, [&](int ot, int e) { return acc(r, ot, e); });
     }
     store_lse_and_nonfinite(p, b, h, s, row, t, m, l, l_exact, p_offset, lse, shifted);
 }

@@ -10,7 +10,6 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
-#include "cuda/ptx/cvt.cuh"
 
 namespace sageattn::cuda::sm90 {
 
@@ -40,17 +39,13 @@ __device__ __forceinline__ void store_output_staged(const Params& p, int b, int 
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         if (row[r] >= s.len_q) continue;
-        const bool empty = m[r] == -INFINITY && l[r] == 0.f;
-        const float inv_l = empty ? 0.f : 1.f / l[r];
+        const RowOutput out(m[r], l[r]);
         uint8_t* at = staging + (g + 8 * r) * S::kRowBytes;
 #pragma unroll
         for (int ot = 0; ot < T::kOTiles; ++ot) {
             const int c = ot * 8 + 2 * t;
-            float value[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) value[e] = empty ? 0.f : acc(r, ot, e) * inv_l * v_scale[c + e] + v_offset[c + e];
-            *reinterpret_cast<uint32_t*>(at + 2 * c) =
-                static_cast<uint32_t>(ptx::store16<kBf16>(value[0])) | (static_cast<uint32_t>(ptx::store16<kBf16>(value[1])) << 16);
+            *reinterpret_cast<uint32_t*>(at + 2 * c) = pack_output_pair<kBf16>(out(acc(r, ot, 0), v_scale, v_offset, c),
+                                                                               out(acc(r, ot, 1), v_scale, v_offset, c + 1));
         }
     }
     __syncwarp();

@@ -42,7 +42,11 @@ struct Tile {
 // take no turns (docs/PERF.md). Both warpgroups take one turn a block of the tile, a block
 // a warpgroup has no keys for being a turn without work, so that each barrier sees one
 // arrival per wait.
-constexpr int kTurnBarrier = 2;  // and 3 (0: __syncthreads, 1: the epilogue's)
+// The kernel's named barriers: 0 is __syncthreads'; the consumer warpgroups meet on
+// kColumnsBarrier before the epilogue (attention_wgmma.cuh), and take turns on kTurnBarrier
+// and the one after it.
+constexpr int kColumnsBarrier = 1;
+constexpr int kTurnBarrier = 2;
 template <int kWarpgroups>
 struct Turns {
     int wg;
