@@ -22,6 +22,7 @@ constexpr int64_t kQWarpRows = 32;       // §3: per-warp / per-thread Q slab
 constexpr int64_t kQBlockRows = 128;     // §3: per-block Q group
 constexpr int kQThreadGroups = 8;        // §3: per-thread Q groups per slab (row mod 8)
 constexpr int kKThreadGroups = 4;        // §3: per-thread K groups per block ((token mod 8) / 2)
+constexpr int64_t kKMeanKeys = 256;      // §3: keys K's smoothing mean is taken over, spread over the sequence
 constexpr float kInt8Max = 127.0f;       // §3: symmetric INT8, codes in [-127, 127]
 constexpr float kE4M3Max = 448.0f;       // §2: the largest finite FP8 E4M3 value
 constexpr float kAmaxFloor = 0x1p-100f;  // §3/§4: keeps 127/amax and 448/amax finite
@@ -75,6 +76,15 @@ SAGEATTN_HOST_DEVICE inline int64_t q_groups(int64_t len, int granularity) {
     return granularity == SAGEATTN_QK_PER_WARP ? slabs : slabs * kQThreadGroups;
 }
 // K groups of one kKvBlock-key block, and the group of key j (0 <= j < kKvBlock) inside it.
+// §3: K's smoothing mean is over min(Lk, kKMeanKeys) keys spread over the sequence: key
+// floor(i·Lk / kKMeanKeys) for i < kKMeanKeys (every key when Lk <= kKMeanKeys).
+SAGEATTN_HOST_DEVICE constexpr int64_t k_mean_keys(int64_t len) { return len < kKMeanKeys ? len : kKMeanKeys; }
+SAGEATTN_HOST_DEVICE constexpr bool in_k_mean(int64_t j, int64_t len) {
+    if (len <= kKMeanKeys) return j < len;
+    const int64_t i = (j * kKMeanKeys + len - 1) / len;  // the least i with floor(i·len / kKMeanKeys) >= j
+    return i < kKMeanKeys && i * len / kKMeanKeys == j;
+}
+
 SAGEATTN_HOST_DEVICE constexpr int k_groups_per_block(int granularity) {
     return granularity == SAGEATTN_QK_PER_THREAD ? kKThreadGroups : 1;
 }

@@ -101,8 +101,15 @@ void quantize_kv(const Problem& pr, void* ws, const Layout& lay, int64_t b, int6
     std::fill(key_nonfinite, key_nonfinite + n, uint8_t{0});
     float* k_mean = at<float>(ws, lay.k_mean) + head * d;
     load_rows(pr, p.k, b, hk, n, true, rows.data(), key_nonfinite);
-    if (p.smooth_k) channel_mean(rows.data(), n, d, k_mean);
-    else std::fill(k_mean, k_mean + d, 0.0f);
+    if (p.smooth_k) {  // over §3's spread sample of keys
+        std::vector<float> sample;
+        sample.reserve(static_cast<size_t>(alg::k_mean_keys(n) * d));
+        for (int64_t j = 0; j < n; ++j)
+            if (alg::in_k_mean(j, n)) sample.insert(sample.end(), rows.begin() + j * d, rows.begin() + (j + 1) * d);
+        channel_mean(sample.data(), alg::k_mean_keys(n), d, k_mean);
+    } else {
+        std::fill(k_mean, k_mean + d, 0.0f);
+    }
     float kmax = 0.0f;
     for (int64_t i = 0; i < n; ++i)
         for (int64_t c = 0; c < d; ++c) {

@@ -190,10 +190,12 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     float ks[8] = {}, vs[8] = {}, vmax[8], vmin[8], x[8];
     for (int e = 0; e < 8; ++e) vmax[e] = -INFINITY, vmin[e] = INFINITY;
     // NaNs and infinities count as 0 in every statistic (§6; finite_chunk).
-    const auto add = [&](uint4 k_bits, uint4 v_bits) {
+    // K's rows only where §3's mean takes them (alg::in_k_mean): most of K is not read here.
+    const auto sampled = [&](int j) { return p.smooth_k && alg::in_k_mean(j0 + j, s.len_kv); };
+    const auto add = [&](bool k_row, uint4 k_bits, uint4 v_bits) {
         k_bits = finite_chunk<kBf16>(k_bits);
         v_bits = finite_chunk<kBf16>(v_bits);
-        if (p.smooth_k) {
+        if (k_row) {
             chunk_values<kBf16>(k_bits, x);
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
         }
@@ -205,12 +207,13 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     for (int j = w.group; j < n; j += 2 * w.groups) {
         const int j2 = j + w.groups;
         const bool second = j2 < n;
-        const uint4 k1 = p.smooth_k ? load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+        const bool k_row1 = sampled(j), k_row2 = second && sampled(j2);
+        const uint4 k1 = k_row1 ? load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
         const uint4 v1 = load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v);
-        const uint4 k2 = p.smooth_k && second ? load_chunk_bits(p.k.data, kb + j2 * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+        const uint4 k2 = k_row2 ? load_chunk_bits(p.k.data, kb + j2 * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
         const uint4 v2 = second ? load_chunk_bits(p.v.data, vb + j2 * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
-        add(k1, v1);
-        if (second) add(k2, v2);
+        add(k_row1, k1, v1);
+        if (second) add(k_row2, k2, v2);
     }
     for (int e = 0; e < 8; ++e) {
         const int at = w.group * dp + c0 + e;
@@ -281,7 +284,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(s.len_kv) : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(alg::k_mean_keys(s.len_kv)) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
@@ -530,7 +533,9 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(s.len_kv) : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0)
+                        ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(alg::k_mean_keys(s.len_kv))
+                        : 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;

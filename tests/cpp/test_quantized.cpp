@@ -584,6 +584,34 @@ TEST(Features, AccumulationModesAndSmoothV) {
     }
 }
 
+// §3's K mean is over the keys floor(i·Lk/256), i < 256 (all keys up to 256): written here from
+// §3 independently of alg::in_k_mean, and checked through the scales. Channel 0 of a key is 1
+// where §3 samples it and 0 elsewhere, so the mean is exactly 1, every 64-key block (which holds
+// unsampled keys) has amax |0 − 1| = 1 and scale 1/127; the whole sequence's mean (0.256) or the
+// first keys' would give other scales.
+TEST(Features, KMeanIsOverSection3Sample) {
+    for (int64_t len : {int64_t{1}, int64_t{255}, int64_t{256}, int64_t{257}, int64_t{1000}, int64_t{4096}, int64_t{32760}}) {
+        std::vector<bool> in(static_cast<size_t>(len), len <= 256);
+        if (len > 256)
+            for (int64_t i = 0; i < 256; ++i) in[static_cast<size_t>(i * len / 256)] = true;
+        int64_t count = 0;
+        for (int64_t j = 0; j < len; ++j) {
+            ASSERT_EQ(alg::in_k_mean(j, len), in[static_cast<size_t>(j)]) << "len " << len << ", key " << j;
+            count += in[static_cast<size_t>(j)] ? 1 : 0;
+        }
+        EXPECT_EQ(count, alg::k_mean_keys(len)) << "len " << len;
+    }
+    const int64_t lkv = 1000;
+    Attention a(Shape{1, 1, 1, 64, lkv, 32}, Inputs{}, rng());
+    for (int64_t j = 0; j < lkv; ++j)
+        for (int64_t c = 0; c < 32; ++c) a.k.storage[a.k.index(0, 0, j, c)] = encode(0.0f, a.shape.dtype);
+    for (int64_t i = 0; i < 256; ++i) a.k.storage[a.k.index(0, 0, i * lkv / 256, 0)] = encode(1.0f, a.shape.dtype);
+    a.problem.qk_granularity = SAGEATTN_QK_PER_BLOCK;
+    a.problem.qk_precision = SAGEATTN_QK_INT8;
+    const cpu::QuantizedReport report = a.run_reported();
+    for (int64_t j = 0; j < lkv; ++j) ASSERT_EQ(report.k_scale[j], 1.0f / 127.0f) << "key " << j;
+}
+
 TEST(Features, LargeKBiasIsSmoothedAway) {
     Attention a(Shape{1, 2, 2, 256, 256, 64}, Inputs{1.0f, 100.0f}, rng());
     a.run();
