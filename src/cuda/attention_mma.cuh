@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <type_traits>
 
@@ -342,26 +343,57 @@ __global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8, kPipe>())) attent
     if (q0 >= s.len_q) return;
     // §5: one flag per (sequence, head), uniform over the CTA.
     const bool sharp = p.qk_precision == SAGEATTN_QK_INPUT || (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, b, h));
-    if (p.sharp_only && !sharp) return;
     if (sharp) attend<DP, kBf16, kFp8, true, kPipe>(p, smem, b, h, s, q0);
     else attend<DP, kBf16, kFp8, false, kPipe>(p, smem, b, h, s, q0);
 }
 
+// §5's sharp heads after the sm_90a kernel took the others (p.sharp_only): a few CTAs an SM
+// walk the (head, query tile) pairs of the heads that kernel listed, longest tiles first, so
+// that a call without a sharp head is one small launch (a CTA for every tile of every head,
+// each finding its head not sharp, took 27-33 µs a call at 1k-16k tokens, docs/PERF.md).
+template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
+__global__ void __launch_bounds__(128, (mma_min_ctas<DP, kFp8, kPipe>())) sharp_heads_kernel(Params p) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ == 900  // only the sm_90a kernel lists heads: no code elsewhere
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int64_t tiles = (p.max_len_q + kTileQ - 1) / kTileQ;
+    const int64_t items = static_cast<int64_t>(p.sharp_heads[0]) * tiles;
+    for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+        const uint32_t head = p.sharp_heads[1 + item / tiles];
+        const int b = static_cast<int>(head / static_cast<uint32_t>(p.heads_q)), h = static_cast<int>(head % static_cast<uint32_t>(p.heads_q));
+        const Seq s = sequence(p, b);
+        const int64_t q0 = (tiles - 1 - item % tiles) * kTileQ;
+        if (q0 >= s.len_q) continue;
+        attend<DP, kBf16, kFp8, true, kPipe>(p, smem, b, h, s, q0);
+        __syncthreads();  // the shared memory is the next item's
+    }
+#endif
+}
+
+// The kernel, or with p.sharp_only the sharp heads' walk over the list (SMs · CTAs an SM of them).
 template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
 void launch_attention(const Params& p, cudaStream_t stream) {
     static_assert(mma_pipeline_built(DP, kPipe), "mma_config.hpp lists the instances built");
     constexpr int kSmem = AttnSmem<DP, kFp8, kPipe>::kBytes;
-    auto kernel = attention_kernel<DP, kBf16, kFp8, kPipe>;
-    // Once per device and instance: the attribute persists, and the call costs host time.
-    static std::atomic<bool> configured[64];
+    auto kernel = p.sharp_only ? sharp_heads_kernel<DP, kBf16, kFp8, kPipe> : attention_kernel<DP, kBf16, kFp8, kPipe>;
+    // Once per device and kernel: the attribute persists, and the call costs host time.
+    static std::atomic<int> sms[2][64];  // the device's SMs once configured; 0: not yet
     int device = 0;
     cudaGetDevice(&device);
-    if (device >= 64 || !configured[device].load(std::memory_order_relaxed)) {
-        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess && device < 64)
-            configured[device].store(true, std::memory_order_relaxed);
+    std::atomic<int>* known = device < 64 ? &sms[p.sharp_only ? 1 : 0][device] : nullptr;
+    int device_sms = known != nullptr ? known->load(std::memory_order_relaxed) : 0;
+    if (device_sms == 0) {
+        cudaDeviceGetAttribute(&device_sms, cudaDevAttrMultiProcessorCount, device);
+        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess && known != nullptr)
+            known->store(device_sms, std::memory_order_relaxed);
     }
     const int64_t tiles = (p.max_len_q + kTileQ - 1) / kTileQ;
     if (tiles == 0) return;
+    if (p.sharp_only) {
+        const int64_t ctas = std::min<int64_t>(int64_t{device_sms > 0 ? device_sms : 1} * mma_min_ctas<DP, kFp8, kPipe>(),
+                                               tiles * p.heads_q * p.batch);
+        kernel<<<static_cast<unsigned>(ctas), 128, kSmem, stream>>>(p);
+        return;
+    }
     kernel<<<dim3(static_cast<unsigned>(tiles), p.heads_q, p.batch), 128, kSmem, stream>>>(p);
 }
 

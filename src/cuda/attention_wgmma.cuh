@@ -56,8 +56,12 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     const int64_t q0 = query_tile(p) * T::kTileQ;
     if (q0 >= tile.s.len_q) return;
     const int hk = tile.h / p.group;
-    // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ.
-    if (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, tile.b, tile.h)) return;
+    // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ; the CTA of a head's first
+    // rows (every head with rows has one) lists it for that kernel's launch.
+    if (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, tile.b, tile.h)) {
+        if (q0 == 0 && threadIdx.x == 0) p.sharp_heads[1 + atomicAdd(p.sharp_heads, 1u)] = tile.b * p.heads_q + tile.h;
+        return;
+    }
 
     // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
     // the wgmma descriptors built from it in uniform registers.

@@ -63,6 +63,7 @@ WorkspaceLayout workspace_layout(const Problem& pr) {
     l.next_item = take(4);
     l.seqlens_faults = take(4);
     l.q_nonfinite = take(static_cast<size_t>(p.batch * p.heads_q) * 4);
+    l.sharp_heads = take(static_cast<size_t>(1 + p.batch * p.heads_q) * 4);
     l.kv_nonfinite = take(heads_kv * 4);
     l.zeroed_end = at;
     const size_t kv_cells = static_cast<size_t>(p.heads_kv * l.kv_rows);
@@ -135,6 +136,7 @@ Params params_of(const Problem& pr, const WorkspaceLayout& l, void* ws) {
     k.q_scale = region<float>(ws, l.q_scale);
     k.q_shift = region<float>(ws, l.q_shift);
     k.q_nonfinite = region<uint32_t>(ws, l.q_nonfinite);
+    k.sharp_heads = region<uint32_t>(ws, l.sharp_heads);
     k.kv_nonfinite = region<uint32_t>(ws, l.kv_nonfinite);
     k.key_nonfinite = region<uint64_t>(ws, l.key_nonfinite);
     k.kv_rows = l.kv_rows, k.q_rows = l.q_rows;

@@ -16,7 +16,7 @@ sageattn_status prepare(Problem& pr);
 // Byte offsets of every workspace region; the zeroed ones come first. `total` is what
 // sageattn_workspace_size reports.
 struct WorkspaceLayout {
-    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, kv_nonfinite, zeroed_end;
+    size_t k_sum, v_sum, k_amax, q_amax, v_amax, v_err, tickets, ready, next_item, seqlens_faults, q_nonfinite, sharp_heads, kv_nonfinite, zeroed_end;
     size_t k_codes, k_scale, v_codes, q_codes, q_scale, q_shift, key_nonfinite, sum_parts, err_parts, total;
     int32_t sum_chunks, err_chunks;
     int64_t kv_rows, q_rows;

@@ -48,7 +48,7 @@ struct Params {
     // sageattn_qk_precision and sageattn_pv_accum values (pv_accum resolved, never AUTO), compared by name.
     int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
     float sharp_threshold;
-    int32_t sharp_only;  // 1: the mma.sync kernel runs only the heads §5 flags (the Hopper kernel took the rest)
+    int32_t sharp_only;  // 1: the mma.sync launch runs only the heads §5 flags, listed in sharp_heads by the Hopper kernel
     // Workspace (docs/ALGORITHM.md §3-§5 state).
     float* k_sum;        // [batch][heads_kv][dpad]   zeroed
     float* v_sum;        // [batch][heads_kv][dpad]   zeroed
@@ -63,6 +63,9 @@ struct Params {
     float* q_scale;      // [heads_q][q_rows]
     float* q_shift;      // [heads_q][q_rows]: §6's LSE shift; NaN marks a q row with a NaN or infinity (§6)
     uint32_t* q_nonfinite;    // [batch][heads_q]    zeroed: 1 once a q row holds a NaN or infinity (§6)
+    // §5's sharp heads as the sm_90a kernel finds them, for the mma.sync kernel's launch after it:
+    // the count, then b·heads_q + h of each (sharp_heads_kernel in attention_mma.cuh).
+    uint32_t* sharp_heads;    // [1 + batch·heads_q] zeroed
     uint32_t* kv_nonfinite;   // [batch][heads_kv]   zeroed: 1 once a key's k or v holds a NaN or infinity (§6)
     uint64_t* key_nonfinite;  // [2][heads_kv][kv_rows / 64]: those keys, bit j of a 64-key block; K's, then V's
     int64_t kv_rows, q_rows;  // padded row counts of the packed layouts

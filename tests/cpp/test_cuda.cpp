@@ -200,6 +200,21 @@ TEST(Gpu, SharpHostileAndEmpty) {
         a.with_lse();
         check(a, "q, k x30 (sharp heads: 16-bit QK)", 0, 0.995);
     }
+    {
+        // §5 head by head: two of eight (sequence, head) pairs sharp. On sm_90 the sm_90a kernel
+        // takes the others and lists these two for the mma.sync launch after it.
+        Attention a(Shape{2, 4, 4, 300, 500, 128}, Inputs{1.0f, 2.0f}, rng());
+        for (const auto [b, h] : {std::pair<int64_t, int64_t>{0, 1}, {1, 2}})
+            for (Tensor* t : {&a.q, &a.k})
+                for (int64_t i = 0; i < (t == &a.q ? 300 : 500); ++i)
+                    for (int64_t c = 0; c < 128; ++c) {
+                        uint16_t& x = t->storage[t->index(b, h, i, c)];
+                        x = encode(30.0f * decode(x, a.shape.dtype), a.shape.dtype);
+                    }
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "two sharp heads of eight, causal", 0, 0.995);
+    }
     for (int32_t dtype : {SAGEATTN_DTYPE_BF16, SAGEATTN_DTYPE_FP16}) {
         Attention a(Shape{1, 2, 2, 128, 128, 64, dtype}, Inputs{100.0f, 0.0f}, rng());
         a.problem.qk_precision = SAGEATTN_QK_INT8;
