@@ -5,7 +5,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cuda/backend.hpp"
 #include "cuda/kernels.hpp"
@@ -80,13 +82,16 @@ struct Result {
 };
 
 // What P·V precision the library picks by default: FP8 from sm89 on, except sm90
-// above head_dim 128 (the sm_90a kernel's FP8 path stops there; FP8 mma.sync is emulated).
+// above head_dim 128 (the sm_90a kernel's FP8 path stops there, unless SAGEATTN_SM90_D256=1
+// lets it take head_dim 256: experimental; FP8 mma.sync is emulated).
 int32_t gpu_default_pv(int64_t head_dim) {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
     const int cc = major * 10 + minor;
-    if (cc == 90) return head_dim <= 128 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
+    const char* d256 = std::getenv("SAGEATTN_SM90_D256");
+    const bool wide = d256 != nullptr && std::string(d256) == "1";
+    if (cc == 90) return head_dim <= 128 || wide ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
     return cc >= 89 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
 }
 
@@ -156,6 +161,11 @@ TEST(Gpu, ShapesLayoutsAndPrecisions) {
         {{1, 2, 2, 129, 129, 200, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP8},
         {{1, 2, 1, 70, 140, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, true, SAGEATTN_PV_FP16},
         {{1, 2, 2, 513, 1024, 128, SAGEATTN_DTYPE_BF16, Layout::HND}, false, SAGEATTN_PV_FP8},
+        // head_dim 129..256 with FP8 P·V: on sm_90 with SAGEATTN_SM90_D256=1, the sm_90a kernel's
+        // d256 instance (two 128-byte halves of Q and K, P·V in two channel halves); a sequence
+        // end inside a 128-key block, a causal edge, GQA.
+        {{1, 2, 1, 300, 700, 256, SAGEATTN_DTYPE_BF16, Layout::NHD}, true, SAGEATTN_PV_FP8},
+        {{2, 4, 2, 400, 333, 240, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP8},
         // d64 from 2048 query rows on: the sm_90a kernel's three-warpgroup (192-row) tiles.
         {{1, 2, 1, 2100, 2300, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, true, SAGEATTN_PV_FP8},
         {{1, 1, 1, 33, 1, 1, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP16},

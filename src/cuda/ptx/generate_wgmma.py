@@ -9,9 +9,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernels  # noqa: E402 (src/cuda/kernels.py, the kernel registry)
 
 SHAPES_S8 = (128,)  # Q·Kᵀ: m64 x 128 keys x k32, INT8 operands from shared memory
-# P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
-SHAPES_E4M3 = tuple(d + 8 for d in kernels.WGMMA_HEAD_DIMS)
-SHAPES_F16 = SHAPES_E4M3  # the same with FP16 P and Vᵀ, k16
+# wgmma's N is at most 256, so P·V of a head dim above 128 runs in channel halves of 128
+# (sm90/traits.cuh, kPvHalves): the first with the 8 rows of ones, the second without.
+MAX_PV_HALF = 128
+
+
+def pv_shapes(dims):
+    """P·V: m64 x (channels + 8 ones) x k, P from registers, Vᵀ from shared memory."""
+    shapes = set()
+    for d in dims:
+        half = min(d, MAX_PV_HALF)
+        shapes.add(half + 8)
+        if d > MAX_PV_HALF:
+            assert d == 2 * MAX_PV_HALF, "two channel halves at most"
+            shapes.add(half)
+    return tuple(sorted(shapes))
+
+
+SHAPES_E4M3 = pv_shapes(kernels.WGMMA_HEAD_DIMS)  # k32
+SHAPES_F16 = pv_shapes(kernels.WGMMA_FP16_PV_HEAD_DIMS)  # the same with FP16 P and Vᵀ, k16
 
 
 def regs(first, count):
