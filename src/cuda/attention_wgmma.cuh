@@ -4,7 +4,7 @@
 // docs/ALGORITHM.md §6 on the instructions that reach Hopper's full tensor-core rate, with
 // the choices of §10.
 // At head_dim 256 (FP8 P·V only, experimental and off by default: docs/PERF.md) Q and K
-// rows are two 128-byte halves and P·V runs in two channel halves, m64n136 then m64n128.
+// rows are two 128-byte halves and P·V runs in two channel halves of m64n136 each.
 //
 // A CTA is kWarpgroups consumer warpgroups of 64 query rows each, all of one (sequence,
 // head), and a producer warpgroup, one thread of which drives the bulk tensor copy engine
@@ -88,14 +88,16 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         copies.q(pipe);
         for (uint32_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
     }
-    // The rows of ones under every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16 1.0 = 0x3c00); the
-    // copies never touch them.
+    // The rows of ones under every P·V half of every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16
+    // 1.0 = 0x3c00); the copies never touch them.
     constexpr uint32_t kOnes = T::kVB == 1 ? 0x38383838u : 0x3c003c00u;
     constexpr int kOnesChunks = 8 * 128 / 16;
-    for (int i = threadIdx.x; i < T::kStages * T::kVTiles * kOnesChunks; i += T::kThreads) {
-        const int v = i / kOnesChunks, at = i % kOnesChunks;
-        uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes;
-        reinterpret_cast<uint4*>(ones + T::kOnesRow * 128)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
+    constexpr int kOnesBlocks = T::kStages * T::kVTiles * T::kPvHalves;
+    for (int i = threadIdx.x; i < kOnesBlocks * kOnesChunks; i += T::kThreads) {
+        const int v = i / kOnesChunks / T::kPvHalves, half = i / kOnesChunks % T::kPvHalves, at = i % kOnesChunks;
+        uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes +
+                        (half * T::kPvHalf1Row + T::kOnesRow) * 128;
+        reinterpret_cast<uint4*>(ones)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
     }
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();

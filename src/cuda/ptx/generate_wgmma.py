@@ -10,20 +10,15 @@ import kernels  # noqa: E402 (src/cuda/kernels.py, the kernel registry)
 
 SHAPES_S8 = (128,)  # Q·Kᵀ: m64 x 128 keys x k32, INT8 operands from shared memory
 # wgmma's N is at most 256, so P·V of a head dim above 128 runs in channel halves of 128
-# (sm90/traits.cuh, kPvHalves): the first with the 8 rows of ones, the second without.
+# (sm90/traits.cuh, kPvHalves), each with its 8 rows of ones: one shape for both.
 MAX_PV_HALF = 128
 
 
 def pv_shapes(dims):
     """P·V: m64 x (channels + 8 ones) x k, P from registers, Vᵀ from shared memory."""
-    shapes = set()
     for d in dims:
-        half = min(d, MAX_PV_HALF)
-        shapes.add(half + 8)
-        if d > MAX_PV_HALF:
-            assert d == 2 * MAX_PV_HALF, "two channel halves at most"
-            shapes.add(half)
-    return tuple(sorted(shapes))
+        assert d <= 2 * MAX_PV_HALF and (d <= MAX_PV_HALF or d % 2 == 0), "two channel halves at most"
+    return tuple(sorted({min(d, MAX_PV_HALF) + 8 for d in dims}))
 
 
 SHAPES_E4M3 = pv_shapes(kernels.WGMMA_HEAD_DIMS)  # k32

@@ -103,13 +103,13 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         }
         ptx::wgmma_commit();
     };
-    // P·V group g of block j, channel half `half` (a std::integral_constant) into `ob`: its
-    // steps of P̃ (registers) times Vᵀ (shared memory). Half 0 (the only one below d256) has the
-    // rows of ones; half 1 (d256) the other channels, into an accumulator of kPvN1 / 2 that takes
-    // half 0's registers once half 0 is folded (both start fresh).
-    auto issue_pv = [&](auto& ob, const uint32_t (&a)[T::kPvSteps][4], uint32_t j, int g, auto half) {
+    // P·V group g of block j, channel half `half` (a std::integral_constant): its steps of P̃
+    // (registers) times Vᵀ (shared memory). Half 1 (d256) goes into the registers of half 0
+    // once half 0 is folded (both start fresh; the shape is the same).
+    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], uint32_t j, int g,
+                        auto half) {
         constexpr int kHalf = decltype(half)::value;
-        static_assert(kHalf < T::kPvHalves, "a P·V half of this instance");
+        static_assert(kHalf < T::kPvHalves && (kHalf == 0 || T::kVB == 1), "a P·V half of this instance");
         uint64_t v_desc[T::kVTiles];
 #pragma unroll
         for (int vt = 0; vt < T::kVTiles; ++vt)
@@ -118,11 +118,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
 #pragma unroll
         for (int ks = g * T::kPvStepsPerGroup; ks < (g + 1) * T::kPvStepsPerGroup; ++ks) {
             const uint64_t d = v_desc[ks / T::kPvStepsPerTile] + 2 * (ks % T::kPvStepsPerTile);
-            if constexpr (kHalf == 1) {
-                static_assert(kHalf == 1 && T::kVB == 1, "half 1: FP8 P·V");
-                if (ks == 0) ptx::wgmma_e4m3_rs_fresh<T::kPvN1>(ob, a[ks], d);
-                else ptx::wgmma_e4m3_rs<T::kPvN1>(ob, a[ks], d);
-            } else if constexpr (T::kVB == 1) {
+            if constexpr (T::kVB == 1) {
                 if (ks == 0) ptx::wgmma_e4m3_rs_fresh<T::kPvN>(ob, a[ks], d);
                 else ptx::wgmma_e4m3_rs<T::kPvN>(ob, a[ks], d);
             } else {
@@ -132,9 +128,9 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         }
         ptx::wgmma_commit();
     };
-    // O = O·alpha + this block's P·V, channel half `half` of it (all of it below d256); half
-    // 0's last 8 columns are the rounded P̃'s row sums (§6's l).
-    auto fold = [&](const auto& ob, const float (&alpha)[2], auto half) {
+    // O = O·alpha + this block's P·V, channel half `half` of it (all of it below d256); its
+    // last 8 columns are the rounded P̃'s row sums (§6's l), taken from half 0.
+    auto fold = [&](const float (&ob)[T::kPvTiles * 4], const float (&alpha)[2], auto half) {
         constexpr int kHalf = decltype(half)::value;
         if constexpr (kHalf == 0) {
             rows.l[0] = rows.l[0] * alpha[0] + ob[4 * T::kPvHalfOTiles + 0];
@@ -195,14 +191,13 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
             ptx::wgmma_wait<0>();
             ptx::fence_operand(ob);
             fold(ob, alpha, Half0{});
-            ptx::fence_operand(o);  // the fold reads ob before half 1 takes its registers
-            float ob1[T::kPvN1 / 2];
-            issue_pv(ob1, a, j, 0, Half1{});
+            ptx::fence_operand(o);  // the fold reads ob before half 1 overwrites it
+            issue_pv(ob, a, j, 0, Half1{});
             ptx::wgmma_wait<0>();
-            ptx::fence_operand(ob1);
+            ptx::fence_operand(ob);
             ptx::fence_operand(a);
             release(j);
-            fold(ob1, alpha, Half1{});
+            fold(ob, alpha, Half1{});
             if constexpr (decltype(next)::value) issue_next(j);
             return;
         }

@@ -43,10 +43,12 @@ struct Traits {
     static constexpr int kSTiles = kBlockN / 8;  // n8 tiles of a block's scores
     // P·V: Vᵀ rows (channels) of 128 bytes, 128-byte swizzle: one tile of 128 FP8 keys or two
     // of 64 FP16 keys. wgmma's N is at most 256, so above 128 channels P·V runs in kPvHalves
-    // channel halves, one after the other into one accumulator: half 0 has channels
-    // 0..kPvHalfChannels − 1 and under them 8 rows of ones, so the last 8 columns of its P·V
-    // are the row sums of the rounded P̃ (§6's l); half 1 (d256) the other channels. A tile is
-    // [half 0's channels][8 rows of ones][half 1's channels]: each half is contiguous.
+    // channel halves, one after the other into one accumulator. Under each half's channels sit
+    // 8 rows of ones, so the last 8 columns of its P·V are the row sums of the rounded P̃ (§6's
+    // l, taken from half 0). A tile is [channels of half 0][ones][channels of half 1][ones]:
+    // each half is contiguous, and both are one MMA shape, so that half 1 takes half 0's
+    // accumulator registers (with an N of 128 for half 1 ptxas spilled 540 bytes, with 136 for
+    // both 28 to 132: docs/PERF.md).
     static constexpr int kVB = kFp8 ? 1 : 2;
     static constexpr int kVSwizzle = 128;
     static constexpr int kVTiles = kFp8 ? 1 : 2;
@@ -54,9 +56,8 @@ struct Traits {
     static constexpr int kMaxPvN = 256;  // wgmma's largest N
     static constexpr int kPvHalves = DP + 8 <= kMaxPvN ? 1 : 2;
     static constexpr int kPvHalfChannels = DP / kPvHalves;
-    static constexpr int kPvN = kPvHalfChannels + 8;  // N of half 0 (the only one below d256)
-    static constexpr int kPvN1 = kPvHalfChannels;     // N of half 1
-    static constexpr int kOnesRow = kPvHalfChannels;  // the first row of ones in a Vᵀ tile
+    static constexpr int kPvN = kPvHalfChannels + 8;  // N of each half
+    static constexpr int kOnesRow = kPvHalfChannels;  // a half's first row of ones, from its start
     static constexpr int kPvHalf1Row = kPvN;          // half 1's first row in a Vᵀ tile
     static constexpr int kPvK = kFp8 ? 32 : 16;  // keys per P·V MMA step (32 bytes of a Vᵀ row)
     static constexpr int kPvSteps = kBlockN / kPvK;
@@ -79,7 +80,7 @@ struct Traits {
     static constexpr int kKBytes = kBlockN * DP;
     static constexpr int kQHalfBytes = kTileQ * kQKSwizzle;  // one 128-byte half of Q's rows (d256)
     static constexpr int kKHalfBytes = kBlockN * kQKSwizzle;
-    static constexpr int kVTileBytes = (DP + 8) * 128;
+    static constexpr int kVTileBytes = kPvHalves * kPvN * 128;
     static constexpr int kVBoxBytes = kPvHalfChannels * 128;  // one copy: a half's channels of a tile
     static constexpr int kVBytes = kVTiles * kVTileBytes;
     static constexpr int kStageBytes = (kKBytes + kVBytes + 1023) / 1024 * 1024;
@@ -105,7 +106,7 @@ struct Traits {
                   "d256: K steps 4..7 read the second half from its start");
     static_assert(kQHalfBytes % 1024 == 0 && kKHalfBytes % 1024 == 0 && (64 * kQKSwizzle) % 1024 == 0,
                   "every half of Q and K, and each warpgroup's Q rows, on a 1024-byte boundary (128-byte swizzle)");
-    static_assert(kPvHalves * kPvHalfChannels == DP && kPvN <= kMaxPvN && kPvN % 8 == 0 && kPvN1 % 8 == 0,
+    static_assert(kPvHalves * kPvHalfChannels == DP && kPvN <= kMaxPvN && kPvN % 8 == 0,
                   "P·V halves within wgmma's N");
     static_assert(kPvHalves == 1 || (kFp8 && kWarpgroups == 2),
                   "P·V in halves (d256) with FP8 P·V and two consumer warpgroups only (registers, shared memory)");
@@ -119,7 +120,7 @@ struct Traits {
     static_assert(kPvSteps % kPvGroups == 0, "whole P·V steps per group");
     static_assert(kVTileKeys * kVB == kVSwizzle, "a Vᵀ row of a tile is one swizzle span");
     static_assert(kKBytes % 1024 == 0 && kVTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "tiles on 1024-byte boundaries");
-    static_assert(kStages >= 2, "at least double buffering");  // d256: K 32 KB + Vᵀ 33 KB a stage, Q 32 KB, 2 stages
+    static_assert(kStages >= 2, "at least double buffering");  // d256: K 32 KB + Vᵀ 34 KB a stage, Q 32 KB, 2 stages
     static_assert(kConsumers >= DP, "one V channel's epilogue factors a consumer thread");
     static_assert(kBytes <= kSmemLimit, "shared memory of one CTA on sm_90");
 };
