@@ -696,6 +696,77 @@ cuda::MmaPipeline gpu_pipeline(const Attention& a) { return cuda::attention_pipe
 // capped at 99 KB. Held to the CPU emulation with the bounds of every GPU test; and where the
 // device runs the double-buffered configuration too (sm_80, sm_90), to its bits, since only
 // the schedule of the copies differs. On sm_80 the FP8 cases are skipped (no FP8 MMA).
+// Heads of 129-256 channels with FP8 P·V through every feature: on sm_90 with
+// SAGEATTN_SM90_D256=1 the sm_90a kernel's d256 instance (two 128-byte halves of Q and K,
+// P·V in two channel halves, two stages), elsewhere the mma.sync kernels. Masks, varlen,
+// sharp heads, length 1, sequences of many blocks (the stages wrap), padded head dims.
+TEST(Gpu, WideHeadsEveryFeature) {
+    REQUIRE_GPU();
+    const auto wide = [](Shape s) {
+        Attention a(s, Inputs{1.0f, 2.0f}, rng());
+        a.problem.pv_precision = SAGEATTN_PV_FP8;
+        return a;
+    };
+    {
+        Shape s{2, 2, 2, 80, 100, 256};
+        Attention a = wide(s);
+        std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));
+        std::bernoulli_distribution coin(0.6);
+        for (auto& x : keep) x = coin(rng());
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "d256 bool mask + causal", keep.size());
+    }
+    {
+        Shape s{1, 2, 1, 150, 260, 256, SAGEATTN_DTYPE_FP16};
+        Attention a = wide(s);
+        std::vector<float> bias(static_cast<size_t>(s.len_kv));
+        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
+        for (auto& x : bias) x = u(rng());
+        bias[3] = -INFINITY;
+        bias[200] = -3.4028235e38f;
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, 0, 0, 1};
+        check(a, "d256 additive fp32 mask with -inf and finfo.min", bias.size() * 4);
+    }
+    {
+        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
+        Attention a = wide(Shape{1, 4, 2, 301, 572, 256, SAGEATTN_DTYPE_BF16, Layout::NHD});
+        a.problem.batch = 4;
+        a.problem.cu_seqlens_q = cu_q.data();
+        a.problem.cu_seqlens_kv = cu_kv.data();
+        a.problem.max_len_q = 230;
+        a.problem.max_len_kv = 500;
+        a.problem.causal = 1;
+        a.with_lse();
+        a.problem.lse_batch_stride = 0;
+        a.problem.lse_head_stride = 301;
+        check(a, "d256 varlen, 4 sequences, causal");
+    }
+    {
+        Attention a(Shape{1, 2, 2, 256, 256, 256}, Inputs{30.0f, 4.0f}, rng());
+        a.problem.pv_precision = SAGEATTN_PV_FP8;
+        a.with_lse();
+        check(a, "d256 q, k x30 (sharp heads: 16-bit QK)", 0, 0.995);
+    }
+    {
+        Attention a = wide(Shape{1, 1, 1, 1, 1, 256});
+        a.with_lse();
+        check(a, "d256 one query, one key");
+    }
+    {
+        Attention a = wide(Shape{1, 8, 2, 300, 1100, 256, SAGEATTN_DTYPE_BF16, Layout::Strided});
+        a.with_lse();
+        check(a, "d256 GQA 8/2, 1100 keys (the stages wrap), strided");
+    }
+    {
+        Attention a = wide(Shape{2, 3, 3, 129, 383, 192, SAGEATTN_DTYPE_BF16, Layout::HND});
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "d192 (padded to 256) causal, lengths off every block");
+    }
+}
+
 TEST(Gpu, HeadDim256In99KB) {
     REQUIRE_GPU();
     const int cc = device_cc();
