@@ -3,8 +3,8 @@
 // in fp32 and folded into O ("fp32+fp32"), online softmax in exp2 with 128-key steps:
 // docs/ALGORITHM.md §6 on the instructions that reach Hopper's full tensor-core rate, with
 // the choices of §10.
-// At head_dim 256 (FP8 P·V only, experimental and off by default: docs/PERF.md) Q and K
-// rows are two 128-byte halves and P·V runs in two channel halves of m64n136 each.
+// At head_dim 256 (FP8 P·V only; timings in docs/PERF.md) Q and K rows are two 128-byte
+// halves and P·V runs in two channel halves of m64n136 each.
 //
 // A CTA is kWarpgroups consumer warpgroups of 64 query rows each, all of one (sequence,
 // head), and a producer warpgroup, one thread of which drives the bulk tensor copy engine

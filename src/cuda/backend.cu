@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <utility>
@@ -281,19 +280,10 @@ bool small_attention(const sageattn_problem& p, int64_t max_q, int64_t max_kv, i
 
 // Whether the sm_90a kernel takes head dim dp with this P·V precision: the one predicate that
 // the dispatch (takes_wgmma, hence the quantizers' step W and the CPU emulation's through
-// int8_softmax_block) and the P·V precision AUTO resolves to follow. The registry's opt-in head
-// dims (d256: prepared, not yet run on a GPU) only with SAGEATTN_SM90_D256=1 in the
-// environment, read once; without it they run on the mma.sync kernel as before (docs/PERF.md).
-bool sm90_d256_enabled() {
-    static const bool on = [] {
-        const char* v = std::getenv("SAGEATTN_SM90_D256");
-        return v != nullptr && std::strcmp(v, "1") == 0;
-    }();
-    return on;
-}
-bool sm90_takes(int dp, bool pv_fp8) {
-    return has_wgmma_instance(dp) && (pv_fp8 || has_wgmma_fp16_pv(dp)) && (!wgmma_opt_in(dp) || sm90_d256_enabled());
-}
+// int8_softmax_block) and the P·V precision AUTO resolves to follow. Every sm_90a head dim
+// with FP8 P·V (64, 128, 256), FP16 P·V only where the registry has it (64, 128): FP16 P·V at
+// 256 runs on the mma.sync kernel.
+bool sm90_takes(int dp, bool pv_fp8) { return has_wgmma_instance(dp) && (pv_fp8 || has_wgmma_fp16_pv(dp)); }
 
 // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
 // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags

@@ -11,7 +11,5 @@ inline constexpr int kSplitKvHeadDims[] = {256};
 inline constexpr int kWgmmaHeadDims[] = {64, 128, 256};
 // ... of which it has these with FP16 P·V too (the rest: FP8 P·V only).
 inline constexpr int kWgmmaFp16PvHeadDims[] = {64, 128};
-// ... and takes these only where asked for (experimental, backend.cu).
-inline constexpr int kWgmmaOptInHeadDims[] = {256};
 
 }  // namespace sageattn::cuda

@@ -31,12 +31,9 @@ SPLIT_KV_HEAD_DIMS = (256,)
 # the mma.sync kernel of the same size).
 WGMMA_HEAD_DIMS = (64, 128, 256)
 # Of those, the ones it also has with FP16 P·V (at 256, FP8 P·V only: FP16 Vᵀ stages do not fit
-# two in a CTA's shared memory beside Q, and its registers hold no FP16 P̃ beside O).
+# two in a CTA's shared memory beside Q, and its registers hold no FP16 P̃ beside O); FP16 P·V
+# at the others runs on the mma.sync kernel.
 WGMMA_FP16_PV_HEAD_DIMS = (64, 128)
-# Of those, the ones built but taken only where asked for (backend.cu: the environment variable
-# SAGEATTN_SM90_D256=1), not yet run on a GPU: experimental (docs/PERF.md). Without it, problems
-# of these sizes run on the mma.sync kernel as before.
-WGMMA_OPT_IN_HEAD_DIMS = (256,)
 # Each mma.sync head dim is built for every input dtype and P·V precision: (name, template argument).
 DTYPES = (("fp16", "false"), ("bf16", "true"))
 PV_PRECISIONS = (("pv_fp16", "false"), ("pv_fp8", "true"))
@@ -70,8 +67,6 @@ inline constexpr int kSplitKvHeadDims[] = {array(SPLIT_KV_HEAD_DIMS)};
 inline constexpr int kWgmmaHeadDims[] = {array(WGMMA_HEAD_DIMS)};
 // ... of which it has these with FP16 P·V too (the rest: FP8 P·V only).
 inline constexpr int kWgmmaFp16PvHeadDims[] = {array(WGMMA_FP16_PV_HEAD_DIMS)};
-// ... and takes these only where asked for (experimental, backend.cu).
-inline constexpr int kWgmmaOptInHeadDims[] = {array(WGMMA_OPT_IN_HEAD_DIMS)};
 
 }}  // namespace sageattn::cuda
 """
