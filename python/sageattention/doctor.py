@@ -107,7 +107,7 @@ def kernel_path(cc: int, families: str = "") -> str:
     """The kernels `sageattn` takes on a GPU of compute capability `cc`, given the
     library's kernel families (build_info)."""
     if cc == 90 and "cuda-wgmma-sm90a" in families:
-        return "CUDA sm_90a wgmma kernel, INT8 Q·Kᵀ, FP8 P·V (head_dim <= 128; larger: mma kernels, FP16 P·V)"
+        return "CUDA sm_90a wgmma kernel, INT8 Q·Kᵀ, FP8 P·V (every head_dim, 1..256)"
     if cc in (80, 87, 90):
         return "CUDA mma kernels, INT8 Q·Kᵀ, FP16 P·V"
     # 99 KB of shared memory per block: head_dim above 128 runs on one K and one V buffer there.

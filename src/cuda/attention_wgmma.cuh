@@ -3,6 +3,8 @@
 // in fp32 and folded into O ("fp32+fp32"), online softmax in exp2 with 128-key steps:
 // docs/ALGORITHM.md §6 on the instructions that reach Hopper's full tensor-core rate, with
 // the choices of §10.
+// At head_dim 256 (FP8 P·V only; timings in docs/PERF.md) Q and K rows are two 128-byte
+// halves and P·V runs in two channel halves of m64n136 each.
 //
 // A CTA is kWarpgroups consumer warpgroups of 64 query rows each, all of one (sequence,
 // head), and a producer warpgroup, one thread of which drives the bulk tensor copy engine
@@ -90,14 +92,16 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         copies.q(pipe);
         for (uint32_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
     }
-    // The rows of ones under every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16 1.0 = 0x3c00); the
-    // copies never touch them.
+    // The rows of ones under every P·V half of every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16
+    // 1.0 = 0x3c00); the copies never touch them.
     constexpr uint32_t kOnes = T::kVB == 1 ? 0x38383838u : 0x3c003c00u;
     constexpr int kOnesChunks = 8 * 128 / 16;
-    for (int i = threadIdx.x; i < T::kStages * T::kVTiles * kOnesChunks; i += T::kThreads) {
-        const int v = i / kOnesChunks, at = i % kOnesChunks;
-        uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes;
-        reinterpret_cast<uint4*>(ones + DP * 128)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
+    constexpr int kOnesBlocks = T::kStages * T::kVTiles * T::kPvHalves;
+    for (int i = threadIdx.x; i < kOnesBlocks * kOnesChunks; i += T::kThreads) {
+        const int v = i / kOnesChunks / T::kPvHalves, half = i / kOnesChunks % T::kPvHalves, at = i % kOnesChunks;
+        uint8_t* ones = pipe.stages + (v / T::kVTiles) * T::kStageBytes + T::kKBytes + (v % T::kVTiles) * T::kVTileBytes +
+                        (half * T::kPvHalf1Row + T::kOnesRow) * 128;
+        reinterpret_cast<uint4*>(ones)[at] = make_uint4(kOnes, kOnes, kOnes, kOnes);
     }
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();
@@ -201,10 +205,12 @@ bool launch(const Params& p, cudaStream_t stream) {
         p.kv_rows * T::kVB >= (int64_t{1} << 31))
         return false;
     CUtensorMap q_map, k_map, v_map;
-    if (!byte_map(&q_map, p.q_codes, T::kDp, static_cast<uint64_t>(q_cells), T::kDp, T::kDp, T::kTileQ, T::kQKSwizzle) ||
-        !byte_map(&k_map, p.k_codes, T::kDp, static_cast<uint64_t>(kv_cells), T::kDp, T::kDp, T::kBlockN, T::kQKSwizzle) ||
+    // Boxes of Q and K are one swizzle span of their rows (d256: half a row), of Vᵀ a P·V
+    // half's channels (d256: 128 of 256).
+    if (!byte_map(&q_map, p.q_codes, T::kDp, static_cast<uint64_t>(q_cells), T::kDp, T::kQKSwizzle, T::kTileQ, T::kQKSwizzle) ||
+        !byte_map(&k_map, p.k_codes, T::kDp, static_cast<uint64_t>(kv_cells), T::kDp, T::kQKSwizzle, T::kBlockN, T::kQKSwizzle) ||
         !byte_map(&v_map, p.v_codes, static_cast<uint64_t>(p.kv_rows) * T::kVB, static_cast<uint64_t>(p.heads_kv) * T::kDp,
-                  static_cast<uint64_t>(p.kv_rows) * T::kVB, 128, T::kDp, T::kVSwizzle))
+                  static_cast<uint64_t>(p.kv_rows) * T::kVB, 128, T::kPvHalfChannels, T::kVSwizzle))
         return false;
     auto kernel = p.lse ? attention_kernel<T, kBf16, true> : attention_kernel<T, kBf16, false>;
     // Once per device and instance: the attribute persists, and the call costs host time.
@@ -228,11 +234,17 @@ bool launch(const Params& p, cudaStream_t stream) {
 // The instance per problem: two consumer warpgroups (128-row tiles, 240 registers each); at
 // d64 with FP8 P·V three (192-row tiles), whose accumulators fit 160 registers nearly
 // (docs/PERF.md: the A/B of 2026-12-06).
+// d256 has FP8 P·V only (P·V in two channel halves, kernels.py's WGMMA_FP16_PV_HEAD_DIMS):
+// false for FP16 P·V there, which the dispatch never asks for (backend.cu, sm90_takes).
 template <int DP, bool kBf16>
 bool launch_attention_wgmma(const Params& p, cudaStream_t stream) {
-    if (!p.pv_fp8) return sm90::launch<sm90::Traits<DP, 2, false>, kBf16>(p, stream);
-    if constexpr (DP <= 64) return sm90::launch<sm90::Traits<DP, 3, true>, kBf16>(p, stream);
-    return sm90::launch<sm90::Traits<DP, 2, true>, kBf16>(p, stream);
+    if constexpr (DP > 128) {
+        return p.pv_fp8 && sm90::launch<sm90::Traits<DP, 2, true>, kBf16>(p, stream);
+    } else {
+        if (!p.pv_fp8) return sm90::launch<sm90::Traits<DP, 2, false>, kBf16>(p, stream);
+        if constexpr (DP <= 64) return sm90::launch<sm90::Traits<DP, 3, true>, kBf16>(p, stream);
+        return sm90::launch<sm90::Traits<DP, 2, true>, kBf16>(p, stream);
+    }
 }
 
 }  // namespace sageattn::cuda

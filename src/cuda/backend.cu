@@ -280,6 +280,13 @@ bool small_attention(const sageattn_problem& p, int64_t max_q, int64_t max_kv, i
     return small_problem_path.load(std::memory_order_relaxed) && max_kv <= 1024 && ctas <= 2 * int64_t{sms};
 }
 
+// Whether the sm_90a kernel takes head dim dp with this P·V precision: the one predicate that
+// the dispatch (takes_wgmma, hence the quantizers' step W and the CPU emulation's through
+// int8_softmax_block) and the P·V precision AUTO resolves to follow. Every sm_90a head dim
+// with FP8 P·V (64, 128, 256), FP16 P·V only where the registry has it (64, 128): FP16 P·V at
+// 256 runs on the mma.sync kernel.
+bool sm90_takes(int dp, bool pv_fp8) { return has_wgmma_instance(dp) && (pv_fp8 || has_wgmma_fp16_pv(dp)); }
+
 // sm90: the wgmma kernel takes every head it can (INT8 Q·Kᵀ; FP8 P·V with "fp32+fp32" or FP16
 // P·V with "fp32", each block summed apart in fp32), and the mma.sync kernel the heads §5 flags
 // for 16-bit Q·Kᵀ. `pr` is prepared (no AUTO left).
@@ -289,7 +296,7 @@ bool takes_wgmma(const Problem& pr, int dp) {
     const bool accum = fp8 ? p.pv_accum == SAGEATTN_ACCUM_FP32_FP32 : p.pv_accum == SAGEATTN_ACCUM_FP32;
     const int64_t max_q = longest_q(pr), max_kv = longest_kv(pr);
     const int device = p.device_index;
-    return kHaveWgmma && devices().cc[device] == 90 && accum && has_wgmma_instance(dp) && p.qk_precision != SAGEATTN_QK_INPUT &&
+    return kHaveWgmma && devices().cc[device] == 90 && accum && sm90_takes(dp, fp8) && p.qk_precision != SAGEATTN_QK_INPUT &&
            !small_attention(p, max_q, max_kv, devices().sms[device]);
 }
 
@@ -332,7 +339,7 @@ sageattn_status prepare(Problem& pr) {
     // FP8 mma.sync exists from sm89; on sm90 it is emulated through FP16, so FP16 P·V is faster there,
     // unless the sm_90a kernel (FP8 wgmma) takes the problem.
     const bool fp8_native =
-        (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && has_wgmma_instance(padded_head_dim(p.head_dim)));
+        (cc >= 89 && cc != 90) || (cc == 90 && kHaveWgmma && sm90_takes(padded_head_dim(p.head_dim), true));
     if (p.pv_precision == SAGEATTN_PV_AUTO) p.pv_precision = fp8_native ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
     if (p.pv_precision == SAGEATTN_PV_FP8 && cc < 89)
         return fail(SAGEATTN_ERROR_UNSUPPORTED, "pv_precision = fp8 needs sm_89 or newer; device %d is sm_%d",

@@ -8,6 +8,8 @@ inline constexpr int kMmaHeadDims[] = {64, 128, 256};
 // Those also built with split K and Vᵀ buffers (MmaPipeline::kSplitKv, mma_config.hpp).
 inline constexpr int kSplitKvHeadDims[] = {256};
 // Those the sm_90a attention kernel has too (sm90/*.cu).
-inline constexpr int kWgmmaHeadDims[] = {64, 128};
+inline constexpr int kWgmmaHeadDims[] = {64, 128, 256};
+// ... of which it has these with FP16 P·V too (the rest: FP8 P·V only).
+inline constexpr int kWgmmaFp16PvHeadDims[] = {64, 128};
 
 }  // namespace sageattn::cuda

@@ -27,9 +27,13 @@ MMA_HEAD_DIMS = (64, 128, 256)
 # Those also built with split K and Vᵀ buffers (mma_config.hpp, MmaPipeline::kSplitKv), for
 # the devices whose CTA cannot hold two stages of them (head_dim 256 on the 99 KB parts).
 SPLIT_KV_HEAD_DIMS = (256,)
-# Those the sm_90a kernel has too (at head_dim <= 128 on sm_90 it takes the INT8 heads; the
-# heads §5 flags run on the mma.sync kernel of the same size).
-WGMMA_HEAD_DIMS = (64, 128)
+# Those the sm_90a kernel has too (on sm_90 it takes the INT8 heads; the heads §5 flags run on
+# the mma.sync kernel of the same size).
+WGMMA_HEAD_DIMS = (64, 128, 256)
+# Of those, the ones it also has with FP16 P·V (at 256, FP8 P·V only: FP16 Vᵀ stages do not fit
+# two in a CTA's shared memory beside Q, and its registers hold no FP16 P̃ beside O); FP16 P·V
+# at the others runs on the mma.sync kernel.
+WGMMA_FP16_PV_HEAD_DIMS = (64, 128)
 # Each mma.sync head dim is built for every input dtype and P·V precision: (name, template argument).
 DTYPES = (("fp16", "false"), ("bf16", "true"))
 PV_PRECISIONS = (("pv_fp16", "false"), ("pv_fp8", "true"))
@@ -61,6 +65,8 @@ inline constexpr int kMmaHeadDims[] = {array(MMA_HEAD_DIMS)};
 inline constexpr int kSplitKvHeadDims[] = {array(SPLIT_KV_HEAD_DIMS)};
 // Those the sm_90a attention kernel has too (sm90/*.cu).
 inline constexpr int kWgmmaHeadDims[] = {array(WGMMA_HEAD_DIMS)};
+// ... of which it has these with FP16 P·V too (the rest: FP8 P·V only).
+inline constexpr int kWgmmaFp16PvHeadDims[] = {array(WGMMA_FP16_PV_HEAD_DIMS)};
 
 }}  // namespace sageattn::cuda
 """

@@ -26,6 +26,12 @@ constexpr bool has_wgmma_instance(int dp) {
         if (d == dp) return true;
     return false;
 }
+// ... with FP16 P·V too (d256 has FP8 P·V only).
+constexpr bool has_wgmma_fp16_pv(int dp) {
+    for (int d : kWgmmaFp16PvHeadDims)
+        if (d == dp) return true;
+    return false;
+}
 // The registry's lists as the dispatch needs them: the mma.sync head dims ascending (for
 // padded_head_dim), multiples of 64 (the mma.sync kernel takes Q·Kᵀ two k32 steps at a time),
 // the last SAGEATTN_MAX_HEAD_DIM; every sm_90a head dim among them (its sharp heads, §5, run on
@@ -41,11 +47,13 @@ constexpr bool registry_is_consistent() {
         if (padded_head_dim(dp) != dp) return false;
     for (int dp : kSplitKvHeadDims)
         if (padded_head_dim(dp) != dp) return false;
+    for (int dp : kWgmmaFp16PvHeadDims)
+        if (!has_wgmma_instance(dp)) return false;
     return last == SAGEATTN_MAX_HEAD_DIM;
 }
 static_assert(registry_is_consistent(),
               "kernels.py: mma.sync head dims ascending multiples of 64 up to SAGEATTN_MAX_HEAD_DIM, and every "
-              "sm_90a and split-buffer head dim among them");
+              "sm_90a and split-buffer head dim among them, and every sm_90a FP16 P·V head dim among those");
 
 // K/V sums, then K, V and Q codes (§3, §4): one launch when there are at most
 // `one_launch_items` blocks in all (small problems, whose time is launch latency), else
@@ -63,7 +71,8 @@ template <int DP, bool kBf16, bool kFp8, MmaPipeline kPipe>
 void launch_attention(const Params& p, cudaStream_t stream);
 
 // sm_90a only (built when the SM list names 90): INT8 and FP8 wgmma, FP8 P·V with
-// "fp32+fp32" accumulation, head_dim_pad 64 or 128; skips the heads §5 flags. False when
+// "fp32+fp32" accumulation (or FP16 P·V with "fp32"), head_dim_pad 64 or 128, and 256 with FP8
+// P·V only (kernels.py's WGMMA_FP16_PV_HEAD_DIMS); skips the heads §5 flags. False when
 // the problem is beyond it (32-bit tile coordinates) or the driver has no tensor-map encoder:
 // the caller then runs the mma.sync kernel.
 template <int DP, bool kBf16>

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "cuda/backend.hpp"
 #include "cuda/kernels.hpp"
@@ -79,16 +80,17 @@ struct Result {
     Accuracy vs_cpu, vs_ref;
 };
 
-// What P·V precision the library picks by default: FP8 from sm89 on, except sm90
-// above head_dim 128 (the sm_90a kernel's FP8 path stops there; FP8 mma.sync is emulated).
-int32_t gpu_default_pv(int64_t head_dim) {
+int device_cc() {
     int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
-    const int cc = major * 10 + minor;
-    if (cc == 90) return head_dim <= 128 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
-    return cc >= 89 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16;
+    return major * 10 + minor;
 }
+
+// What P·V precision the library picks by default: FP8 from sm89 on, at every head dim. On
+// sm_90, where FP8 mma.sync is emulated, that is the sm_90a kernel's FP8 P·V, which it has at
+// every padded head dim (64, 128 and 256); Gpu.Sm90TakesEveryHeadDimWithFp8Pv checks it there.
+int32_t gpu_default_pv() { return device_cc() >= 89 ? SAGEATTN_PV_FP8 : SAGEATTN_PV_FP16; }
 
 // The problem of `a` on GPU 0, normalized and prepared as forward() would.
 Problem prepared_on_gpu(const Attention& a) {
@@ -109,7 +111,7 @@ int64_t gpu_int8_softmax_block(const Attention& a) { return cuda::int8_softmax_b
 // on the sm_90a kernel too (elsewhere both runs take the same kernels). The emulation
 // takes the softmax step of the kernel that runs.
 Result check(Attention& a, const std::string& name, size_t mask_bytes = 0, double ref_cos = 0.999) {
-    if (a.problem.pv_precision == SAGEATTN_PV_AUTO) a.problem.pv_precision = gpu_default_pv(a.problem.head_dim);
+    if (a.problem.pv_precision == SAGEATTN_PV_AUTO) a.problem.pv_precision = gpu_default_pv();
     Result r{};
     for (const bool small : {true, false}) {
         cuda::set_small_problem_path(small);
@@ -156,6 +158,11 @@ TEST(Gpu, ShapesLayoutsAndPrecisions) {
         {{1, 2, 2, 129, 129, 200, SAGEATTN_DTYPE_BF16, Layout::NHD}, false, SAGEATTN_PV_FP8},
         {{1, 2, 1, 70, 140, 256, SAGEATTN_DTYPE_BF16, Layout::HND}, true, SAGEATTN_PV_FP16},
         {{1, 2, 2, 513, 1024, 128, SAGEATTN_DTYPE_BF16, Layout::HND}, false, SAGEATTN_PV_FP8},
+        // head_dim 129..256 with FP8 P·V: on sm_90 the sm_90a kernel's d256 instance (two
+        // 128-byte halves of Q and K, P·V in two channel halves); a sequence end inside a
+        // 128-key block, a causal edge, GQA.
+        {{1, 2, 1, 300, 700, 256, SAGEATTN_DTYPE_BF16, Layout::NHD}, true, SAGEATTN_PV_FP8},
+        {{2, 4, 2, 400, 333, 240, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP8},
         // d64 from 2048 query rows on: the sm_90a kernel's three-warpgroup (192-row) tiles.
         {{1, 2, 1, 2100, 2300, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, true, SAGEATTN_PV_FP8},
         {{1, 1, 1, 33, 1, 1, SAGEATTN_DTYPE_FP16, Layout::HND}, false, SAGEATTN_PV_FP16},
@@ -418,7 +425,7 @@ TEST(Gpu, HostileVarlen) {
         for (const Hostile& c : cases) {
             const std::string label = std::string(c.what) + (small ? "" : " [no small path]");
             Attention a(Shape{1, 2, 1, 256, 256, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
-            a.problem.pv_precision = gpu_default_pv(64);  // the emulation runs what the GPU picks
+            a.problem.pv_precision = gpu_default_pv();  // the emulation runs what the GPU picks
             a.with_lse();
             a.problem.lse_batch_stride = 0;
             a.problem.lse_head_stride = 256;
@@ -686,21 +693,120 @@ struct CtaSmemCap {
     ~CtaSmemCap() { cuda::set_cta_shared_memory_cap(0); }
 };
 
-int device_cc() {
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0);
-    return major * 10 + minor;
-}
-
 // The mma.sync configuration forward() launches for the problem of `a` now.
 cuda::MmaPipeline gpu_pipeline(const Attention& a) { return cuda::attention_pipeline(prepared_on_gpu(a)); }
+
+// On sm_90 with the sm_90a kernel built (an SM list that names 90), the dispatch's rule
+// (backend.cu's sm90_takes), with nothing in the environment to change it: P·V precision auto
+// is FP8 ("fp32+fp32") at every head dim, and with the small-problem path off the sm_90a
+// kernel takes the INT8 heads of every padded head dim with it (64, 128 and 256), as the
+// softmax step handed to the emulation shows (128 keys there, 64 on the mma.sync kernel).
+// FP16 P·V ("fp32") it takes up to head_dim 128 only, FP8 P·V with "fp32" accumulation not
+// at all. Elsewhere skipped.
+TEST(Gpu, Sm90TakesEveryHeadDimWithFp8Pv) {
+    REQUIRE_GPU();
+    sageattn_build_info info;
+    sageattn_build_info_init(&info);
+    ASSERT_EQ(sageattn_get_build_info(&info), SAGEATTN_SUCCESS);
+    if (device_cc() != 90 || std::strstr(info.kernel_families, "cuda-wgmma-sm90a") == nullptr)
+        GTEST_SKIP() << "needs an sm_90 device and a build with the sm_90a kernel";
+    cuda::set_small_problem_path(false);
+    for (const int64_t d : {1, 64, 65, 128, 129, 192, 200, 256}) {
+        const std::string label = "d" + std::to_string(d);
+        Attention a(Shape{1, 2, 2, 300, 300, d}, Inputs{1.0f, 3.0f}, rng());
+        const Problem pr = prepared_on_gpu(a);
+        EXPECT_EQ(pr.p.pv_precision, SAGEATTN_PV_FP8) << label << ": auto";
+        EXPECT_EQ(pr.p.pv_accum, SAGEATTN_ACCUM_FP32_FP32) << label << ": auto";
+        EXPECT_EQ(cuda::int8_softmax_block(pr), alg::kWideKvBlock) << label << ": auto (FP8 P·V) on the sm_90a kernel";
+        a.problem.pv_precision = SAGEATTN_PV_FP16;
+        EXPECT_EQ(gpu_int8_softmax_block(a), d <= 128 ? alg::kWideKvBlock : alg::kKvBlock)
+            << label << ": FP16 P·V on the sm_90a kernel up to 128, above on the mma.sync kernel";
+        a.problem.pv_precision = SAGEATTN_PV_FP8;
+        a.problem.pv_accum = SAGEATTN_ACCUM_FP32;
+        EXPECT_EQ(gpu_int8_softmax_block(a), alg::kKvBlock) << label << ": FP8 P·V with \"fp32\" on the mma.sync kernel";
+    }
+    cuda::set_small_problem_path(true);
+}
+
+// Heads of 129-256 channels with FP8 P·V through every feature: on sm_90 the sm_90a kernel's
+// d256 instance (two 128-byte halves of Q and K, P·V in two channel halves, two stages),
+// elsewhere the mma.sync kernels. Masks, varlen, sharp heads, length 1, sequences of many
+// blocks (the stages wrap), padded head dims.
+TEST(Gpu, WideHeadsEveryFeature) {
+    REQUIRE_GPU();
+    const auto wide = [](Shape s) {
+        Attention a(s, Inputs{1.0f, 2.0f}, rng());
+        a.problem.pv_precision = SAGEATTN_PV_FP8;
+        return a;
+    };
+    {
+        Shape s{2, 2, 2, 80, 100, 256};
+        Attention a = wide(s);
+        std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));
+        std::bernoulli_distribution coin(0.6);
+        for (auto& x : keep) x = coin(rng());
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "d256 bool mask + causal", keep.size());
+    }
+    {
+        Shape s{1, 2, 1, 150, 260, 256, SAGEATTN_DTYPE_FP16};
+        Attention a = wide(s);
+        std::vector<float> bias(static_cast<size_t>(s.len_kv));
+        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
+        for (auto& x : bias) x = u(rng());
+        bias[3] = -INFINITY;
+        bias[200] = -3.4028235e38f;
+        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, 0, 0, 1};
+        check(a, "d256 additive fp32 mask with -inf and finfo.min", bias.size() * 4);
+    }
+    {
+        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
+        Attention a = wide(Shape{1, 4, 2, 301, 572, 256, SAGEATTN_DTYPE_BF16, Layout::NHD});
+        a.problem.batch = 4;
+        a.problem.cu_seqlens_q = cu_q.data();
+        a.problem.cu_seqlens_kv = cu_kv.data();
+        a.problem.max_len_q = 230;
+        a.problem.max_len_kv = 500;
+        a.problem.causal = 1;
+        a.with_lse();
+        a.problem.lse_batch_stride = 0;
+        a.problem.lse_head_stride = 301;
+        check(a, "d256 varlen, 4 sequences, causal");
+    }
+    {
+        Attention a(Shape{1, 2, 2, 256, 256, 256}, Inputs{30.0f, 4.0f}, rng());
+        a.problem.pv_precision = SAGEATTN_PV_FP8;
+        a.with_lse();
+        check(a, "d256 q, k x30 (sharp heads: 16-bit QK)", 0, 0.995);
+    }
+    {
+        Attention a = wide(Shape{1, 1, 1, 1, 1, 256});
+        a.with_lse();
+        check(a, "d256 one query, one key");
+    }
+    {
+        Attention a = wide(Shape{1, 8, 2, 300, 1100, 256, SAGEATTN_DTYPE_BF16, Layout::Strided});
+        a.with_lse();
+        check(a, "d256 GQA 8/2, 1100 keys (the stages wrap), strided");
+    }
+    {
+        Attention a = wide(Shape{2, 3, 3, 129, 383, 192, SAGEATTN_DTYPE_BF16, Layout::HND});
+        a.problem.causal = 1;
+        a.with_lse();
+        check(a, "d192 (padded to 256) causal, lengths off every block");
+    }
+}
 
 // head_dim 129..256 in the configuration of the 99 KB parts (sm_86, sm_89, sm_12x): one K and
 // one Vᵀ buffer instead of two stages (mma_config.hpp), on any GPU, the shared memory per CTA
 // capped at 99 KB. Held to the CPU emulation with the bounds of every GPU test; and where the
 // device runs the double-buffered configuration too (sm_80, sm_90), to its bits, since only
-// the schedule of the copies differs. On sm_80 the FP8 cases are skipped (no FP8 MMA).
+// the schedule of the copies differs. On sm_80 the FP8 cases are skipped (no FP8 MMA). On
+// sm_90 `check`'s run with the small-problem path off takes the FP8 "fp32+fp32" cases with
+// INT8 Q·Kᵀ to the sm_90a kernel (which the cap does not concern); its run with the path on,
+// and the bit comparison, run the mma.sync configurations.
 TEST(Gpu, HeadDim256In99KB) {
     REQUIRE_GPU();
     const int cc = device_cc();

@@ -9,9 +9,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernels  # noqa: E402 (src/cuda/kernels.py, the kernel registry)
 
 SHAPES_S8 = (128,)  # Q·Kᵀ: m64 x 128 keys x k32, INT8 operands from shared memory
-# P·V: m64 x (channels + 8 ones) x k32, P from registers, Vᵀ from shared memory
-SHAPES_E4M3 = tuple(d + 8 for d in kernels.WGMMA_HEAD_DIMS)
-SHAPES_F16 = SHAPES_E4M3  # the same with FP16 P and Vᵀ, k16
+# wgmma's N is at most 256, so P·V of a head dim above 128 runs in channel halves of 128
+# (sm90/traits.cuh, kPvHalves), each with its 8 rows of ones: one shape for both.
+MAX_PV_HALF = 128
+
+
+def pv_shapes(dims):
+    """P·V: m64 x (channels + 8 ones) x k, P from registers, Vᵀ from shared memory."""
+    for d in dims:
+        assert d <= 2 * MAX_PV_HALF and (d <= MAX_PV_HALF or d % 2 == 0), "two channel halves at most"
+    return tuple(sorted({min(d, MAX_PV_HALF) + 8 for d in dims}))
+
+
+SHAPES_E4M3 = pv_shapes(kernels.WGMMA_HEAD_DIMS)  # k32
+SHAPES_F16 = pv_shapes(kernels.WGMMA_FP16_PV_HEAD_DIMS)  # the same with FP16 P and Vᵀ, k16
 
 
 def regs(first, count):

@@ -8,6 +8,8 @@
 // runs while the warpgroup folds this one, and its softmax starts on scores that are
 // (mostly) in; the other warpgroups' MMAs fill the tensor cores during its softmax. With
 // three warpgroups S_{j+1} follows the fold (Traits::kScoresAfterFold: registers).
+// At d256 P·V runs in two channel halves into one accumulator, each folded before the next
+// is issued, and S_{j+1} follows the second fold.
 // docs/PERF.md has the schedules this one was measured against.
 #pragma once
 
@@ -75,7 +77,8 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
 #pragma unroll
     for (int r = 0; r < 2; ++r)
         q_scale[r] = row[r] < tile.lq ? p.q_scale[tile.h * p.q_rows + tile.s.pad_q + row[r]] : 0.f;
-    const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kDp);
+    // Q: [half][row][kQKSwizzle bytes]; the warpgroup's 64 rows of each half.
+    const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kQKSwizzle);
 
     // Block j's K scales for this thread's columns (K group t of each 64-key half).
     auto k_scales = [&](uint32_t j, float (&ks)[2]) {
@@ -94,15 +97,23 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
 #pragma unroll
         for (int ks = 0; ks < T::kQKSteps; ++ks) {
             if (ks == 0) ptx::wgmma_s8_ss_fresh<T::kBlockN>(acc, q_desc, k_desc);
-            else ptx::wgmma_s8_ss<T::kBlockN>(acc, q_desc + 2 * ks, k_desc + 2 * ks);
+            else
+                ptx::wgmma_s8_ss<T::kBlockN>(acc, q_desc + T::qk_step_desc(ks, T::kQHalfBytes),
+                                             k_desc + T::qk_step_desc(ks, T::kKHalfBytes));
         }
         ptx::wgmma_commit();
     };
-    // P·V group g of block j: its steps of P̃ (registers) times Vᵀ (shared memory).
-    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], uint32_t j, int g) {
+    // P·V group g of block j, channel half `half` (a std::integral_constant): its steps of P̃
+    // (registers) times Vᵀ (shared memory). Half 1 (d256) goes into the registers of half 0
+    // once half 0 is folded (both start fresh; the shape is the same).
+    auto issue_pv = [&](float (&ob)[T::kPvTiles * 4], const uint32_t (&a)[T::kPvSteps][4], uint32_t j, int g,
+                        auto half) {
+        constexpr int kHalf = decltype(half)::value;
+        static_assert(kHalf < T::kPvHalves && (kHalf == 0 || T::kVB == 1), "a P·V half of this instance");
         uint64_t v_desc[T::kVTiles];
 #pragma unroll
-        for (int vt = 0; vt < T::kVTiles; ++vt) v_desc[vt] = ptx::make_desc<T::kVSwizzle>(pipe.v_tile<T>(j, vt));
+        for (int vt = 0; vt < T::kVTiles; ++vt)
+            v_desc[vt] = ptx::make_desc<T::kVSwizzle>(pipe.v_tile<T>(j, vt) + kHalf * T::kPvHalf1Row * 128);
         ptx::wgmma_fence();
 #pragma unroll
         for (int ks = g * T::kPvStepsPerGroup; ks < (g + 1) * T::kPvStepsPerGroup; ++ks) {
@@ -117,18 +128,25 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         }
         ptx::wgmma_commit();
     };
-    // O = O·alpha + this block's P·V; its last 8 columns are the rounded P̃'s row sums (§6's l).
-    auto fold = [&](const float (&ob)[T::kPvTiles * 4], const float (&alpha)[2]) {
-        rows.l[0] = rows.l[0] * alpha[0] + ob[4 * T::kOTiles + 0];
-        rows.l[1] = rows.l[1] * alpha[1] + ob[4 * T::kOTiles + 2];
+    // O = O·alpha + this block's P·V, channel half `half` of it (all of it below d256); its
+    // last 8 columns are the rounded P̃'s row sums (§6's l), taken from half 0.
+    auto fold = [&](const float (&ob)[T::kPvTiles * 4], const float (&alpha)[2], auto half) {
+        constexpr int kHalf = decltype(half)::value;
+        if constexpr (kHalf == 0) {
+            rows.l[0] = rows.l[0] * alpha[0] + ob[4 * T::kPvHalfOTiles + 0];
+            rows.l[1] = rows.l[1] * alpha[1] + ob[4 * T::kPvHalfOTiles + 2];
+        }
 #pragma unroll
-        for (int ot = 0; ot < T::kOTiles; ++ot) {
-            o[4 * ot + 0] = o[4 * ot + 0] * alpha[0] + ob[4 * ot + 0];
-            o[4 * ot + 1] = o[4 * ot + 1] * alpha[0] + ob[4 * ot + 1];
-            o[4 * ot + 2] = o[4 * ot + 2] * alpha[1] + ob[4 * ot + 2];
-            o[4 * ot + 3] = o[4 * ot + 3] * alpha[1] + ob[4 * ot + 3];
+        for (int i = 0; i < T::kPvHalfOTiles; ++i) {
+            const int ot = kHalf * T::kPvHalfOTiles + i;
+            o[4 * ot + 0] = o[4 * ot + 0] * alpha[0] + ob[4 * i + 0];
+            o[4 * ot + 1] = o[4 * ot + 1] * alpha[0] + ob[4 * i + 1];
+            o[4 * ot + 2] = o[4 * ot + 2] * alpha[1] + ob[4 * i + 2];
+            o[4 * ot + 3] = o[4 * ot + 3] * alpha[1] + ob[4 * i + 3];
         }
     };
+    using Half0 = std::integral_constant<int, 0>;
+    using Half1 = std::integral_constant<int, 1>;
     auto wait_full = [&](uint32_t j) { ptx::mbarrier_wait(pipe.full + j % T::kStages, pipe.phase<T>(j)); };
     auto release = [&](uint32_t j) { ptx::mbarrier_arrive(pipe.empty + j % T::kStages); };
     // Blocks wholly inside every bound skip visibility (§10); causal: the warpgroup's first row
@@ -164,9 +182,25 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
 #pragma unroll
         for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
         block_softmax<T, kLse>(p, tile.b, tile.h, row, t, int64_t{j} * T::kBlockN, tile.lq, tile.lkv, interior(int64_t{j} * T::kBlockN),
-                               acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g); },
+                               acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g, Half0{}); },
                                [&] { turns.wait(); });
         turns.pass(j);
+        if constexpr (T::kPvHalves == 2) {
+            // d256: half 0 (issued by the softmax, one group) is folded before half 1 is issued
+            // into the same registers; S_{j+1} follows the second fold (kScoresAfterFold).
+            ptx::wgmma_wait<0>();
+            ptx::fence_operand(ob);
+            fold(ob, alpha, Half0{});
+            ptx::fence_operand(o);  // the fold reads ob before half 1 overwrites it
+            issue_pv(ob, a, j, 0, Half1{});
+            ptx::wgmma_wait<0>();
+            ptx::fence_operand(ob);
+            ptx::fence_operand(a);
+            release(j);
+            fold(ob, alpha, Half1{});
+            if constexpr (decltype(next)::value) issue_next(j);
+            return;
+        }
         if constexpr (decltype(next)::value && !T::kScoresAfterFold) {
             issue_next(j);
             ptx::wgmma_wait<1>();
@@ -176,7 +210,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         ptx::fence_operand(ob);
         ptx::fence_operand(a);
         release(j);
-        fold(ob, alpha);
+        fold(ob, alpha, Half0{});
         if constexpr (decltype(next)::value && T::kScoresAfterFold) issue_next(j);
     };
     if (n > 0) {

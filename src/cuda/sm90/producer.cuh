@@ -55,17 +55,26 @@ struct Copies {
 
     __device__ __forceinline__ void q(const Pipeline& pipe) const {
         ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
-        ptx::tma_load_2d(pipe.q_smem, maps.q, 0, q_row, pipe.q_full);
+#pragma unroll
+        for (int half = 0; half < T::kQKHalves; ++half)
+            ptx::tma_load_2d(pipe.q_smem + half * T::kQHalfBytes, maps.q, half * T::kQKSwizzle, q_row, pipe.q_full);
     }
     // Block n's K and Vᵀ codes into its stage, which the caller knows to be empty.
     __device__ __forceinline__ void block(const Pipeline& pipe, uint32_t n) const {
         uint64_t* full = pipe.full + n % T::kStages;
         ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kDp * 128);
-        ptx::tma_load_2d(pipe.k_tile<T>(n), maps.k, 0, static_cast<int32_t>(k_row + int64_t{n} * T::kBlockN), full);
+#pragma unroll
+        for (int half = 0; half < T::kQKHalves; ++half)
+            ptx::tma_load_2d(pipe.k_tile<T>(n) + half * T::kKHalfBytes, maps.k, half * T::kQKSwizzle,
+                             static_cast<int32_t>(k_row + int64_t{n} * T::kBlockN), full);
+        // Vᵀ: each P·V half's channels, above (half 0) or below (half 1) the rows of ones.
 #pragma unroll
         for (int tile = 0; tile < T::kVTiles; ++tile)
-            ptx::tma_load_2d(pipe.v_tile<T>(n, tile), maps.v,
-                             static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB), v_row, full);
+#pragma unroll
+            for (int half = 0; half < T::kPvHalves; ++half)
+                ptx::tma_load_2d(pipe.v_tile<T>(n, tile) + half * T::kPvHalf1Row * 128, maps.v,
+                                 static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB),
+                                 v_row + half * T::kPvHalfChannels, full);
     }
     // Block n ≥ kStages goes where block n − kStages was, once every consumer has released it.
     __device__ __forceinline__ void refill(const Pipeline& pipe, uint32_t n) const {
