@@ -127,6 +127,41 @@ struct Attention {
         problem.lse_token_stride = 1;
     }
 
+    // A random bool mask per sequence, [b, 1, lq, lkv] (broadcast over heads), true with
+    // probability `keep`, in bool_mask. Returns its bytes.
+    size_t with_bool_mask(std::mt19937_64& rng, double keep) {
+        bool_mask.resize(static_cast<size_t>(shape.batch * shape.len_q * shape.len_kv));
+        std::bernoulli_distribution coin(keep);
+        for (auto& x : bool_mask) x = coin(rng);
+        problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, bool_mask.data(), shape.len_q * shape.len_kv, 0, shape.len_kv, 1};
+        return bool_mask.size();
+    }
+
+    // An fp32 additive bias over the keys (broadcast over sequences, heads and rows), uniform
+    // in [-4, 2), with -inf at key `inf_at` and finfo.min at key `min_at`, in add_mask.
+    // Returns its bytes.
+    size_t with_key_bias(std::mt19937_64& rng, int64_t inf_at, int64_t min_at) {
+        add_mask.resize(static_cast<size_t>(shape.len_kv));
+        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
+        for (auto& x : add_mask) x = u(rng);
+        add_mask[static_cast<size_t>(inf_at)] = -INFINITY;
+        add_mask[static_cast<size_t>(min_at)] = -3.4028235e38f;
+        problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, add_mask.data(), 0, 0, 0, 1};
+        return add_mask.size() * sizeof(float);
+    }
+
+    // Packed varlen sequences over this batch-1 NHD problem (cu_q and cu_kv outlive it); after
+    // with_lse(), the LSE is then [heads][packed tokens].
+    void packed_varlen(const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_kv, int64_t max_len_q,
+                       int64_t max_len_kv) {
+        problem.batch = static_cast<int64_t>(cu_q.size()) - 1;
+        problem.cu_seqlens_q = cu_q.data();
+        problem.cu_seqlens_kv = cu_kv.data();
+        problem.max_len_q = max_len_q;
+        problem.max_len_kv = max_len_kv;
+        if (problem.lse != nullptr) problem.lse_batch_stride = 0, problem.lse_head_stride = shape.len_q;
+    }
+
     void poison() {
         for (int64_t b = 0; b < out.batch; ++b)
             for (int64_t h = 0; h < out.heads; ++h)

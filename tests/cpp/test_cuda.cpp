@@ -245,36 +245,21 @@ TEST(Gpu, MasksAndVarlen) {
     Shape s{2, 2, 2, 80, 100, 64};
     {
         Attention a(s, Inputs{1.0f, 2.0f}, rng());
-        std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));
-        std::bernoulli_distribution coin(0.6);
-        for (auto& x : keep) x = coin(rng());
-        a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+        const size_t bytes = a.with_bool_mask(rng(), 0.6);
         a.problem.causal = 1;
         a.with_lse();
-        check(a, "bool mask [b,1,lq,lkv] + causal", keep.size());
+        check(a, "bool mask [b,1,lq,lkv] + causal", bytes);
     }
     {
         Attention a(s, Inputs{1.0f, 2.0f}, rng());
-        std::vector<float> bias(static_cast<size_t>(s.len_kv));
-        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
-        for (auto& x : bias) x = u(rng());
-        bias[5] = -INFINITY;
-        bias[7] = -3.4028235e38f;
-        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, 0, 0, 1};
-        check(a, "additive fp32 mask with -inf and finfo.min", bias.size() * 4);
+        check(a, "additive fp32 mask with -inf and finfo.min", a.with_key_bias(rng(), 5, 7));
     }
     {
         const std::vector<int32_t> cu_q{0, 1, 71, 71, 201}, cu_kv{0, 5, 69, 72, 272};
         Attention a(Shape{1, 4, 2, 201, 272, 64, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, rng());
-        a.problem.batch = 4;
-        a.problem.cu_seqlens_q = cu_q.data();
-        a.problem.cu_seqlens_kv = cu_kv.data();
-        a.problem.max_len_q = 130;
-        a.problem.max_len_kv = 200;
         a.problem.causal = 1;
         a.with_lse();
-        a.problem.lse_batch_stride = 0;
-        a.problem.lse_head_stride = 201;
+        a.packed_varlen(cu_q, cu_kv, 130, 200);
         check(a, "varlen, 4 sequences, causal");
     }
 }
@@ -742,37 +727,21 @@ TEST(Gpu, WideHeadsEveryFeature) {
     {
         Shape s{2, 2, 2, 80, 100, 256};
         Attention a = wide(s);
-        std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));
-        std::bernoulli_distribution coin(0.6);
-        for (auto& x : keep) x = coin(rng());
-        a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+        const size_t bytes = a.with_bool_mask(rng(), 0.6);
         a.problem.causal = 1;
         a.with_lse();
-        check(a, "d256 bool mask + causal", keep.size());
+        check(a, "d256 bool mask + causal", bytes);
     }
     {
-        Shape s{1, 2, 1, 150, 260, 256, SAGEATTN_DTYPE_FP16};
-        Attention a = wide(s);
-        std::vector<float> bias(static_cast<size_t>(s.len_kv));
-        std::uniform_real_distribution<float> u(-4.0f, 2.0f);
-        for (auto& x : bias) x = u(rng());
-        bias[3] = -INFINITY;
-        bias[200] = -3.4028235e38f;
-        a.problem.mask = sageattn_mask{SAGEATTN_MASK_ADDITIVE, SAGEATTN_DTYPE_FP32, bias.data(), 0, 0, 0, 1};
-        check(a, "d256 additive fp32 mask with -inf and finfo.min", bias.size() * 4);
+        Attention a = wide(Shape{1, 2, 1, 150, 260, 256, SAGEATTN_DTYPE_FP16});
+        check(a, "d256 additive fp32 mask with -inf and finfo.min", a.with_key_bias(rng(), 3, 200));
     }
     {
         const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
         Attention a = wide(Shape{1, 4, 2, 301, 572, 256, SAGEATTN_DTYPE_BF16, Layout::NHD});
-        a.problem.batch = 4;
-        a.problem.cu_seqlens_q = cu_q.data();
-        a.problem.cu_seqlens_kv = cu_kv.data();
-        a.problem.max_len_q = 230;
-        a.problem.max_len_kv = 500;
         a.problem.causal = 1;
         a.with_lse();
-        a.problem.lse_batch_stride = 0;
-        a.problem.lse_head_stride = 301;
+        a.packed_varlen(cu_q, cu_kv, 230, 500);
         check(a, "d256 varlen, 4 sequences, causal");
     }
     {

@@ -418,15 +418,9 @@ TEST(Features, Varlen) {
     std::mt19937_64& r = rng();
     // Packed [tokens, heads, dim] tensors: NHD with batch 1.
     Attention packed(Shape{1, hq, hkv, cu_q.back(), cu_kv.back(), d, SAGEATTN_DTYPE_BF16, Layout::NHD}, Inputs{1.0f, 2.0f}, r);
-    packed.problem.batch = batch;
-    packed.problem.cu_seqlens_q = cu_q.data();
-    packed.problem.cu_seqlens_kv = cu_kv.data();
-    packed.problem.max_len_q = 130;
-    packed.problem.max_len_kv = 200;
     packed.problem.causal = 1;
     packed.with_lse();
-    packed.problem.lse_batch_stride = 0;
-    packed.problem.lse_head_stride = cu_q.back();
+    packed.packed_varlen(cu_q, cu_kv, 130, 200);
     packed.run();
     const Accuracy acc = accuracy(packed);
     print("varlen, 4 sequences, causal", acc);
@@ -472,11 +466,8 @@ TEST(Features, Varlen) {
 TEST(Features, BoolMaskBroadcast) {
     Shape s{2, 2, 2, 80, 100, 64};
     Attention a(s, Inputs{1.0f, 2.0f}, rng());
-    std::vector<uint8_t> keep(static_cast<size_t>(s.batch * s.len_q * s.len_kv));  // [b, 1, lq, lkv]
-    std::bernoulli_distribution coin(0.6);
-    for (auto& x : keep) x = coin(rng());
-    for (int64_t j = 0; j < s.len_kv; ++j) keep[7 * s.len_kv + j] = 0;  // b 0, row 7: nothing visible
-    a.problem.mask = sageattn_mask{SAGEATTN_MASK_BOOL, 0, keep.data(), s.len_q * s.len_kv, 0, s.len_kv, 1};
+    a.with_bool_mask(rng(), 0.6);  // [b, 1, lq, lkv]
+    for (int64_t j = 0; j < s.len_kv; ++j) a.bool_mask[7 * s.len_kv + j] = 0;  // b 0, row 7: nothing visible
     a.problem.causal = 1;
     a.with_lse();
     a.run();
