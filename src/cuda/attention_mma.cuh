@@ -376,21 +376,19 @@ void launch_attention(const Params& p, cudaStream_t stream) {
     constexpr int kSmem = AttnSmem<DP, kFp8, kPipe>::kBytes;
     auto kernel = p.sharp_only ? sharp_heads_kernel<DP, kBf16, kFp8, kPipe> : attention_kernel<DP, kBf16, kFp8, kPipe>;
     // Once per device and kernel: the attribute persists, and the call costs host time.
-    static std::atomic<int> sms[2][64];  // the device's SMs once configured; 0: not yet
+    static std::atomic<bool> configured[2][64];
     int device = 0;
     cudaGetDevice(&device);
-    std::atomic<int>* known = device < 64 ? &sms[p.sharp_only ? 1 : 0][device] : nullptr;
-    int device_sms = known != nullptr ? known->load(std::memory_order_relaxed) : 0;
-    if (device_sms == 0) {
-        cudaDeviceGetAttribute(&device_sms, cudaDevAttrMultiProcessorCount, device);
-        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess && known != nullptr)
-            known->store(device_sms, std::memory_order_relaxed);
+    std::atomic<bool>* done = device < 64 ? &configured[p.sharp_only ? 1 : 0][device] : nullptr;
+    if (done == nullptr || !done->load(std::memory_order_relaxed)) {
+        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) == cudaSuccess && done != nullptr)
+            done->store(true, std::memory_order_relaxed);
     }
     const int64_t tiles = (p.max_len_q + kTileQ - 1) / kTileQ;
     if (tiles == 0) return;
     if (p.sharp_only) {
-        const int64_t ctas = std::min<int64_t>(int64_t{device_sms > 0 ? device_sms : 1} * mma_min_ctas<DP, kFp8, kPipe>(),
-                                               tiles * p.heads_q * p.batch);
+        const int64_t ctas =
+            std::min<int64_t>(int64_t{std::max(p.sms, 1)} * mma_min_ctas<DP, kFp8, kPipe>(), tiles * p.heads_q * p.batch);
         kernel<<<static_cast<unsigned>(ctas), 128, kSmem, stream>>>(p);
         return;
     }

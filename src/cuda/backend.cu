@@ -403,7 +403,8 @@ sageattn_status forward(const Problem& pr, const WorkspaceLayout& l, void* works
     const sageattn_problem& p = pr.p;
     const bool check = pr.varlen && p.check_seqlens && p.batch > 0;
     if (!check && (p.batch == 0 || p.len_q == 0)) return SAGEATTN_SUCCESS;
-    const Params params = params_of(pr, l, workspace);
+    Params params = params_of(pr, l, workspace);
+    params.sms = devices().sms[p.device_index];
     DeviceGuard guard(p.device_index);
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     cudaError_t e;

@@ -49,6 +49,7 @@ struct Params {
     int32_t granularity, qk_precision, pv_fp8, pv_accum, smooth_k, smooth_v;
     float sharp_threshold;
     int32_t sharp_only;  // 1: the mma.sync launch runs only the heads §5 flags, listed in sharp_heads by the Hopper kernel
+    int32_t sms;         // the device's SMs (backend.cu's devices()): the sizes of grids that walk work lists
     // Workspace (docs/ALGORITHM.md §3-§5 state).
     float* k_sum;        // [batch][heads_kv][dpad]   zeroed
     float* v_sum;        // [batch][heads_kv][dpad]   zeroed

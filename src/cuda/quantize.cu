@@ -263,6 +263,12 @@ __device__ __forceinline__ void wait_ready(const Params& p, int b, int hk) {
     __syncthreads();
 }
 
+// §3's K smoothing mean, channel c of the (sequence, KV head) whose sums start at `slot`: the
+// sums pass's total over the sampled keys (alg::in_k_mean), divided by their count.
+__device__ __forceinline__ float k_mean_at(const Params& p, int64_t slot, int c, int64_t len_kv) {
+    return __ldcg(p.k_sum + slot + c) / static_cast<float>(alg::k_mean_keys(len_kv));
+}
+
 __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&mean)[8], float inv) {
     uint32_t lo = 0, hi = 0;
     for (int e = 0; e < 4; ++e) {
@@ -284,7 +290,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k) ? __ldcg(p.k_sum + slot + c) / static_cast<float>(alg::k_mean_keys(s.len_kv)) : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k) ? k_mean_at(p, slot, c, s.len_kv) : 0.f;
     if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
@@ -533,9 +539,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0)
-                        ? __ldcg(p.k_sum + kslot + c) / static_cast<float>(alg::k_mean_keys(s.len_kv))
-                        : 0.f;
+        k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? k_mean_at(p, kslot, c, s.len_kv) : 0.f;
     __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
