@@ -138,7 +138,7 @@ struct SumsSmem {
 };
 struct KSmem {
     float k_mean[kMaxHeadDimPad];
-    float token_amax[kBlockKv];
+    float group_amax[kBlockKv][2];  // [thread group][round parity]: max |k − mean| over its rows
     int token_nonfinite[kBlockKv];
     float group_inv[alg::kKThreadGroups];
 };
@@ -282,21 +282,25 @@ __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&m
 template <bool kBf16>
 __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, int b, KSmem& sm, uint4* stage = nullptr) {
     auto& k_mean = sm.k_mean;
-    auto& token_amax = sm.token_amax;
     auto& group_inv = sm.group_inv;
     const Seq s = sequence(p, b);
     const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
-        k_mean[c] = (c < p.head_dim && p.smooth_k) ? k_mean_at(p, slot, c, s.len_kv) : 0.f;
-    if (threadIdx.x < kBlockKv) token_amax[threadIdx.x] = 0.f;
-    __syncthreads();
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
-    float km[8], x[8];
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
+    // Every thread group walks the same rows in the same order, so the shuffles
+    // below see whole groups (rows past n still join them, with zeros).
+    const int rounds = kBlockKv / w.groups;
+    // With `stage` (64 x dpad inputs) the block is read once (as in q_quant_block); its loads
+    // go out before K's mean is read, so that both latencies overlap.
+    if (stage) stage_tile(stage, p.k.data, kb, p.k.token_stride, n, rounds, w, p.head_dim, p.vec_k);
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
+        k_mean[c] = (c < p.head_dim && p.smooth_k) ? k_mean_at(p, slot, c, s.len_kv) : 0.f;
+    __syncthreads();
+    float km[8], x[8];
     // The block's inputs, NaNs and infinities read as 0 (§6).
     const auto chunk = [&](int j, bool& nonfinite) {
         const uint4 u = stage ? stage[j * w.lanes_per_row + w.chunk]
@@ -304,40 +308,52 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         return finite_chunk<kBf16>(u, nonfinite);
     };
     for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
-    // Every thread group walks the same rows in the same order, so the shuffles
-    // below see whole groups (rows past n still join them, with zeros).
-    const int rounds = kBlockKv / w.groups;
-    // With `stage` (64 x dpad inputs) the block is read once (as in q_quant_block).
-    if (stage) stage_tile(stage, p.k.data, kb, p.k.token_stride, n, rounds, w, p.head_dim, p.vec_k);
+    // §3's per-thread groups are rows (j mod 8) / 2. A thread's rows j = r·groups + group have
+    // one j mod 8 for even r and one for odd r (the same one when groups is a multiple of 8),
+    // so it keeps two maxima and the rows' lanes combine them once, not once a row.
+    float a_even = 0.f, a_odd = 0.f;
+    bool any_nonfinite = false;
     for (int r = 0; r < rounds; ++r) {
         const int j = r * w.groups + w.group;
-        float a = 0.f;
-        bool nonfinite = false;
         if (j < n) {
-            chunk_values<kBf16>(chunk(j, nonfinite), x);
+            float a = 0.f;
+            chunk_values<kBf16>(chunk(j, any_nonfinite), x);
             for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e] - km[e]));
+            if (r & 1) a_odd = fmaxf(a_odd, a);
+            else a_even = fmaxf(a_even, a);
         }
-        a = group_max(a, w.lanes_per_row);
-        nonfinite = group_any(nonfinite, w.lanes_per_row);
-        if (w.chunk == 0) token_amax[j] = a, sm.token_nonfinite[j] = nonfinite;
+    }
+    a_even = group_max(a_even, w.lanes_per_row);
+    a_odd = group_max(a_odd, w.lanes_per_row);
+    if (w.chunk == 0) sm.group_amax[w.group][0] = a_even, sm.group_amax[w.group][1] = a_odd;
+    // Which keys held a NaN or an infinity (§6): walked row by row only when one did.
+    if (__syncthreads_or(any_nonfinite)) {
+        for (int r = 0; r < rounds; ++r) {
+            const int j = r * w.groups + w.group;
+            bool nonfinite = false;
+            if (j < n) chunk(j, nonfinite);
+            nonfinite = group_any(nonfinite, w.lanes_per_row);
+            if (w.chunk == 0) sm.token_nonfinite[j] = nonfinite;
+        }
+    } else if (threadIdx.x < kBlockKv) {
+        sm.token_nonfinite[threadIdx.x] = 0;
     }
     __syncthreads();
-    static_assert(kBlockKv == 64, "a lane holds tokens lane and lane + 32");
-    static_assert(alg::kKThreadGroups == 4, "the shuffles below gather the per-thread groups (token mod 8) / 2");
-    if (threadIdx.x < 32) {  // the groups' maxima by shuffles: lane l holds tokens l and l + 32
+    static_assert(alg::kKThreadGroups == 4, "per-thread groups are (token mod 8) / 2");
+    if (threadIdx.x < 32) {
         const int lane = static_cast<int>(threadIdx.x);
-        float a = fmaxf(token_amax[lane], token_amax[lane + 32]);
-        // Per-thread groups are (token mod 8) / 2: lanes that differ in bits 0, 3 and 4.
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 8));
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 16));
-        float block = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
-        block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 4));
-        if (lane < 8 && lane % 2 == 0) {  // group lane / 2
-            const int g = lane / 2;
+        // Lane g < 4: group g's maximum over the thread groups' parts that hold its rows.
+        float a = 0.f;
+        if (lane < alg::kKThreadGroups)
+            for (int g = 0; g < w.groups; ++g)
+                for (int parity = 0; parity < 2; ++parity)
+                    if ((parity * w.groups + g) % 8 / 2 == lane) a = fmaxf(a, sm.group_amax[g][parity]);
+        float block = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 2));
+        if (lane < alg::kKThreadGroups) {
             const float floored = fmaxf(p.granularity != SAGEATTN_QK_PER_THREAD ? block : a, alg::kAmaxFloor);
-            group_inv[g] = alg::kInt8Max / floored;
-            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * alg::kKThreadGroups + g] = floored / alg::kInt8Max;
+            group_inv[lane] = alg::kInt8Max / floored;
+            p.k_scale[(hk * p.kv_rows + s.pad_kv + j0) / kBlockKv * alg::kKThreadGroups + lane] = floored / alg::kInt8Max;
         }
         if (lane == 0) atomic_max_nonneg(p.k_amax + static_cast<int64_t>(b) * p.heads_kv + hk, block);
         publish_nonfinite_keys(p, 0, b, hk, s, j0, sm.token_nonfinite);
@@ -391,6 +407,9 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     // at word jp ^ chunk of the channel's row, so that a warp's stores spread over the banks.
     constexpr int kWordsPerRow = kBlockKv / 2;
     const uint4 none = make_uint4(0u, 0u, 0u, 0u);
+    float mean[8], mul[8];  // the thread's channels' factors, read once
+#pragma unroll
+    for (int e = 0; e < 8; ++e) mean[e] = v_mean[c0 + e], mul[e] = v_mul[c0 + e];
     for (int jp = w.group; jp < kWordsPerRow; jp += w.groups) {
         const int j = 2 * jp;
         bool bad0 = false, bad1 = false;  // NaNs and infinities read as 0, their keys marked (§6)
@@ -404,10 +423,10 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
         for (int e = 0; e < 8; ++e) {
             const int c = c0 + e;
             const bool real = c < p.head_dim;
-            const float v0 = (real && j < n) ? chunk_value<kBf16>(r0, e) - v_mean[c] : 0.f;
-            const float v1 = (real && j + 1 < n) ? chunk_value<kBf16>(r1, e) - v_mean[c] : 0.f;
-            const uint32_t lo = __half_as_ushort(__float2half_rn(v0 * v_mul[c]));
-            const uint32_t hi = __half_as_ushort(__float2half_rn(v1 * v_mul[c]));
+            const float v0 = (real && j < n) ? chunk_value<kBf16>(r0, e) - mean[e] : 0.f;
+            const float v1 = (real && j + 1 < n) ? chunk_value<kBf16>(r1, e) - mean[e] : 0.f;
+            const uint32_t lo = __half_as_ushort(__float2half_rn(v0 * mul[e]));
+            const uint32_t hi = __half_as_ushort(__float2half_rn(v1 * mul[e]));
             tile[c * kWordsPerRow + (jp ^ (w.chunk & 31))] = lo | (hi << 16);
         }
     }
@@ -443,16 +462,20 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
     const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     const float range = alg::fp8_v_range(p.pv_accum);
-    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x) {
+    const int dp = p.head_dim_pad, chunks = dp / 8;
+    // Channel c's factors sit at (c % 8)·chunks + c / 8: the lanes of a warp read element e of
+    // their chunks at consecutive words (with [c], 16 lanes 8 words apart hit 4 banks, and those
+    // reads kept the L1 95 % busy).
+    const auto at = [&](int c) { return (c % 8) * chunks + c / 8; };
+    for (int c = threadIdx.x; c < dp; c += blockDim.x) {
         const bool real = c < p.head_dim;
-        v_mean[c] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
+        v_mean[at(c)] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, alg::kAmaxFloor);
-        v_inv[c] = range / a;   // code = e4m3(v · range / a)
-        v_step[c] = a / range;  // and back
+        v_inv[at(c)] = range / a;   // code = e4m3(v · range / a)
+        v_step[at(c)] = a / range;  // and back
     }
     if (threadIdx.x < kBlockKv) sm.key_nonfinite[threadIdx.x] = 0;
     __syncthreads();
-    const int dp = p.head_dim_pad, chunks = dp / 8;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
     // A thread's units all have the same chunk (blockDim is a multiple of chunks).
     float err_sum[8] = {};
@@ -476,9 +499,9 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
             const int c = c0 + e;
             const bool real = c < p.head_dim;
             float v[4];
+            const float mean = v_mean[at(c)], inv = v_inv[at(c)], step = v_step[at(c)];
 #pragma unroll
-            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? chunk_value<kBf16>(raw[r], e) - v_mean[c] : 0.f;
-            const float inv = v_inv[c], step = v_step[c];
+            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? chunk_value<kBf16>(raw[r], e) - mean : 0.f;
             const uint16_t lo = ptx::e4m3x2(v[0] * inv, v[1] * inv), hi = ptx::e4m3x2(v[2] * inv, v[3] * inv);
             const float2 blo = ptx::e4m3x2_to_float2(lo), bhi = ptx::e4m3x2_to_float2(hi);
             const float err = (v[0] - blo.x * step) + (v[1] - blo.y * step) + (v[2] - bhi.x * step) + (v[3] - bhi.y * step);
@@ -681,8 +704,10 @@ __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
 }
 template <bool kFp8>
 using VSmem = std::conditional_t<kFp8, VFp8Smem, VHalfSmem>;
+// Five CTAs an SM: the registers for no spills (at six, 40 registers, the spills and the
+// channel factors' reads kept the L1 95 % busy; docs/PERF.md).
 template <bool kBf16, bool kFp8>
-__global__ void __launch_bounds__(256, min_ctas(6, sizeof(VSmem<kFp8>))) v_quant_kernel(Params p) {
+__global__ void __launch_bounds__(256, min_ctas(5, sizeof(VSmem<kFp8>))) v_quant_kernel(Params p) {
     __shared__ VSmem<kFp8> sm;
     if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
     else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
