@@ -342,12 +342,14 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     static_assert(alg::kKThreadGroups == 4, "per-thread groups are (token mod 8) / 2");
     if (threadIdx.x < 32) {
         const int lane = static_cast<int>(threadIdx.x);
-        // Lane g < 4: group g's maximum over the thread groups' parts that hold its rows.
+        // Lane g < 4: group g's maximum over the thread groups' parts that hold its rows (a
+        // part's rows all share the group of its first, row parity·groups + group).
         float a = 0.f;
         if (lane < alg::kKThreadGroups)
             for (int g = 0; g < w.groups; ++g)
                 for (int parity = 0; parity < 2; ++parity)
-                    if ((parity * w.groups + g) % 8 / 2 == lane) a = fmaxf(a, sm.group_amax[g][parity]);
+                    if (alg::k_group_in_block(parity * w.groups + g, SAGEATTN_QK_PER_THREAD) == lane)
+                        a = fmaxf(a, sm.group_amax[g][parity]);
         float block = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
         block = fmaxf(block, __shfl_xor_sync(0xffffffffu, block, 2));
         if (lane < alg::kKThreadGroups) {
