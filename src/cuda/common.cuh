@@ -161,6 +161,18 @@ __device__ __forceinline__ uint4 finite_chunk(uint4 u) {
 }
 
 
+// The quantizers' cheap test for §6's non-finite rule: a statistic they compute anyway (a
+// maximum of |x| taken with max_keep_nan, a sum, a rounding error) turns NaN or infinite
+// when an input was, so one test of it per thread, and a CTA-wide vote, tell whether to
+// redo the block with finite_chunk (the rare path). A finite input can overflow a sum or a
+// difference too; the redo then finds nothing to clear and gives the same result.
+__device__ __forceinline__ float max_keep_nan(float a, float b) {  // PTX max.NaN: NaN wins (sm_80+)
+    float d;
+    asm("max.NaN.f32 %0, %1, %2;" : "=f"(d) : "f"(a), "f"(b));
+    return d;
+}
+__device__ __forceinline__ bool is_finite(float x) { return fabsf(x) <= 3.402823466e38f; }  // false for NaN
+
 // Reductions over the `width` lanes (a power of two) that share one row.
 __device__ __forceinline__ float group_max(float x, int width) {
     for (int o = width / 2; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));

@@ -187,14 +187,13 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float ks[8] = {}, vs[8] = {}, vmax[8], vmin[8], x[8];
-    for (int e = 0; e < 8; ++e) vmax[e] = -INFINITY, vmin[e] = INFINITY;
-    // NaNs and infinities count as 0 in every statistic (§6; finite_chunk).
+    float ks[8], vs[8], vmax[8], vmin[8], x[8];
     // K's rows only where §3's mean takes them (alg::in_k_mean): most of K is not read here.
     const auto sampled = [&](int j) { return p.smooth_k && alg::in_k_mean(j0 + j, s.len_kv); };
-    const auto add = [&](bool k_row, uint4 k_bits, uint4 v_bits) {
-        k_bits = finite_chunk<kBf16>(k_bits);
-        v_bits = finite_chunk<kBf16>(v_bits);
+    // NaNs and infinities count as 0 in every statistic (§6): with `clean` through finite_chunk,
+    // which only the rare second pass needs (max_keep_nan's note).
+    const auto add = [&](bool clean, bool k_row, uint4 k_bits, uint4 v_bits) {
+        if (clean) k_bits = finite_chunk<kBf16>(k_bits), v_bits = finite_chunk<kBf16>(v_bits);
         if (k_row) {
             chunk_values<kBf16>(k_bits, x);
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
@@ -204,17 +203,25 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     };
     // Two rows a step, all four loads issued before either row is added (same order of sums).
     const uint4 none = make_uint4(0u, 0u, 0u, 0u);
-    for (int j = w.group; j < n; j += 2 * w.groups) {
-        const int j2 = j + w.groups;
-        const bool second = j2 < n;
-        const bool k_row1 = sampled(j), k_row2 = second && sampled(j2);
-        const uint4 k1 = k_row1 ? load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
-        const uint4 v1 = load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v);
-        const uint4 k2 = k_row2 ? load_chunk_bits(p.k.data, kb + j2 * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
-        const uint4 v2 = second ? load_chunk_bits(p.v.data, vb + j2 * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
-        add(k_row1, k1, v1);
-        if (second) add(k_row2, k2, v2);
-    }
+    const auto pass = [&](bool clean) {
+        for (int e = 0; e < 8; ++e) ks[e] = vs[e] = 0.f, vmax[e] = -INFINITY, vmin[e] = INFINITY;
+        for (int j = w.group; j < n; j += 2 * w.groups) {
+            const int j2 = j + w.groups;
+            const bool second = j2 < n;
+            const bool k_row1 = sampled(j), k_row2 = second && sampled(j2);
+            const uint4 k1 = k_row1 ? load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+            const uint4 v1 = load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v);
+            const uint4 k2 = k_row2 ? load_chunk_bits(p.k.data, kb + j2 * p.k.token_stride, c0, p.head_dim, p.vec_k) : none;
+            const uint4 v2 = second ? load_chunk_bits(p.v.data, vb + j2 * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+            add(clean, k_row1, k1, v1);
+            if (second) add(clean, k_row2, k2, v2);
+        }
+    };
+    pass(false);
+    // Every input the thread read is in ks or vs: their total is finite unless one was not.
+    float total = 0.f;
+    for (int e = 0; e < 8; ++e) total += ks[e] + vs[e];
+    if (__syncthreads_or(!is_finite(total))) pass(true);
     for (int e = 0; e < 8; ++e) {
         const int at = w.group * dp + c0 + e;
         group_part[0][at] = ks[e], group_part[1][at] = vs[e], group_part[2][at] = vmax[e], group_part[3][at] = vmin[e];
@@ -301,43 +308,50 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         k_mean[c] = (c < p.head_dim && p.smooth_k) ? k_mean_at(p, slot, c, s.len_kv) : 0.f;
     __syncthreads();
     float km[8], x[8];
-    // The block's inputs, NaNs and infinities read as 0 (§6).
-    const auto chunk = [&](int j, bool& nonfinite) {
+    // The block's inputs; with `clean`, NaNs and infinities read as 0 (§6), which only the rare
+    // second pass needs (max_keep_nan's note).
+    const auto chunk = [&](int j, bool clean, bool& nonfinite) {
         const uint4 u = stage ? stage[j * w.lanes_per_row + w.chunk]
                               : load_chunk_bits(p.k.data, kb + j * p.k.token_stride, c0, p.head_dim, p.vec_k);
-        return finite_chunk<kBf16>(u, nonfinite);
+        return clean ? finite_chunk<kBf16>(u, nonfinite) : u;
     };
     for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
     // §3's per-thread groups are rows (j mod 8) / 2. A thread's rows j = r·groups + group have
     // one j mod 8 for even r and one for odd r (the same one when groups is a multiple of 8),
     // so it keeps two maxima and the rows' lanes combine them once, not once a row.
-    float a_even = 0.f, a_odd = 0.f;
-    bool any_nonfinite = false;
-    for (int r = 0; r < rounds; ++r) {
-        const int j = r * w.groups + w.group;
-        if (j < n) {
-            float a = 0.f;
-            chunk_values<kBf16>(chunk(j, any_nonfinite), x);
-            for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e] - km[e]));
-            if (r & 1) a_odd = fmaxf(a_odd, a);
-            else a_even = fmaxf(a_even, a);
+    float a_even, a_odd;
+    const auto maxima = [&](bool clean) {
+        a_even = a_odd = 0.f;
+        bool ignored = false;
+        for (int r = 0; r < rounds; ++r) {
+            const int j = r * w.groups + w.group;
+            if (j < n) {
+                float a = 0.f;
+                chunk_values<kBf16>(chunk(j, clean, ignored), x);
+                for (int e = 0; e < 8; ++e) a = max_keep_nan(a, fabsf(x[e] - km[e]));
+                if (r & 1) a_odd = max_keep_nan(a_odd, a);
+                else a_even = max_keep_nan(a_even, a);
+            }
         }
-    }
-    a_even = group_max(a_even, w.lanes_per_row);
-    a_odd = group_max(a_odd, w.lanes_per_row);
-    if (w.chunk == 0) sm.group_amax[w.group][0] = a_even, sm.group_amax[w.group][1] = a_odd;
-    // Which keys held a NaN or an infinity (§6): walked row by row only when one did.
-    if (__syncthreads_or(any_nonfinite)) {
+    };
+    maxima(false);
+    const bool dirty = __syncthreads_or(!is_finite(max_keep_nan(a_even, a_odd)));
+    if (dirty) {
+        // Which keys held a NaN or an infinity (§6), and the maxima without them.
+        maxima(true);
         for (int r = 0; r < rounds; ++r) {
             const int j = r * w.groups + w.group;
             bool nonfinite = false;
-            if (j < n) chunk(j, nonfinite);
+            if (j < n) chunk(j, true, nonfinite);
             nonfinite = group_any(nonfinite, w.lanes_per_row);
             if (w.chunk == 0) sm.token_nonfinite[j] = nonfinite;
         }
     } else if (threadIdx.x < kBlockKv) {
         sm.token_nonfinite[threadIdx.x] = 0;
     }
+    a_even = group_max(a_even, w.lanes_per_row);
+    a_odd = group_max(a_odd, w.lanes_per_row);
+    if (w.chunk == 0) sm.group_amax[w.group][0] = a_even, sm.group_amax[w.group][1] = a_odd;
     __syncthreads();
     static_assert(alg::kKThreadGroups == 4, "per-thread groups are (token mod 8) / 2");
     if (threadIdx.x < 32) {
@@ -366,7 +380,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         const float inv = group_inv[alg::k_group_in_block(j, p.granularity)];
         bool ignored = false;
         if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
-        else chunk_values<kBf16>(chunk(j, ignored), x);
+        else chunk_values<kBf16>(chunk(j, dirty, ignored), x);
         *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
             pack_codes(x, km, inv);
     }
@@ -412,26 +426,35 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
     float mean[8], mul[8];  // the thread's channels' factors, read once
 #pragma unroll
     for (int e = 0; e < 8; ++e) mean[e] = v_mean[c0 + e], mul[e] = v_mul[c0 + e];
-    for (int jp = w.group; jp < kWordsPerRow; jp += w.groups) {
-        const int j = 2 * jp;
-        bool bad0 = false, bad1 = false;  // NaNs and infinities read as 0, their keys marked (§6)
-        const uint4 r0 = finite_chunk<kBf16>(
-            j < n ? load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v) : none, bad0);
-        const uint4 r1 = finite_chunk<kBf16>(
-            j + 1 < n ? load_chunk_bits(p.v.data, vb + (j + 1) * p.v.token_stride, c0, p.head_dim, p.vec_v) : none, bad1);
-        if (bad0) sm.key_nonfinite[j] = 1;
-        if (bad1) sm.key_nonfinite[j + 1] = 1;
+    // `seen`: max |v − mean| with NaN kept, non-finite when an input was. With `clean`, NaNs and
+    // infinities read as 0 and their keys are marked (§6): only the rare second pass (max_keep_nan).
+    float seen = 0.f;
+    const auto pass = [&](bool clean) {
+        for (int jp = w.group; jp < kWordsPerRow; jp += w.groups) {
+            const int j = 2 * jp;
+            uint4 r0 = j < n ? load_chunk_bits(p.v.data, vb + j * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+            uint4 r1 = j + 1 < n ? load_chunk_bits(p.v.data, vb + (j + 1) * p.v.token_stride, c0, p.head_dim, p.vec_v) : none;
+            if (clean) {
+                bool bad0 = false, bad1 = false;
+                r0 = finite_chunk<kBf16>(r0, bad0), r1 = finite_chunk<kBf16>(r1, bad1);
+                if (bad0) sm.key_nonfinite[j] = 1;
+                if (bad1) sm.key_nonfinite[j + 1] = 1;
+            }
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const int c = c0 + e;
-            const bool real = c < p.head_dim;
-            const float v0 = (real && j < n) ? chunk_value<kBf16>(r0, e) - mean[e] : 0.f;
-            const float v1 = (real && j + 1 < n) ? chunk_value<kBf16>(r1, e) - mean[e] : 0.f;
-            const uint32_t lo = __half_as_ushort(__float2half_rn(v0 * mul[e]));
-            const uint32_t hi = __half_as_ushort(__float2half_rn(v1 * mul[e]));
-            tile[c * kWordsPerRow + (jp ^ (w.chunk & 31))] = lo | (hi << 16);
+            for (int e = 0; e < 8; ++e) {
+                const int c = c0 + e;
+                const bool real = c < p.head_dim;
+                const float v0 = (real && j < n) ? chunk_value<kBf16>(r0, e) - mean[e] : 0.f;
+                const float v1 = (real && j + 1 < n) ? chunk_value<kBf16>(r1, e) - mean[e] : 0.f;
+                seen = max_keep_nan(seen, max_keep_nan(fabsf(v0), fabsf(v1)));
+                const uint32_t lo = __half_as_ushort(__float2half_rn(v0 * mul[e]));
+                const uint32_t hi = __half_as_ushort(__float2half_rn(v1 * mul[e]));
+                tile[c * kWordsPerRow + (jp ^ (w.chunk & 31))] = lo | (hi << 16);
+            }
         }
-    }
+    };
+    pass(false);
+    if (__syncthreads_or(!is_finite(seen))) pass(true);  // each thread rewrites only its own words
     __syncthreads();
     if (threadIdx.x < 32) publish_nonfinite_keys(p, 1, b, hk, s, j0, sm.key_nonfinite);
     // Rows of 64 keys are contiguous in the workspace: write them as 32-bit words.
@@ -480,37 +503,48 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     __syncthreads();
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
     // A thread's units all have the same chunk (blockDim is a multiple of chunks).
-    float err_sum[8] = {};
-    for (int unit = threadIdx.x; unit < 2 * dp; unit += blockDim.x) {
-        const int chunk = unit % chunks, word = unit / chunks, c0 = chunk * 8;
-        const int first = 16 * (word / 4) + 2 * (word % 4);
-        const int keys[4] = {first, first + 1, first + 8, first + 9};
-        uint4 raw[4];  // the inputs' bits: half the registers of their values (occupancy)
+    // With `clean`, NaNs and infinities read as 0 and their keys are marked (§6): only the rare
+    // second pass, taken when a rounding-error sum came out non-finite (max_keep_nan's note:
+    // a NaN input gives a NaN error, ±inf a code of ±448 and an infinite error).
+    float err_sum[8];
+    const auto pass = [&](bool clean) {
+        for (int e = 0; e < 8; ++e) err_sum[e] = 0.f;
+        for (int unit = threadIdx.x; unit < 2 * dp; unit += blockDim.x) {
+            const int chunk = unit % chunks, word = unit / chunks, c0 = chunk * 8;
+            const int first = 16 * (word / 4) + 2 * (word % 4);
+            const int keys[4] = {first, first + 1, first + 8, first + 9};
+            uint4 raw[4];  // the inputs' bits: half the registers of their values (occupancy)
 #pragma unroll
-        for (int r = 0; r < 4; ++r)
-            raw[r] = keys[r] < n ? load_chunk_bits(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v)
-                                 : make_uint4(0u, 0u, 0u, 0u);
+            for (int r = 0; r < 4; ++r)
+                raw[r] = keys[r] < n ? load_chunk_bits(p.v.data, vb + keys[r] * p.v.token_stride, c0, p.head_dim, p.vec_v)
+                                     : make_uint4(0u, 0u, 0u, 0u);
+            if (clean)
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {  // NaNs and infinities read as 0, their keys marked (§6)
-            bool nonfinite = false;
-            raw[r] = finite_chunk<kBf16>(raw[r], nonfinite);
-            if (nonfinite) sm.key_nonfinite[keys[r]] = 1;
+                for (int r = 0; r < 4; ++r) {
+                    bool nonfinite = false;
+                    raw[r] = finite_chunk<kBf16>(raw[r], nonfinite);
+                    if (nonfinite) sm.key_nonfinite[keys[r]] = 1;
+                }
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                const int c = c0 + e;
+                const bool real = c < p.head_dim;
+                float v[4];
+                const float mean = v_mean[at(c)], inv = v_inv[at(c)], step = v_step[at(c)];
+#pragma unroll
+                for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? chunk_value<kBf16>(raw[r], e) - mean : 0.f;
+                const uint16_t lo = ptx::e4m3x2(v[0] * inv, v[1] * inv), hi = ptx::e4m3x2(v[2] * inv, v[3] * inv);
+                const float2 blo = ptx::e4m3x2_to_float2(lo), bhi = ptx::e4m3x2_to_float2(hi);
+                const float err = (v[0] - blo.x * step) + (v[1] - blo.y * step) + (v[2] - bhi.x * step) + (v[3] - bhi.y * step);
+                err_sum[e] += err;
+                tile[c * (kBlockKv / 4) + (word ^ (chunk & 15))] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+            }
         }
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const int c = c0 + e;
-            const bool real = c < p.head_dim;
-            float v[4];
-            const float mean = v_mean[at(c)], inv = v_inv[at(c)], step = v_step[at(c)];
-#pragma unroll
-            for (int r = 0; r < 4; ++r) v[r] = (real && keys[r] < n) ? chunk_value<kBf16>(raw[r], e) - mean : 0.f;
-            const uint16_t lo = ptx::e4m3x2(v[0] * inv, v[1] * inv), hi = ptx::e4m3x2(v[2] * inv, v[3] * inv);
-            const float2 blo = ptx::e4m3x2_to_float2(lo), bhi = ptx::e4m3x2_to_float2(hi);
-            const float err = (v[0] - blo.x * step) + (v[1] - blo.y * step) + (v[2] - bhi.x * step) + (v[3] - bhi.y * step);
-            err_sum[e] += err;
-            tile[c * (kBlockKv / 4) + (word ^ (chunk & 15))] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
-        }
-    }
+    };
+    pass(false);
+    float total = 0.f;
+    for (int e = 0; e < 8; ++e) total += err_sum[e];
+    if (__syncthreads_or(!is_finite(total))) pass(true);  // each thread rewrites only its own words
     // Lanes with the same chunk are `chunks` apart in a warp: sum them, then the warps.
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
@@ -575,26 +609,36 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     // loads in flight together, and kept for the codes; else the codes read it again.
     const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
     if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
-    // The tile's inputs, NaNs and infinities read as 0 (§6).
-    const auto chunk = [&](int local, int64_t i, bool& nonfinite) {
+    // The tile's inputs; with `clean`, NaNs and infinities read as 0 (§6), which only the rare
+    // second pass needs (max_keep_nan's note).
+    const auto chunk = [&](int local, int64_t i, bool clean, bool& nonfinite) {
         const uint4 u = stage ? stage[at(local)] : load_chunk_bits(p.q.data, qb + i * p.q.token_stride, c0, p.head_dim, p.vec_q);
-        return finite_chunk<kBf16>(u, nonfinite);
+        return clean ? finite_chunk<kBf16>(u, nonfinite) : u;
     };
-    for (int r = 0; r < rounds; ++r) {
-        const int local = r * w.groups + w.group;
-        const int64_t i = i0 + local;
-        float a = 0.f, dot = 0.f;
-        bool nonfinite = false;
-        if (i < s.len_q) {
-            chunk_values<kBf16>(chunk(local, i, nonfinite), x);
-            for (int e = 0; e < 8; ++e) a = fmaxf(a, fabsf(x[e])), dot += x[e] * km[e];
+    float seen = 0.f;  // the thread's rows' max |q| with NaN kept: non-finite when an input was
+    const auto rows = [&](bool clean) {
+        for (int r = 0; r < rounds; ++r) {
+            const int local = r * w.groups + w.group;
+            const int64_t i = i0 + local;
+            float a = 0.f, dot = 0.f;
+            bool nonfinite = false;
+            if (i < s.len_q) {
+                chunk_values<kBf16>(chunk(local, i, clean, nonfinite), x);
+                for (int e = 0; e < 8; ++e) a = max_keep_nan(a, fabsf(x[e])), dot += x[e] * km[e];
+            }
+            seen = max_keep_nan(seen, a);
+            a = group_max(a, w.lanes_per_row);
+            dot = group_sum(dot, w.lanes_per_row);
+            if (clean) nonfinite = group_any(nonfinite, w.lanes_per_row);
+            if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot, sm.row_nonfinite[local] = nonfinite;
         }
-        a = group_max(a, w.lanes_per_row);
-        dot = group_sum(dot, w.lanes_per_row);
-        nonfinite = group_any(nonfinite, w.lanes_per_row);
-        if (w.chunk == 0) row_amax[local] = a, row_dot[local] = dot, sm.row_nonfinite[local] = nonfinite;
+    };
+    rows(false);
+    const bool dirty = __syncthreads_or(!is_finite(seen));
+    if (dirty) {
+        rows(true);
+        __syncthreads();
     }
-    __syncthreads();
     // A thread a row; a warp's 32 rows are a per-warp group, and within it the rows
     // with the same index mod 8 a per-thread group (§3): maxima by shuffles.
     static_assert(alg::kQWarpRows == 32 && alg::kQThreadGroups == 8, "the shuffles follow §3's Q groups");
@@ -630,7 +674,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
         bool ignored = false;
-        if (stage || i < s.len_q) chunk_values<kBf16>(chunk(local, i, ignored), x);  // staged: zeros past the sequence
+        if (stage || i < s.len_q) chunk_values<kBf16>(chunk(local, i, dirty, ignored), x);  // staged: zeros past the sequence
         else for (int e = 0; e < 8; ++e) x[e] = 0.f;
         *reinterpret_cast<uint2*>(p.q_codes + (h * p.q_rows + s.pad_q + i) * p.head_dim_pad + c0) =
             pack_codes(x, zero, row_inv[local]);
