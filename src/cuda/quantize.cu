@@ -8,6 +8,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
+#include "cuda/ptx/cp_async.cuh"
 
 namespace sageattn::cuda {
 namespace {
@@ -74,11 +75,23 @@ struct Split {
 };
 
 // Copies a CTA's tile of 16-bit inputs into shared memory as [row][chunk] (row
-// `local` = r·groups + group for r < rounds), four 16-byte loads in flight per
-// thread; rows from `valid` on are zeros. `first` is the element offset of row 0.
+// `local` = r·groups + group for r < rounds); rows from `valid` on are zeros. `first` is
+// the element offset of row 0. Whole 16-byte chunks go by cp.async, every copy of the
+// thread in flight at once and no registers held for them; the rest by loads, four in
+// flight. A thread reads back only its own chunks, after stage_ready().
 __device__ __forceinline__ void stage_tile(uint4* stage, const void* data, int64_t first, int64_t token_stride, int64_t valid,
                                            int rounds, const Split& w, int head_dim, bool vec) {
     const int c0 = w.chunk * 8;
+    if (vec && c0 + 8 <= head_dim) {
+        for (int r = 0; r < rounds; ++r) {
+            const int local = r * w.groups + w.group;
+            const bool real = local < valid;
+            const uint16_t* src = static_cast<const uint16_t*>(data) + first + (real ? local * token_stride : 0) + c0;
+            ptx::cp_async_16(stage + local * w.lanes_per_row + w.chunk, src, real);
+        }
+        ptx::cp_async_commit();
+        return;
+    }
     for (int r0 = 0; r0 < rounds; r0 += 4) {
         uint4 u[4];
 #pragma unroll
@@ -92,6 +105,7 @@ __device__ __forceinline__ void stage_tile(uint4* stage, const void* data, int64
             if (r0 + r < rounds) stage[((r0 + r) * w.groups + w.group) * w.lanes_per_row + w.chunk] = u[r];
     }
 }
+__device__ __forceinline__ void stage_ready() { ptx::cp_async_wait<0>(); }
 
 // Cross-CTA sums in a fixed order. Each CTA of a (sequence, KV head) stores its
 // `count` partial sums (`mine`, shared memory) as part `part` of `parts_n`; the
@@ -307,6 +321,7 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k) ? k_mean_at(p, slot, c, s.len_kv) : 0.f;
     __syncthreads();
+    if (stage) stage_ready();
     float km[8], x[8];
     // The block's inputs; with `clean`, NaNs and infinities read as 0 (§6), which only the rare
     // second pass needs (max_keep_nan's note).
@@ -597,18 +612,19 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
+    const Split w(p.head_dim_pad, blockDim.x);
+    const int c0 = w.chunk * 8;
+    const int rounds = kQuantRows / w.groups;
+    // With `stage` (kQuantRows x dpad 16-bit inputs), the tile is read once, its copies in
+    // flight while K's mean is read, and kept for the codes; else the codes read it again.
+    const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
+    if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
     for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
         k_mean[c] = (c < p.head_dim && p.smooth_k && s.len_kv > 0) ? k_mean_at(p, kslot, c, s.len_kv) : 0.f;
     __syncthreads();
-    const Split w(p.head_dim_pad, blockDim.x);
-    const int c0 = w.chunk * 8;
+    if (stage) stage_ready();
     float km[8], x[8], zero[8] = {};
     for (int e = 0; e < 8; ++e) km[e] = k_mean[c0 + e];
-    const int rounds = kQuantRows / w.groups;
-    // With `stage` (kQuantRows x dpad 16-bit inputs), the tile is read once, all of its
-    // loads in flight together, and kept for the codes; else the codes read it again.
-    const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
-    if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
     // The tile's inputs; with `clean`, NaNs and infinities read as 0 (§6), which only the rare
     // second pass needs (max_keep_nan's note).
     const auto chunk = [&](int local, int64_t i, bool clean, bool& nonfinite) {
