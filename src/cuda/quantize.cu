@@ -201,7 +201,8 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
-    float ks[8], vs[8], vmax[8], vmin[8], x[8];
+    float ks[8], vs[8], x[8];
+    uint32_t vmax[4], vmin[4];  // V's channel extrema as 16-bit pairs, exact in the input's format
     // K's rows only where §3's mean takes them (alg::in_k_mean): most of K is not read here.
     const auto sampled = [&](int j) { return p.smooth_k && alg::in_k_mean(j0 + j, s.len_kv); };
     // NaNs and infinities count as 0 in every statistic (§6): with `clean` through finite_chunk,
@@ -213,12 +214,15 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
             for (int e = 0; e < 8; ++e) ks[e] += x[e];
         }
         chunk_values<kBf16>(v_bits, x);
-        for (int e = 0; e < 8; ++e) vs[e] += x[e], vmax[e] = fmaxf(vmax[e], x[e]), vmin[e] = fminf(vmin[e], x[e]);
+        for (int e = 0; e < 8; ++e) vs[e] += x[e];
+        const uint32_t words[4] = {v_bits.x, v_bits.y, v_bits.z, v_bits.w};
+        for (int i = 0; i < 4; ++i) vmax[i] = ptx::max_pair<kBf16>(vmax[i], words[i]), vmin[i] = ptx::min_pair<kBf16>(vmin[i], words[i]);
     };
     // Two rows a step, all four loads issued before either row is added (same order of sums).
     const uint4 none = make_uint4(0u, 0u, 0u, 0u);
     const auto pass = [&](bool clean) {
-        for (int e = 0; e < 8; ++e) ks[e] = vs[e] = 0.f, vmax[e] = -INFINITY, vmin[e] = INFINITY;
+        for (int e = 0; e < 8; ++e) ks[e] = vs[e] = 0.f;
+        for (int i = 0; i < 4; ++i) vmax[i] = ptx::pair_of<kBf16>(-INFINITY), vmin[i] = ptx::pair_of<kBf16>(INFINITY);
         for (int j = w.group; j < n; j += 2 * w.groups) {
             const int j2 = j + w.groups;
             const bool second = j2 < n;
@@ -238,7 +242,9 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     if (__syncthreads_or(!is_finite(total))) pass(true);
     for (int e = 0; e < 8; ++e) {
         const int at = w.group * dp + c0 + e;
-        group_part[0][at] = ks[e], group_part[1][at] = vs[e], group_part[2][at] = vmax[e], group_part[3][at] = vmin[e];
+        group_part[0][at] = ks[e], group_part[1][at] = vs[e];
+        group_part[2][at] = chunk_value<kBf16>(make_uint4(vmax[0], vmax[1], vmax[2], vmax[3]), e);
+        group_part[3][at] = chunk_value<kBf16>(make_uint4(vmin[0], vmin[1], vmin[2], vmin[3]), e);
     }
     __syncthreads();
     for (int c = threadIdx.x; c < dp; c += blockDim.x) {  // the groups in order
@@ -753,8 +759,10 @@ __device__ __forceinline__ int grid_x() { return static_cast<int>(blockIdx.x); }
 __device__ __forceinline__ int grid_y() { return static_cast<int>(blockIdx.y); }
 __device__ __forceinline__ int grid_z() { return static_cast<int>(blockIdx.z); }
 
+// Four CTAs an SM (64 registers, a few bytes spilled): at three (72 registers) the pass ran
+// 15 % slower with fewer loads in flight (docs/PERF.md).
 template <bool kBf16>
-__global__ void __launch_bounds__(256) kv_sums_kernel(Params p) {
+__global__ void __launch_bounds__(256, 4) kv_sums_kernel(Params p) {
     __shared__ SumsSmem sm;
     kv_sums_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }

@@ -60,4 +60,26 @@ __device__ __forceinline__ uint16_t store16(float x) {
     else return __half_as_ushort(__float2half_rn(x));
 }
 
+// Lane-wise maximum and minimum of two pairs of 16-bit inputs (fp16x2 or bf16x2 bits; sm_80+),
+// and a value in both lanes of a pair. Exact: the result is one of the inputs.
+template <bool kBf16>
+__device__ __forceinline__ uint32_t max_pair(uint32_t a, uint32_t b) {
+    uint32_t d;
+    if constexpr (kBf16) asm("max.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    else asm("max.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+template <bool kBf16>
+__device__ __forceinline__ uint32_t min_pair(uint32_t a, uint32_t b) {
+    uint32_t d;
+    if constexpr (kBf16) asm("min.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    else asm("min.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+    return d;
+}
+template <bool kBf16>
+__device__ __forceinline__ uint32_t pair_of(float x) {
+    const uint32_t h = store16<kBf16>(x);
+    return h | (h << 16);
+}
+
 }  // namespace sageattn::cuda::ptx
