@@ -296,13 +296,31 @@ __device__ __forceinline__ float k_mean_at(const Params& p, int64_t slot, int c,
     return __ldcg(p.k_sum + slot + c) / static_cast<float>(alg::k_mean_keys(len_kv));
 }
 
+// §3's code of d = x − mean, rint(fl(d · inv)), as the low byte of fl(fl(d · inv) + 1.5·2²³): the
+// addition rounds to an integer (ties to even, as rint) and leaves it, two's complement, in the
+// low mantissa bits. |d| <= a gives |fl(d · inv)| <= 127·(1 + 2⁻²⁴), so int8_code's clamp never
+// binds while inv is finite and non-zero. Two instructions and three byte permutes a word of four
+// codes, where int8_code takes a rounding, a conversion, two clamps and the shifts (issue-bound).
+__device__ __forceinline__ uint32_t code_bits(float d, float inv) {
+    return __float_as_uint(__fadd_rn(__fmul_rn(d, inv), 12582912.f));  // _rn: no FMA contraction
+}
 __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&mean)[8], float inv) {
-    uint32_t lo = 0, hi = 0;
-    for (int e = 0; e < 4; ++e) {
-        lo |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e] - mean[e], inv))) << (8 * e);
-        hi |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e + 4] - mean[e + 4], inv))) << (8 * e);
+    if (inv == 0.f) {
+        // a = inf (an overflowed x − mean): d · 0 is NaN where d is infinite, which int8_code's
+        // clamp turns into −127 as the CPU emulation does; not worth a second rule.
+        uint32_t lo = 0, hi = 0;
+        for (int e = 0; e < 4; ++e) {
+            lo |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e] - mean[e], inv))) << (8 * e);
+            hi |= static_cast<uint32_t>(static_cast<uint8_t>(int8_code(x[e + 4] - mean[e + 4], inv))) << (8 * e);
+        }
+        return make_uint2(lo, hi);
     }
-    return make_uint2(lo, hi);
+    uint32_t w[8];
+    for (int e = 0; e < 8; ++e) w[e] = code_bits(x[e] - mean[e], inv);
+    const auto word = [](uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+        return __byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410);  // the four low bytes
+    };
+    return make_uint2(word(w[0], w[1], w[2], w[3]), word(w[4], w[5], w[6], w[7]));
 }
 
 // One 64-key block of one (sequence, KV head): K codes and scales.
