@@ -414,14 +414,21 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
         publish_nonfinite_keys(p, 0, b, hk, s, j0, sm.token_nonfinite);
     }
     __syncthreads();
-    for (int r = 0; r < rounds; ++r) {
+    // A thread's rows take turns between two K groups (the maxima's note above): both inverses,
+    // and where its first row's codes go, worked out once.
+    const float inv_even = group_inv[alg::k_group_in_block(w.group, p.granularity)];
+    const float inv_odd = group_inv[alg::k_group_in_block(w.groups + w.group, p.granularity)];
+    int8_t* codes = p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + w.group) * p.head_dim_pad + c0;
+    const int64_t codes_step = static_cast<int64_t>(w.groups) * p.head_dim_pad;
+    for (int r = 0; r < rounds; ++r, codes += codes_step) {
         const int j = r * w.groups + w.group;
-        const float inv = group_inv[alg::k_group_in_block(j, p.granularity)];
-        bool ignored = false;
-        if (j >= n) for (int e = 0; e < 8; ++e) x[e] = km[e];  // codes 0 past the sequence
-        else chunk_values<kBf16>(chunk(j, dirty, ignored), x);
-        *reinterpret_cast<uint2*>(p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + j) * p.head_dim_pad + c0) =
-            pack_codes(x, km, inv);
+        uint2 word = make_uint2(0u, 0u);  // codes 0 past the sequence
+        if (j < n) {
+            bool ignored = false;
+            chunk_values<kBf16>(chunk(j, dirty, ignored), x);
+            word = pack_codes(x, km, (r & 1) ? inv_odd : inv_even);
+        }
+        *reinterpret_cast<uint2*>(codes) = word;
     }
     if (ends_wide_block_early(j0, s.len_kv)) {
         const int64_t tail = hk * p.kv_rows + s.pad_kv + j0 + kBlockKv;
@@ -710,14 +717,15 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         if (i < s.len_q && sm.row_nonfinite[local]) atomicOr(p.q_nonfinite + static_cast<int64_t>(b) * p.heads_q + h, 1u);
     }
     __syncthreads();
-    for (int r = 0; r < rounds; ++r) {
+    int8_t* codes = p.q_codes + (h * p.q_rows + s.pad_q + i0 + w.group) * p.head_dim_pad + c0;  // the thread's first row
+    const int64_t codes_step = static_cast<int64_t>(w.groups) * p.head_dim_pad;
+    for (int r = 0; r < rounds; ++r, codes += codes_step) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
         bool ignored = false;
         if (stage || i < s.len_q) chunk_values<kBf16>(chunk(local, i, dirty, ignored), x);  // staged: zeros past the sequence
         else for (int e = 0; e < 8; ++e) x[e] = 0.f;
-        *reinterpret_cast<uint2*>(p.q_codes + (h * p.q_rows + s.pad_q + i) * p.head_dim_pad + c0) =
-            pack_codes(x, zero, row_inv[local]);
+        *reinterpret_cast<uint2*>(codes) = pack_codes(x, zero, row_inv[local]);
     }
 }
 
