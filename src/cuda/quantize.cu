@@ -632,21 +632,22 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 // One chunk of 128 query rows of one (sequence, head): codes, scales with
 // scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
 template <bool kBf16>
-__device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm, uint4* stage = nullptr) {
+__device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm, uint4* stage = nullptr,
+                                              int tile_rows = kQuantRows) {
     auto& k_mean = sm.k_mean;
     auto& row_amax = sm.row_amax;
     auto& row_dot = sm.row_dot;
     auto& row_inv = sm.row_inv;
     const int hk = h / p.group;
     const Seq s = sequence(p, b);
-    const int64_t i0 = static_cast<int64_t>(bx) * kQuantRows;
+    const int64_t i0 = static_cast<int64_t>(bx) * tile_rows;
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
     const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
     const Split w(p.head_dim_pad, blockDim.x);
     const int c0 = w.chunk * 8;
-    const int rounds = kQuantRows / w.groups;
-    // With `stage` (kQuantRows x dpad 16-bit inputs), the tile is read once, its copies in
+    const int rounds = tile_rows / w.groups;
+    // With `stage` (tile_rows x dpad 16-bit inputs), the tile is read once, its copies in
     // flight while K's mean is read, and kept for the codes; else the codes read it again.
     const auto at = [&](int local) { return local * w.lanes_per_row + w.chunk; };
     if (stage) stage_tile(stage, p.q.data, qb + i0 * p.q.token_stride, p.q.token_stride, s.len_q - i0, rounds, w, p.head_dim, p.vec_q);
@@ -690,7 +691,7 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     // with the same index mod 8 a per-thread group (§3): maxima by shuffles.
     static_assert(alg::kQWarpRows == 32 && alg::kQThreadGroups == 8, "the shuffles follow §3's Q groups");
     float group = 0.f;
-    if (threadIdx.x < kQuantRows) {
+    if (threadIdx.x < tile_rows) {
         float a = row_amax[threadIdx.x];
         a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 8));
         a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 16));
@@ -701,11 +702,11 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         if (threadIdx.x % 32 == 0) sm.warp_amax[threadIdx.x / 32] = warp_max;
     }
     __syncthreads();
-    if (threadIdx.x < kQuantRows) {
+    if (threadIdx.x < tile_rows) {
         const int local = threadIdx.x;
         const int64_t i = i0 + local;
         float block = 0.f;
-        for (int w4 = 0; w4 < kQuantRows / 32; ++w4) block = fmaxf(block, sm.warp_amax[w4]);
+        for (int w4 = 0; w4 < tile_rows / 32; ++w4) block = fmaxf(block, sm.warp_amax[w4]);
         if (p.granularity == SAGEATTN_QK_PER_BLOCK) group = block;
         const float floored = fmaxf(group, alg::kAmaxFloor);
         row_inv[local] = alg::kInt8Max / floored;
@@ -808,11 +809,15 @@ __global__ void __launch_bounds__(256, min_ctas(5, sizeof(VSmem<kFp8>))) v_quant
     if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
     else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
+// 64-row tiles where §3's Q groups allow (per-thread and per-warp groups lie in 32-row slabs;
+// a per-block group is 128 rows): their staged tile is half the shared memory, so twice the
+// CTAs fit an SM (at 128 rows, 6 an SM held the kernel to 36 % occupancy; docs/PERF.md).
+inline int q_tile_rows(const Params& p) { return p.granularity == SAGEATTN_QK_PER_BLOCK ? kQuantRows : kQuantRows / 2; }
 template <bool kBf16>
-__global__ void __launch_bounds__(128) q_quant_kernel(Params p) {
+__global__ void __launch_bounds__(128) q_quant_kernel(Params p, int tile_rows) {
     __shared__ QSmem sm;
-    extern __shared__ uint4 stage[];  // kQuantRows x dpad inputs
-    q_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage);
+    extern __shared__ uint4 stage[];  // tile_rows x dpad inputs
+    q_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage, tile_rows);
 }
 
 template <bool kBf16, bool kFp8>
@@ -837,9 +842,10 @@ void quantize_typed(const Params& p, int64_t one_launch_items, cudaStream_t stre
         v_quant_kernel<kBf16, kFp8><<<grid(kv_blocks, p.heads_kv), 256, 0, stream>>>(p);
     }
     if (q_blocks > 0) {
-        const int stage = kQuantRows * p.head_dim_pad * 2;  // up to 64 KiB: past the default 48
+        const int rows = q_tile_rows(p);
+        const int stage = rows * p.head_dim_pad * 2;  // up to 64 KiB: past the default 48
         cudaFuncSetAttribute(q_quant_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, stage);
-        q_quant_kernel<kBf16><<<grid(q_blocks, p.heads_q), 128, stage, stream>>>(p);
+        q_quant_kernel<kBf16><<<grid(blocks(p.max_len_q, rows), p.heads_q), 128, stage, stream>>>(p, rows);
     }
 }
 
