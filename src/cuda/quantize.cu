@@ -810,9 +810,14 @@ __global__ void __launch_bounds__(256, min_ctas(5, sizeof(VSmem<kFp8>))) v_quant
     else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
 // 64-row tiles where §3's Q groups allow (per-thread and per-warp groups lie in 32-row slabs;
-// a per-block group is 128 rows): their staged tile is half the shared memory, so twice the
-// CTAs fit an SM (at 128 rows, 6 an SM held the kernel to 36 % occupancy; docs/PERF.md).
-inline int q_tile_rows(const Params& p) { return p.granularity == SAGEATTN_QK_PER_BLOCK ? kQuantRows : kQuantRows / 2; }
+// a per-block group is 128 rows) and the 128-row staged tile would pass 16 KB (d128 and up):
+// half the shared memory, so twice the CTAs fit an SM (at d128, 128 rows held the kernel to
+// 6 CTAs an SM, 36 % occupancy). At d64 the 128-row tile is 16 KB and stays: 64 rows there
+// ran 85.7 against 80.3 µs (docs/PERF.md).
+inline int q_tile_rows(const Params& p) {
+    const bool small_stage = kQuantRows * p.head_dim_pad * 2 <= 16 * 1024;
+    return p.granularity == SAGEATTN_QK_PER_BLOCK || small_stage ? kQuantRows : kQuantRows / 2;
+}
 template <bool kBf16>
 __global__ void __launch_bounds__(128) q_quant_kernel(Params p, int tile_rows) {
     __shared__ QSmem sm;
