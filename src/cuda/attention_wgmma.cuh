@@ -247,4 +247,11 @@ bool launch_attention_wgmma(const Params& p, cudaStream_t stream) {
     }
 }
 
+// A channel cut (kernels.py's WGMMA_CHANNEL_CUTS): DP's layout, its first C channels computed,
+// for head dims up to C; FP8 P·V only, as at d256.
+template <int DP, int C, bool kBf16>
+bool launch_attention_wgmma_cut(const Params& p, cudaStream_t stream) {
+    return p.pv_fp8 && p.head_dim <= C && sm90::launch<sm90::Traits<DP, 2, true, C>, kBf16>(p, stream);
+}
+
 }  // namespace sageattn::cuda

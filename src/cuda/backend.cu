@@ -188,12 +188,27 @@ TryLaunch wgmma_launcher(int dp, bool bf16, std::index_sequence<I...>) {
      ...);
     return found;
 }
-TryLaunch wgmma_launcher(int dp, bool bf16) {
+// A channel cut of dp that holds head_dim (the registry lists the cuts of a head dim ascending),
+// else dp's instance.
+template <size_t... I>
+TryLaunch wgmma_cut_launcher(int dp, int64_t head_dim, bool bf16, std::index_sequence<I...>) {
+    TryLaunch found = nullptr;
+    ((dp == kWgmmaChannelCuts[I][0] && head_dim <= kWgmmaChannelCuts[I][1]
+          ? (found = bf16 ? launch_attention_wgmma_cut<kWgmmaChannelCuts[I][0], kWgmmaChannelCuts[I][1], true>
+                          : launch_attention_wgmma_cut<kWgmmaChannelCuts[I][0], kWgmmaChannelCuts[I][1], false>,
+             true)
+          : false) ||
+     ...);
+    return found;
+}
+TryLaunch wgmma_launcher(int dp, int64_t head_dim, bool bf16) {
+    if (TryLaunch cut = wgmma_cut_launcher(dp, head_dim, bf16, std::make_index_sequence<kWgmmaChannelCuts.size()>{}))
+        return cut;
     return wgmma_launcher(dp, bf16, std::make_index_sequence<std::size(kWgmmaHeadDims)>{});
 }
 #else
 constexpr bool kHaveWgmma = false;
-TryLaunch wgmma_launcher(int, bool) { return nullptr; }
+TryLaunch wgmma_launcher(int, int64_t, bool) { return nullptr; }
 #endif
 
 // Makes `device` current for the scope and restores the caller's device after.
@@ -427,7 +442,7 @@ sageattn_status forward(const Problem& pr, const WorkspaceLayout& l, void* works
     }
     launch_quantize(params, one_launch_items(devices().sms[p.device_index]), stream);
     if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "quantization kernels");
-    if (takes_wgmma(pr, l.dp) && wgmma_launcher(l.dp, params.bf16)(params, stream)) {
+    if (takes_wgmma(pr, l.dp) && wgmma_launcher(l.dp, params.head_dim, params.bf16)(params, stream)) {
         if ((e = cudaGetLastError()) != cudaSuccess) return cuda_error(e, "attention kernel (sm_90a)");
         if (p.qk_precision == SAGEATTN_QK_AUTO) {
             Params sharp = params;

@@ -49,11 +49,18 @@ constexpr bool registry_is_consistent() {
         if (padded_head_dim(dp) != dp) return false;
     for (int dp : kWgmmaFp16PvHeadDims)
         if (!has_wgmma_instance(dp)) return false;
+    int cut_dp = 0, cut_c = 0;
+    for (const auto& cut : kWgmmaChannelCuts) {
+        if (!has_wgmma_instance(cut[0]) || cut[1] % 32 != 0 || cut[1] >= cut[0] || (cut[0] == cut_dp && cut[1] <= cut_c))
+            return false;
+        cut_dp = cut[0], cut_c = cut[1];
+    }
     return last == SAGEATTN_MAX_HEAD_DIM;
 }
 static_assert(registry_is_consistent(),
               "kernels.py: mma.sync head dims ascending multiples of 64 up to SAGEATTN_MAX_HEAD_DIM, and every "
-              "sm_90a and split-buffer head dim among them, and every sm_90a FP16 P·V head dim among those");
+              "sm_90a and split-buffer head dim among them, every sm_90a FP16 P·V head dim among those, and "
+              "channel cuts of sm_90a head dims, multiples of 32 below them, ascending per head dim");
 
 // K/V sums, then K, V and Q codes (§3, §4): one launch when there are at most
 // `one_launch_items` blocks in all (small problems, whose time is launch latency), else
@@ -77,5 +84,9 @@ void launch_attention(const Params& p, cudaStream_t stream);
 // the caller then runs the mma.sync kernel.
 template <int DP, bool kBf16>
 bool launch_attention_wgmma(const Params& p, cudaStream_t stream);
+// The same on DP's layout computing only its first C channels (kernels.py's
+// WGMMA_CHANNEL_CUTS), for head dims up to C; false otherwise.
+template <int DP, int C, bool kBf16>
+bool launch_attention_wgmma_cut(const Params& p, cudaStream_t stream);
 
 }  // namespace sageattn::cuda

@@ -719,8 +719,8 @@ TEST(Gpu, Sm90TakesEveryHeadDimWithFp8Pv) {
 }
 
 // Heads of 129-256 channels with FP8 P·V through every feature: on sm_90 the sm_90a kernel's
-// d256 instance (two 128-byte halves of Q and K, P·V in two channel halves, two stages),
-// elsewhere the mma.sync kernels. Masks, varlen, sharp heads, length 1, sequences of many
+// d256 instance (two 128-byte halves of Q and K, P·V in two channel halves, two stages), or up
+// to 192 channels its cut to 192, elsewhere the mma.sync kernels. Masks, varlen, sharp heads, length 1, sequences of many
 // blocks (the stages wrap), padded head dims.
 TEST(Gpu, WideHeadsEveryFeature) {
     REQUIRE_GPU();
@@ -770,6 +770,22 @@ TEST(Gpu, WideHeadsEveryFeature) {
         a.problem.causal = 1;
         a.with_lse();
         check(a, "d192 (padded to 256) causal, lengths off every block");
+    }
+    // Up to 192 channels the sm_90a kernel runs the d256 layout's channel cut (kernels.py's
+    // WGMMA_CHANNEL_CUTS): Q·Kᵀ over 6 K steps of 8, P·V in one pass, its own stage count.
+    {
+        Attention a = wide(Shape{1, 8, 2, 300, 1100, 160, SAGEATTN_DTYPE_FP16, Layout::Strided});
+        const size_t bytes = a.with_key_bias(rng(), 7, 900);
+        a.with_lse();
+        check(a, "d160 (the cut to 192) GQA 8/2, 1100 keys, additive mask, strided", bytes);
+    }
+    {
+        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
+        Attention a = wide(Shape{1, 4, 2, 301, 572, 192, SAGEATTN_DTYPE_BF16, Layout::NHD});
+        a.problem.causal = 1;
+        a.with_lse();
+        a.packed_varlen(cu_q, cu_kv, 230, 500);
+        check(a, "d192 (the cut to 192) varlen, 4 sequences, causal");
     }
 }
 

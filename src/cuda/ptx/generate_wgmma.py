@@ -21,7 +21,9 @@ def pv_shapes(dims):
     return tuple(sorted({min(d, MAX_PV_HALF) + 8 for d in dims}))
 
 
-SHAPES_E4M3 = pv_shapes(kernels.WGMMA_HEAD_DIMS)  # k32
+# ... and the channel cuts' (one pass of C + 8 where that is within wgmma's N of 256).
+SHAPES_E4M3 = tuple(sorted(set(pv_shapes(kernels.WGMMA_HEAD_DIMS)) |
+                           {c + 8 if c + 8 <= 256 else min(c // 2, MAX_PV_HALF) + 8 for _, c in kernels.WGMMA_CHANNEL_CUTS}))  # k32
 SHAPES_F16 = pv_shapes(kernels.WGMMA_FP16_PV_HEAD_DIMS)  # the same with FP16 P and Vᵀ, k16
 
 

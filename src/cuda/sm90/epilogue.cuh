@@ -22,7 +22,7 @@ __device__ __forceinline__ bool staged_output(const Params& p) {
 template <class T>
 struct Staging {
     // A row padded by 16 bytes: the quad's 4-byte stores of a warp's 8 rows then hit 32 banks.
-    static constexpr int kRowBytes = T::kDp * 2 + 16;
+    static constexpr int kRowBytes = T::kChannels * 2 + 16;
     static constexpr int kWarpBytes = 16 * kRowBytes;  // a consumer warp's 16 rows
     static_assert(T::kConsumers / 32 * kWarpBytes <= T::kStages * T::kStageBytes, "the stages hold every warp's rows");
 };
@@ -51,7 +51,7 @@ __device__ __forceinline__ void store_output_staged(const Params& p, int b, int 
     __syncwarp();
     const int64_t row0 = row[0] - g;
     uint16_t* out = static_cast<uint16_t*>(p.out) + out_base(p, b, s) + h * p.out_head_stride;
-    constexpr int kChunks = T::kDp / 8;  // 16-byte chunks of a row
+    constexpr int kChunks = T::kChannels / 8;  // 16-byte chunks of a row
 #pragma unroll
     for (int k = lane; k < 16 * kChunks; k += 32) {
         const int lr = k / kChunks, ch = k % kChunks;

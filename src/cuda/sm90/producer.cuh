@@ -62,7 +62,7 @@ struct Copies {
     // Block n's K and Vᵀ codes into its stage, which the caller knows to be empty.
     __device__ __forceinline__ void block(const Pipeline& pipe, uint32_t n) const {
         uint64_t* full = pipe.full + n % T::kStages;
-        ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kDp * 128);
+        ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kChannels * 128);
 #pragma unroll
         for (int half = 0; half < T::kQKHalves; ++half)
             ptx::tma_load_2d(pipe.k_tile<T>(n) + half * T::kKHalfBytes, maps.k, half * T::kQKSwizzle,

@@ -8,11 +8,15 @@
 
 namespace sageattn::cuda::sm90 {
 
-// DP: padded head_dim (64, 128 or 256; 256 with FP8 P·V only). kWarpgroups: consumer warpgroups of 64 query rows.
-// kFp8: FP8 (else FP16) P·V.
-template <int DP, int kWarpgroups, bool kFp8>
+// DP: padded head_dim (64, 128 or 256; 256 with FP8 P·V only), the layout of the codes in the
+// workspace. kWarpgroups: consumer warpgroups of 64 query rows. kFp8: FP8 (else FP16) P·V.
+// C: the channels computed, DP unless the registry cuts it (kernels.py's WGMMA_CHANNEL_CUTS):
+// for head dims up to C the channels from C on hold zero codes, so Q·Kᵀ takes C / 32 K steps
+// and P·V and O have C channels (d192 on the d256 layout: P·V in one pass of N = 200).
+template <int DP, int kWarpgroups, bool kFp8, int C = DP>
 struct Traits {
     static constexpr int kDp = DP;
+    static constexpr int kChannels = C;
     static constexpr int kBlockN = kWideBlockKv;  // keys per block: the §6 softmax step of this kernel
     static constexpr int kConsumers = 128 * kWarpgroups;
     static constexpr int kThreads = kConsumers + 128;  // and one producer warpgroup
@@ -24,7 +28,7 @@ struct Traits {
     // three warpgroups (160 registers) and FP16 P̃ at d128 (32 registers) cannot hold S_{j+1}
     // (64) beside O and the block's P·V; both spilled in the fold (docs/PERF.md).
     // At d256 too: O alone is 128 registers (docs/PERF.md, head_dim 256).
-    static constexpr bool kScoresAfterFold = kConsumerRegs < 200 || (!kFp8 && DP > 64) || DP > 128;
+    static constexpr bool kScoresAfterFold = kConsumerRegs < 200 || (!kFp8 && DP > 64) || C > 128;
 
     // Q·Kᵀ: INT8 wgmma m64n128k32, Q and K rows of DP bytes. A copy-engine box and a swizzle
     // span are at most 128 bytes, so rows of up to 128 bytes are one span, swizzled by their
@@ -33,7 +37,7 @@ struct Traits {
     // ks / kQKStepsPerHalf at 32·(ks % kQKStepsPerHalf) bytes into its rows.
     static constexpr int kQKSwizzle = DP < 128 ? DP : 128;
     static constexpr int kQKHalves = DP / kQKSwizzle;
-    static constexpr int kQKSteps = DP / 32;
+    static constexpr int kQKSteps = C / 32;  // of the kQKHalves · kQKStepsPerHalf a row holds
     static constexpr int kQKStepsPerHalf = kQKSwizzle / 32;
     // What K step ks adds to the descriptor of a Q or K tile whose halves are `half_bytes` apart
     // (descriptors count 16-byte units): 2·ks below d256, as the steps stay in one row span.
@@ -54,8 +58,8 @@ struct Traits {
     static constexpr int kVTiles = kFp8 ? 1 : 2;
     static constexpr int kVTileKeys = kBlockN / kVTiles;
     static constexpr int kMaxPvN = 256;  // wgmma's largest N
-    static constexpr int kPvHalves = DP + 8 <= kMaxPvN ? 1 : 2;
-    static constexpr int kPvHalfChannels = DP / kPvHalves;
+    static constexpr int kPvHalves = C + 8 <= kMaxPvN ? 1 : 2;
+    static constexpr int kPvHalfChannels = C / kPvHalves;
     static constexpr int kPvN = kPvHalfChannels + 8;  // N of each half
     static constexpr int kOnesRow = kPvHalfChannels;  // a half's first row of ones, from its start
     static constexpr int kPvHalf1Row = kPvN;          // half 1's first row in a Vᵀ tile
@@ -66,11 +70,13 @@ struct Traits {
     // the tensor cores start on it while the softmax goes on: FP8 one group per k32 step (+12 %
     // at d128 16k), FP16 at d128 four of 32 keys (+7 %, with kScoresAfterFold); FP16 at d64,
     // which does not spill, stays with one group and S_{j+1} before the fold (docs/PERF.md).
-    // In halves (d256), one group per half: half 0 once P̃ is packed, half 1 after its fold.
-    static constexpr int kPvGroups = kPvHalves > 1 ? 1 : kFp8 ? kPvSteps : (DP > 64 ? 4 : 1);
+    // In halves (d256), one group per half: half 0 once P̃ is packed, half 1 after its fold. Above
+    // 128 channels in one pass (a cut to 192) also one group: the scores (64 registers) are dead
+    // before its accumulators (C / 2 + 4) come alive, beside O (C / 2) and P̃.
+    static constexpr int kPvGroups = kPvHalves > 1 || C > 128 ? 1 : kFp8 ? kPvSteps : (DP > 64 ? 4 : 1);
     static constexpr int kPvStepsPerGroup = kPvSteps / kPvGroups;
     static constexpr int kSTilesPerGroup = kSTiles / kPvGroups;  // the score tiles whose P̃ a group reads
-    static constexpr int kOTiles = DP / 8;                      // n8 tiles of O
+    static constexpr int kOTiles = C / 8;                       // n8 tiles of O
     static constexpr int kPvHalfOTiles = kPvHalfChannels / 8;   // ... of one P·V half's channels
     static constexpr int kPvTiles = kPvN / 8;  // n8 tiles of the P·V accumulator (half 0, with the row sums')
 
@@ -97,23 +103,25 @@ struct Traits {
     static constexpr int kBytes = kColumnsOffset + kColumnBytes + kAlignSlack;
 
     static_assert(DP == 64 || DP == 128 || DP == 256, "Q and K rows of one 64- or 128-byte swizzle span, or two of 128");
-    static_assert(kQKHalves * kQKSwizzle == DP && kQKHalves * kQKStepsPerHalf == kQKSteps, "whole K steps per half");
+    static_assert(kQKHalves * kQKSwizzle == DP && kQKSteps <= kQKHalves * kQKStepsPerHalf && C % 32 == 0,
+                  "whole K steps, within the row");
+    static_assert(C == DP || (C > 128 && DP > 128 && kFp8), "a cut only of d256, to more than 128 channels, FP8 P·V");
     static_assert(kQKHalves == 1 || kQKSwizzle == 128, "Q and K rows in several halves only of 128 bytes");
     static_assert(DP > 128 || qk_step_desc(kQKSteps - 1, kKHalfBytes) == 2 * (kQKSteps - 1),
                   "one row span: K step ks is 2·ks in the descriptor");
     static_assert(kQKHalves == 1 || (qk_step_desc(kQKStepsPerHalf, kKHalfBytes) == kKHalfBytes / 16 &&
-                                     qk_step_desc(kQKSteps - 1, kQHalfBytes) == (kQHalfBytes + kQKSwizzle - 32) / 16),
+                                     qk_step_desc(2 * kQKStepsPerHalf - 1, kQHalfBytes) == (kQHalfBytes + kQKSwizzle - 32) / 16),
                   "d256: K steps 4..7 read the second half from its start");
     static_assert(kQHalfBytes % 1024 == 0 && kKHalfBytes % 1024 == 0 && (64 * kQKSwizzle) % 1024 == 0,
                   "every half of Q and K, and each warpgroup's Q rows, on a 1024-byte boundary (128-byte swizzle)");
-    static_assert(kPvHalves * kPvHalfChannels == DP && kPvN <= kMaxPvN && kPvN % 8 == 0,
+    static_assert(kPvHalves * kPvHalfChannels == C && kPvN <= kMaxPvN && kPvN % 8 == 0,
                   "P·V halves within wgmma's N");
     static_assert(kPvHalves == 1 || (kFp8 && kWarpgroups == 2),
                   "P·V in halves (d256) with FP8 P·V and two consumer warpgroups only (registers, shared memory)");
     static_assert(kPvHalves == 1 || (kPvHalf1Row * 128) % 1024 == 0, "half 1 of a Vᵀ tile on a 1024-byte boundary");
     static_assert(kPvHalves == 1 || kScoresAfterFold, "d256: no registers for S_{j+1} beside O and a P·V half");
     static_assert(kPvHalves == 1 || kPvGroups == 1, "d256: one commit group per P·V half");
-    static_assert(kVTiles * kVBoxBytes * kPvHalves == kVTiles * DP * 128, "the copies fill every channel row of the tiles");
+    static_assert(kVTiles * kVBoxBytes * kPvHalves == kVTiles * C * 128, "the copies fill every channel row of the tiles");
     static_assert(kWarpgroups >= 2 && kWarpgroups <= 3, "two or three consumer warpgroups");
     static_assert(kConsumerRegs >= 152, "registers for O, a block's P·V and P̃");
     static_assert(kBlockN % kPvK == 0 && kPvSteps % kVTiles == 0, "whole P·V steps per Vᵀ tile");
