@@ -329,7 +329,7 @@ __device__ __forceinline__ void attend(const Params& p, uint8_t* smem, int b, in
         l_exact[r] += __shfl_xor_sync(0xffffffffu, l_exact[r], 2);
     }
     store_rows<kBf16, kOT>(p, b, h, s, row, t, m, l, l_exact, p_offset, p.lse != nullptr, !kSharp, v_scale_smem,
-                           v_offset_smem, [&](int r, int ot, int e) { return o[ot][2 * r + e]; });
+                           v_offset_smem, nonfinite_flags(p, b, h), [&](int r, int ot, int e) { return o[ot][2 * r + e]; });
 }
 
 // Three CTAs per SM at most 170 registers a thread, enough warps to hide the loads, where

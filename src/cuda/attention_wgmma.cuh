@@ -58,12 +58,6 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     const int64_t q0 = query_tile(p) * T::kTileQ;
     if (q0 >= tile.s.len_q) return;
     const int hk = tile.h / p.group;
-    // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ; the CTA of a head's first
-    // rows (every head with rows has one) lists it for that kernel's launch.
-    if (p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, tile.b, tile.h)) {
-        if (q0 == 0 && threadIdx.x == 0) p.sharp_heads[1 + atomicAdd(p.sharp_heads, 1u)] = tile.b * p.heads_q + tile.h;
-        return;
-    }
 
     // The warpgroup index through a shuffle: the compiler then knows it is warp-uniform and keeps
     // the wgmma descriptors built from it in uniform registers.
@@ -79,10 +73,13 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 
     // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
     // their bytes), and empty once every consumer thread is done with it. The copies of Q and of
-    // the first stages start before the rest of the CTA's set-up (the rows of ones), so that
-    // they overlap it; later blocks each wait for their stage.
+    // block 0, all the consumers need to start, go out before the rest of the CTA's set-up (the
+    // rows of ones), so that they overlap it; the producer sends the other first stages after
+    // the CTA's barrier (sent here, ten more copies held every warp at it: docs/PERF.md), and
+    // each later block once its stage is free.
     const Copies<T> copies{TensorMaps{&q_map, &k_map, &v_map}, static_cast<int32_t>(tile.h * p.q_rows + tile.s.pad_q + q0),
-                           hk * p.kv_rows + tile.s.pad_kv, tile.s.pad_kv, hk * DP};
+                           hk * p.kv_rows + tile.s.pad_kv, tile.s.pad_kv, hk * DP,
+                           p.k_scale + tile.k_block0 * alg::kKThreadGroups};
     if (threadIdx.x == 0) {
         for (int i = 0; i < T::kStages; ++i)
             ptx::mbarrier_init(pipe.full + i, 1), ptx::mbarrier_init(pipe.empty + i, T::kConsumers);
@@ -90,8 +87,13 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         ptx::mbarrier_init_fence();
         ptx::fence_proxy_async();  // the initialised barriers, for the copy engine
         copies.q(pipe);
-        for (uint32_t n = 0; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
+        if (tile.blocks > 0) copies.block(pipe, 0);
     }
+    // §5: heads flagged sharp run on the mma.sync kernel's 16-bit Q·Kᵀ. One thread of another
+    // warp reads the verdict's inputs while thread 0 sets up, and leaves it for every thread
+    // past the barrier (read by each thread before it, their latency came on top of the set-up).
+    uint32_t* sharp_flag = reinterpret_cast<uint32_t*>(smem + T::kFlagOffset);
+    if (threadIdx.x == 32) *sharp_flag = p.qk_precision == SAGEATTN_QK_AUTO && sharp_scores(p, tile.b, tile.h);
     // The rows of ones under every P·V half of every stage's Vᵀ tiles (e4m3 1.0 = 0x38, fp16
     // 1.0 = 0x3c00); the copies never touch them.
     constexpr uint32_t kOnes = T::kVB == 1 ? 0x38383838u : 0x3c003c00u;
@@ -106,10 +108,23 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     ptx::fence_proxy_async();  // the rows of ones, for the tensor cores
     __syncthreads();
 
+    // A sharp head's CTA waits for the copies it sent (none may land after it exits) and leaves;
+    // the CTA of the head's first rows (every head with rows has one) lists it for the mma.sync
+    // kernel's launch.
+    if (*sharp_flag) {
+        if (threadIdx.x == 0) {
+            if (q0 == 0) p.sharp_heads[1 + atomicAdd(p.sharp_heads, 1u)] = tile.b * p.heads_q + tile.h;
+            ptx::mbarrier_wait(pipe.q_full, 0);
+            if (tile.blocks > 0) ptx::mbarrier_wait(pipe.full, 0);
+        }
+        return;
+    }
     if (wg == T::kConsumers / 128) {
         ptx::setmaxnreg_dec<T::kProducerRegs>();
-        if (tid == 0)
+        if (tid == 0) {
+            for (uint32_t n = 1; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
             for (uint32_t n = T::kStages; n < tile.blocks; ++n) copies.refill(pipe, n);
+        }
         return;
     }
     ptx::setmaxnreg_inc<T::kConsumerRegs>();
@@ -139,6 +154,10 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     Rows rows;
     const float p_offset = T::kVB == 1 ? alg::kFp8POffset : 0.f;
     consume<T, kLse>(p, tile, pipe, wg, tid, row, o, rows, p_offset);
+    // Read before the epilogue's barrier and stores, which hide their latency (read after them,
+    // every consumer warp's last instruction waited on them: docs/PERF.md; before the key loop
+    // the register they take made it spill).
+    const uint32_t nonfinite = nonfinite_flags(p, tile.b, tile.h);
 
     float* v_scale_smem = columns;
     float* v_offset_smem = columns + DP;
@@ -159,10 +178,11 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     if (staged_output(p)) {
         store_output_staged<T, kBf16>(p, tile.b, tile.h, tile.s, row, lane, rows.m, rows.l, v_scale_smem, v_offset_smem,
                                       pipe.stages + threadIdx.x / 32 * Staging<T>::kWarpBytes, acc);
-        store_lse_and_nonfinite(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse, true);
+        store_lse_and_nonfinite(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse, true,
+                                nonfinite);
     } else {
         store_rows<kBf16, T::kOTiles>(p, tile.b, tile.h, tile.s, row, t, rows.m, rows.l, rows.l_exact, p_offset, kLse,
-                                      true, v_scale_smem, v_offset_smem, acc);
+                                      true, v_scale_smem, v_offset_smem, nonfinite, acc);
     }
 }
 

@@ -369,10 +369,17 @@ __device__ __forceinline__ bool row_sees_marked_key(const Params& p, int b, int 
     }
     return false;
 }
+// The flags of (sequence b, head h) the quantizers raised, one bit each (q: 1, k: 2): a kernel
+// may read them early, where their latency hides (the sm_90a kernel, before its key loop; read
+// at the end, each CTA's last instruction waited on them).
+constexpr uint32_t kQMarked = 1u, kKMarked = 2u;
+__device__ __forceinline__ uint32_t nonfinite_flags(const Params& p, int b, int h) {
+    return (p.q_nonfinite[static_cast<int64_t>(b) * p.heads_q + h] != 0u ? kQMarked : 0u) |
+           (p.kv_nonfinite[static_cast<int64_t>(b) * p.heads_kv + h / p.group] != 0u ? kKMarked : 0u);
+}
 __device__ __forceinline__ void overwrite_nonfinite_rows(const Params& p, int b, int h, const int64_t (&row)[2], int t,
-                                                         bool lse) {
-    const bool q_marked = p.q_nonfinite[static_cast<int64_t>(b) * p.heads_q + h] != 0u;
-    const bool k_marked = p.kv_nonfinite[static_cast<int64_t>(b) * p.heads_kv + h / p.group] != 0u;
+                                                         bool lse, uint32_t flags) {
+    const bool q_marked = (flags & kQMarked) != 0u, k_marked = (flags & kKMarked) != 0u;
     if (!q_marked && !k_marked) return;
     const Seq s = sequence(p, b);
     const bool pairs = out_pairs(p);
@@ -389,11 +396,11 @@ __device__ __forceinline__ void overwrite_nonfinite_rows(const Params& p, int b,
 
 // The rest of store_rows' epilogue, after the output rows: with `lse`, the natural-log LSE
 // (m + log2 l_exact − offset)·ln 2 (−inf for an empty row, RowOutput), plus the row's smooth-K
-// shift where `shifted`; then the non-finite rows.
+// shift where `shifted`; then the non-finite rows (`flags`: nonfinite_flags).
 __device__ __forceinline__ void store_lse_and_nonfinite(const Params& p, int b, int h, const Seq& s,
                                                         const int64_t (&row)[2], int t, const float (&m)[2],
                                                         const float (&l)[2], const float (&l_exact)[2], float p_offset,
-                                                        bool lse, bool shifted) {
+                                                        bool lse, bool shifted, uint32_t flags) {
     if (lse && t == 0)
         for (int r = 0; r < 2; ++r) {
             if (row[r] >= s.len_q) continue;
@@ -401,17 +408,17 @@ __device__ __forceinline__ void store_lse_and_nonfinite(const Params& p, int b, 
             const float shift = shifted ? p.q_shift[h * p.q_rows + s.pad_q + row[r]] : 0.f;
             p.lse[lse_index(p, b, h, s, row[r])] = empty ? -INFINITY : (m[r] + log2f(l_exact[r]) - p_offset) * alg::kLn2 + shift;
         }
-    overwrite_nonfinite_rows(p, b, h, row, t, lse);
+    overwrite_nonfinite_rows(p, b, h, row, t, lse, flags);
 }
 
 // Both kernels' epilogue (§6) for a thread's two rows, m, l and l_exact already summed
-// over the quad: the output rows (RowOutput), then store_lse_and_nonfinite.
+// over the quad: the output rows (RowOutput), then store_lse_and_nonfinite (`flags`: nonfinite_flags).
 // acc(r, ot, e) is row r's accumulator of tile ot, channel 2t + e.
 template <bool kBf16, int kOT, class Acc>
 __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const Seq& s, const int64_t (&row)[2], int t,
                                            const float (&m)[2], const float (&l)[2], const float (&l_exact)[2],
                                            float p_offset, bool lse, bool shifted, const float* v_scale,
-                                           const float* v_offset, Acc acc) {
+                                           const float* v_offset, uint32_t flags, Acc acc) {
     uint16_t* out = static_cast<uint16_t*>(p.out);
     const int64_t base = out_base(p, b, s) + h * p.out_head_stride;
     const bool pairs = out_pairs(p);
@@ -421,7 +428,7 @@ __device__ __forceinline__ void store_rows(const Params& p, int b, int h, const 
         store_output_row<kBf16, kOT>(out + base + row[r] * p.out_token_stride, p, t, pairs, RowOutput(m[r], l[r]),
                                      v_scale, v_offset, [&](int ot, int e) { return acc(r, ot, e); });
     }
-    store_lse_and_nonfinite(p, b, h, s, row, t, m, l, l_exact, p_offset, lse, shifted);
+    store_lse_and_nonfinite(p, b, h, s, row, t, m, l, l_exact, p_offset, lse, shifted, flags);
 }
 
 }  // namespace sageattn::cuda

@@ -1,5 +1,5 @@
-// The bulk tensor copy engine (TMA, sm90): 2-D tiles from global to shared memory,
-// completing on an mbarrier that expects their bytes.
+// The bulk copy engine (TMA, sm90): 2-D tiles and plain runs of bytes from global to shared
+// memory, completing on an mbarrier that expects their bytes.
 #pragma once
 
 #include <cuda.h>
@@ -22,6 +22,14 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
             smem_addr(dst)),
         "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(smem_addr(bar))
         : "memory");
+}
+
+// `bytes` (a multiple of 16) from global `src` to shared `dst`, both 16-byte aligned, completing on `bar`.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_addr(dst)),
+                 "l"(reinterpret_cast<uint64_t>(src)), "r"(bytes), "r"(smem_addr(bar))
+                 : "memory");
 }
 
 }  // namespace sageattn::cuda::ptx

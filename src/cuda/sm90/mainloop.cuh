@@ -80,11 +80,11 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // Q: [half][row][kQKSwizzle bytes]; the warpgroup's 64 rows of each half.
     const uint64_t q_desc = ptx::make_desc<T::kQKSwizzle>(pipe.q_smem + wg * 64 * T::kQKSwizzle);
 
-    // Block j's K scales for this thread's columns (K group t of each 64-key half).
+    // Block j's K scales for this thread's columns (K group t of each 64-key half), from its
+    // stage (the producer copies them in with the codes): read only between wait_full(j) and release(j).
     auto k_scales = [&](uint32_t j, float (&ks)[2]) {
-        constexpr int kHalves = T::kBlockN / kBlockKv;  // 64-key K-scale blocks a block spans
-        static_assert(kHalves == 2, "one K scale per 64-key half");
-        const float* at = p.k_scale + (tile.k_block0 + kHalves * int64_t{j}) * alg::kKThreadGroups + t;
+        static_assert(T::kBlockN / kBlockKv == 2, "one K scale per 64-key half");
+        const float* at = pipe.k_scale_slot<T>(j) + t;
         ks[0] = at[0], ks[1] = at[alg::kKThreadGroups];
     };
     // Descriptors depend on warp-uniform values only (uniform registers); computed before the
@@ -166,7 +166,7 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // the compiler then tracks which accumulators each wait completes (with the issue of S_{j+1}
     // inside a branch it would wait for it too before the fold).
     // Block j + 1's K scales are read right after its scores are issued: the fold hides their
-    // latency (read at the top of the step, they waited on memory whenever the scores were in).
+    // latency (two shared-memory loads).
     float ks_next[2];
     auto issue_next = [&](uint32_t j) {
         wait_full(j + 1);
@@ -214,9 +214,9 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         if constexpr (decltype(next)::value && T::kScoresAfterFold) issue_next(j);
     };
     if (n > 0) {
-        k_scales(0, ks_next);
         wait_full(0);
         issue_s(acc, 0);
+        k_scales(0, ks_next);
         for (uint32_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});
         step(n - 1, std::false_type{});
     }

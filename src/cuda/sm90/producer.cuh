@@ -1,7 +1,7 @@
 // The sm_90a kernel's copies: one thread drives the bulk tensor copy engine. Q codes of the
-// tile arrive once; K codes [key][channel] and Vᵀ codes [channel][key] of block n go into
-// stage n % kStages, the first kStages at once, each later one as soon as every consumer has
-// released its stage (the empty barrier); each completes on its stage's full barrier.
+// tile arrive once; K codes [key][channel], Vᵀ codes [channel][key] and the K scales of block
+// n go into stage n % kStages, the first kStages at once, each later one as soon as every
+// consumer has released its stage (the empty barrier); each completes on its stage's full barrier.
 #pragma once
 
 #include <cuda.h>
@@ -23,7 +23,7 @@ struct TensorMaps {
 // Where one CTA's copies come from and go to.
 struct Pipeline {
     uint8_t* q_smem;      // the tile's Q codes
-    uint8_t* stages;      // kStages x [K codes | Vᵀ tiles]
+    uint8_t* stages;      // kStages x [K codes | Vᵀ tiles], then kStages x a block's K scales
     uint64_t* full;       // [kStages]: the stage's copies have landed
     uint64_t* empty;      // [kStages]: every consumer thread is done with the stage
     uint64_t* q_full;
@@ -35,6 +35,10 @@ struct Pipeline {
     template <class T>
     __device__ uint8_t* v_tile(uint32_t block, int tile) const {
         return k_tile<T>(block) + T::kKBytes + tile * T::kVTileBytes;
+    }
+    template <class T>
+    __device__ const float* k_scale_slot(uint32_t block) const {
+        return reinterpret_cast<const float*>(stages + T::kStages * T::kStageBytes + (block % T::kStages) * T::kKScaleBytes);
     }
     template <class T>
     __device__ uint32_t phase(uint32_t block) const { return (block / T::kStages) & 1; }
@@ -52,6 +56,7 @@ struct Copies {
     int32_t q_row;
     int64_t k_row, v_key;
     int32_t v_row;
+    const float* k_scale;  // the K scales of the tile's first block (kKScaleBytes a block, 16-byte aligned)
 
     __device__ __forceinline__ void q(const Pipeline& pipe) const {
         ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
@@ -59,10 +64,14 @@ struct Copies {
         for (int half = 0; half < T::kQKHalves; ++half)
             ptx::tma_load_2d(pipe.q_smem + half * T::kQHalfBytes, maps.q, half * T::kQKSwizzle, q_row, pipe.q_full);
     }
-    // Block n's K and Vᵀ codes into its stage, which the caller knows to be empty.
+    // Block n's K and Vᵀ codes and K scales into its stage, which the caller knows to be empty.
+    // The scales come with the codes: read from global memory by the consumers, their latency
+    // showed at each block's first use (docs/PERF.md).
     __device__ __forceinline__ void block(const Pipeline& pipe, uint32_t n) const {
         uint64_t* full = pipe.full + n % T::kStages;
-        ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kChannels * 128);
+        ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kChannels * 128 + T::kKScaleBytes);
+        ptx::bulk_load(const_cast<float*>(pipe.k_scale_slot<T>(n)), k_scale + int64_t{n} * (T::kKScaleBytes / 4),
+                       T::kKScaleBytes, full);
 #pragma unroll
         for (int half = 0; half < T::kQKHalves; ++half)
             ptx::tma_load_2d(pipe.k_tile<T>(n) + half * T::kKHalfBytes, maps.k, half * T::kQKSwizzle,

@@ -80,8 +80,9 @@ struct Traits {
     static constexpr int kPvHalfOTiles = kPvHalfChannels / 8;   // ... of one P·V half's channels
     static constexpr int kPvTiles = kPvN / 8;  // n8 tiles of the P·V accumulator (half 0, with the row sums')
 
-    // Shared memory: Q codes, then kStages stages of [K codes | Vᵀ tiles], then the barriers and
-    // the epilogue's per-channel V statistics and factors. Swizzled tiles start on 1024-byte boundaries.
+    // Shared memory: Q codes, then kStages stages of [K codes | Vᵀ tiles], then each stage's K
+    // scales, the barriers, the epilogue's per-channel V statistics and factors, and the §5
+    // verdict. Swizzled tiles start on 1024-byte boundaries.
     static constexpr int kQBytes = kTileQ * DP;
     static constexpr int kKBytes = kBlockN * DP;
     static constexpr int kQHalfBytes = kTileQ * kQKSwizzle;  // one 128-byte half of Q's rows (d256)
@@ -94,13 +95,19 @@ struct Traits {
     static constexpr int kAlignSlack = 1024;        // the dynamic base is aligned up to 1024 by hand
     static constexpr int kColumnBytes = 3 * DP * 4;  // V's amax, sum and error per channel, then its factors
     static constexpr int kMaxStages = 8;
+    static constexpr int kFlagBytes = 16;  // the CTA's §5 verdict, written before its first barrier
+    // A block's K scales (§3: kKThreadGroups a 64-key half), copied in with its codes, one slot a stage.
+    static constexpr int kKScaleBytes = (kBlockN / kBlockKv) * alg::kKThreadGroups * 4;
     static constexpr int kRoomStages =
-        (kSmemLimit - kAlignSlack - kQBytes - kColumnBytes - (2 * kMaxStages + 1) * 8) / kStageBytes;
+        (kSmemLimit - kAlignSlack - kQBytes - kColumnBytes - kFlagBytes - kMaxStages * kKScaleBytes -
+         (2 * kMaxStages + 1) * 8) / kStageBytes;
     static constexpr int kStages = kRoomStages < kMaxStages ? kRoomStages : kMaxStages;
     static constexpr int kStagesOffset = kQBytes;
-    static constexpr int kBarriersOffset = kStagesOffset + kStages * kStageBytes;  // full[], empty[], q
+    static constexpr int kKScalesOffset = kStagesOffset + kStages * kStageBytes;   // [kStages][kKScaleBytes]
+    static constexpr int kBarriersOffset = kKScalesOffset + kStages * kKScaleBytes;  // full[], empty[], q
     static constexpr int kColumnsOffset = kBarriersOffset + (2 * kStages + 1) * 8;
-    static constexpr int kBytes = kColumnsOffset + kColumnBytes + kAlignSlack;
+    static constexpr int kFlagOffset = kColumnsOffset + kColumnBytes;
+    static constexpr int kBytes = kFlagOffset + kFlagBytes + kAlignSlack;
 
     static_assert(DP == 64 || DP == 128 || DP == 256, "Q and K rows of one 64- or 128-byte swizzle span, or two of 128");
     static_assert(kQKHalves * kQKSwizzle == DP && kQKSteps <= kQKHalves * kQKStepsPerHalf && C % 32 == 0,
@@ -128,6 +135,8 @@ struct Traits {
     static_assert(kPvSteps % kPvGroups == 0, "whole P·V steps per group");
     static_assert(kVTileKeys * kVB == kVSwizzle, "a Vᵀ row of a tile is one swizzle span");
     static_assert(kKBytes % 1024 == 0 && kVTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "tiles on 1024-byte boundaries");
+    static_assert(kKScaleBytes % 16 == 0 && kKScalesOffset % 16 == 0, "K scales: whole 16-byte bulk copies");
+    static_assert(kKScalesOffset == kStagesOffset + kStages * kStageBytes, "K scales right after the stages (Pipeline)");
     static_assert(kStages >= 2, "at least double buffering");  // d256: K 32 KB + Vᵀ 34 KB a stage, Q 32 KB, 2 stages
     static_assert(kConsumers >= DP, "one V channel's epilogue factors a consumer thread");
     static_assert(kBytes <= kSmemLimit, "shared memory of one CTA on sm_90");
