@@ -629,8 +629,9 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
         zero_rows(p.v_codes + static_cast<int64_t>(hk) * dp * p.kv_rows + s.pad_kv + j0 + kBlockKv, dp, kBlockKv, p.kv_rows);
 }
 
-// One chunk of 128 query rows of one (sequence, head): codes, scales with
-// scale·log2(e) folded in, the LSE shift, and the head's amax (§3, §5, §6).
+// One tile of `tile_rows` query rows (kQuantRows, or half of it: q_tile_rows) of one
+// (sequence, head): codes, scales with scale·log2(e) folded in, the LSE shift, and the head's
+// amax (§3, §5, §6).
 template <bool kBf16>
 __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm, uint4* stage = nullptr,
                                               int tile_rows = kQuantRows) {

@@ -720,14 +720,23 @@ TEST(Gpu, Sm90TakesEveryHeadDimWithFp8Pv) {
 
 // Heads of 129-256 channels with FP8 P·V through every feature: on sm_90 the sm_90a kernel's
 // d256 instance (two 128-byte halves of Q and K, P·V in two channel halves, two stages), or up
-// to 192 channels its cut to 192, elsewhere the mma.sync kernels. Masks, varlen, sharp heads, length 1, sequences of many
-// blocks (the stages wrap), padded head dims.
+// to 192 channels its cut to 192, elsewhere the mma.sync kernels. Masks, varlen, sharp heads,
+// length 1, sequences of many blocks (the stages wrap), padded head dims.
 TEST(Gpu, WideHeadsEveryFeature) {
     REQUIRE_GPU();
     const auto wide = [](Shape s) {
         Attention a(s, Inputs{1.0f, 2.0f}, rng());
         a.problem.pv_precision = SAGEATTN_PV_FP8;
         return a;
+    };
+    // Four sequences (one of a single query, one of none), causal, with the LSE.
+    const auto varlen_causal = [&](int64_t d, const char* label) {
+        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
+        Attention a = wide(Shape{1, 4, 2, 301, 572, d, SAGEATTN_DTYPE_BF16, Layout::NHD});
+        a.problem.causal = 1;
+        a.with_lse();
+        a.packed_varlen(cu_q, cu_kv, 230, 500);
+        check(a, label);
     };
     {
         Shape s{2, 2, 2, 80, 100, 256};
@@ -741,14 +750,7 @@ TEST(Gpu, WideHeadsEveryFeature) {
         Attention a = wide(Shape{1, 2, 1, 150, 260, 256, SAGEATTN_DTYPE_FP16});
         check(a, "d256 additive fp32 mask with -inf and finfo.min", a.with_key_bias(rng(), 3, 200));
     }
-    {
-        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
-        Attention a = wide(Shape{1, 4, 2, 301, 572, 256, SAGEATTN_DTYPE_BF16, Layout::NHD});
-        a.problem.causal = 1;
-        a.with_lse();
-        a.packed_varlen(cu_q, cu_kv, 230, 500);
-        check(a, "d256 varlen, 4 sequences, causal");
-    }
+    varlen_causal(256, "d256 varlen, 4 sequences, causal");
     {
         Attention a(Shape{1, 2, 2, 256, 256, 256}, Inputs{30.0f, 4.0f}, rng());
         a.problem.pv_precision = SAGEATTN_PV_FP8;
@@ -769,7 +771,7 @@ TEST(Gpu, WideHeadsEveryFeature) {
         Attention a = wide(Shape{2, 3, 3, 129, 383, 192, SAGEATTN_DTYPE_BF16, Layout::HND});
         a.problem.causal = 1;
         a.with_lse();
-        check(a, "d192 (padded to 256) causal, lengths off every block");
+        check(a, "d192 (the cut to 192 on sm_90) causal, lengths off every block");
     }
     // Up to 192 channels the sm_90a kernel runs the d256 layout's channel cut (kernels.py's
     // WGMMA_CHANNEL_CUTS): Q·Kᵀ over 6 K steps of 8, P·V in one pass, its own stage count.
@@ -779,14 +781,7 @@ TEST(Gpu, WideHeadsEveryFeature) {
         a.with_lse();
         check(a, "d160 (the cut to 192) GQA 8/2, 1100 keys, additive mask, strided", bytes);
     }
-    {
-        const std::vector<int32_t> cu_q{0, 1, 71, 71, 301}, cu_kv{0, 5, 69, 72, 572};
-        Attention a = wide(Shape{1, 4, 2, 301, 572, 192, SAGEATTN_DTYPE_BF16, Layout::NHD});
-        a.problem.causal = 1;
-        a.with_lse();
-        a.packed_varlen(cu_q, cu_kv, 230, 500);
-        check(a, "d192 (the cut to 192) varlen, 4 sequences, causal");
-    }
+    varlen_causal(192, "d192 (the cut to 192) varlen, 4 sequences, causal");
 }
 
 // head_dim 129..256 in the configuration of the 99 KB parts (sm_86, sm_89, sm_12x): one K and

@@ -1,7 +1,8 @@
 // The sm_90a kernel's copies: one thread drives the bulk tensor copy engine. Q codes of the
 // tile arrive once; K codes [key][channel], Vᵀ codes [channel][key] and the K scales of block
-// n go into stage n % kStages, the first kStages at once, each later one as soon as every
-// consumer has released its stage (the empty barrier); each completes on its stage's full barrier.
+// n go into stage n % kStages, the first kStages as soon as the CTA is set up (block 0 during
+// it), each later one as soon as every consumer has released its stage (the empty barrier);
+// each completes on its stage's full barrier.
 #pragma once
 
 #include <cuda.h>
@@ -37,8 +38,8 @@ struct Pipeline {
         return k_tile<T>(block) + T::kKBytes + tile * T::kVTileBytes;
     }
     template <class T>
-    __device__ const float* k_scale_slot(uint32_t block) const {
-        return reinterpret_cast<const float*>(stages + T::kStages * T::kStageBytes + (block % T::kStages) * T::kKScaleBytes);
+    __device__ float* k_scale_slot(uint32_t block) const {
+        return reinterpret_cast<float*>(stages + (T::kKScalesOffset - T::kStagesOffset) + (block % T::kStages) * T::kKScaleBytes);
     }
     template <class T>
     __device__ uint32_t phase(uint32_t block) const { return (block / T::kStages) & 1; }
@@ -70,8 +71,7 @@ struct Copies {
     __device__ __forceinline__ void block(const Pipeline& pipe, uint32_t n) const {
         uint64_t* full = pipe.full + n % T::kStages;
         ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kChannels * 128 + T::kKScaleBytes);
-        ptx::bulk_load(const_cast<float*>(pipe.k_scale_slot<T>(n)), k_scale + int64_t{n} * (T::kKScaleBytes / 4),
-                       T::kKScaleBytes, full);
+        ptx::bulk_load(pipe.k_scale_slot<T>(n), k_scale + int64_t{n} * (T::kKScaleBytes / 4), T::kKScaleBytes, full);
 #pragma unroll
         for (int half = 0; half < T::kQKHalves; ++half)
             ptx::tma_load_2d(pipe.k_tile<T>(n) + half * T::kKHalfBytes, maps.k, half * T::kQKSwizzle,

@@ -136,7 +136,6 @@ struct Traits {
     static_assert(kVTileKeys * kVB == kVSwizzle, "a Vᵀ row of a tile is one swizzle span");
     static_assert(kKBytes % 1024 == 0 && kVTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "tiles on 1024-byte boundaries");
     static_assert(kKScaleBytes % 16 == 0 && kKScalesOffset % 16 == 0, "K scales: whole 16-byte bulk copies");
-    static_assert(kKScalesOffset == kStagesOffset + kStages * kStageBytes, "K scales right after the stages (Pipeline)");
     static_assert(kStages >= 2, "at least double buffering");  // d256: K 32 KB + Vᵀ 34 KB a stage, Q 32 KB, 2 stages
     static_assert(kConsumers >= DP, "one V channel's epilogue factors a consumer thread");
     static_assert(kBytes <= kSmemLimit, "shared memory of one CTA on sm_90");
