@@ -21,9 +21,10 @@ def pv_shapes(dims):
     return tuple(sorted({min(d, MAX_PV_HALF) + 8 for d in dims}))
 
 
-# ... and the channel cuts' (one pass of C + 8 where that is within wgmma's N of 256).
-SHAPES_E4M3 = tuple(sorted(set(pv_shapes(kernels.WGMMA_HEAD_DIMS)) |
-                           {c + 8 if c + 8 <= 256 else min(c // 2, MAX_PV_HALF) + 8 for _, c in kernels.WGMMA_CHANNEL_CUTS}))  # k32
+# ... and the channel cuts' (one pass of C + 8: a cut is below its head dim of at most 256 and
+# a multiple of 32, so C + 8 <= 232 is within wgmma's N).
+assert all(c < d <= 2 * MAX_PV_HALF and c % 32 == 0 for d, c in kernels.WGMMA_CHANNEL_CUTS), "cuts in one P·V pass"
+SHAPES_E4M3 = tuple(sorted(set(pv_shapes(kernels.WGMMA_HEAD_DIMS)) | {c + 8 for _, c in kernels.WGMMA_CHANNEL_CUTS}))  # k32
 SHAPES_F16 = pv_shapes(kernels.WGMMA_FP16_PV_HEAD_DIMS)  # the same with FP16 P and Vᵀ, k16
 
 
