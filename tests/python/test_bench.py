@@ -99,3 +99,47 @@ def test_error_stats():
     s = bench.error_stats(ref + 0.1, ref)
     assert s["rel_l1"] == pytest.approx(0.4 / 6.5) and s["max_abs"] == pytest.approx(0.1)
     assert s["psnr_db"] == pytest.approx(10 * torch.log10(torch.tensor(9 / 0.01)).item(), rel=1e-5)
+
+
+# bench/ab.py and bench/same.py: the A/B of builds and their bit-for-bit check, on CPU
+# tensors at lengths scaled down (each build in its own process, as on a GPU).
+_BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "bench")
+
+
+def _tool(name, *args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(sageattention.__file__)),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, os.path.join(_BENCH, name), "--device", "cpu", *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _library():
+    path = sageattention.library_path
+    if not path or not os.path.exists(path):
+        pytest.skip("the library is not built")
+    return path
+
+
+def test_same_finds_a_build_that_differs(tmp_path):
+    lib = _library()
+    p = _tool("same.py", "--scale-down", "20", "--lib", f"a={lib}", "--lib", f"b={lib}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "same.py: 36 same, 0 differ" in p.stdout
+    assert "nan and inf d128 n1000             same" in p.stdout and ":False" in p.stdout  # the NaN rows come out NaN
+    # A build that cannot load raises on every problem: each one differs, and the exit says so.
+    p = _tool("same.py", "--scale-down", "20", "--lib", f"a={lib}", "--lib", f"b={tmp_path / 'missing.so'}")
+    assert p.returncode == 1 and "same.py: 0 same, 36 differ" in p.stdout
+
+
+def test_ab_rows_and_ratios(tmp_path):
+    lib = _library()
+    out = tmp_path / "ab.json"
+    p = _tool("ab.py", "--scale-down", "64", "--iters", "1", "--rounds", "2", "--shapes", "d128 n1k,tiny b1 h8 n128 d64",
+              "--lib", f"a={lib}", "--lib", f"b={lib}", "--expect-same", "--json", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.startswith(("d128 n1k", "tiny"))]
+    assert len(lines) == 2 and all(l.endswith("same") for l in lines)
+    rows = json.loads(out.read_text())
+    assert {(r["build"], r["shape"]) for r in rows} == {(b, s) for b in "ab" for s in ("d128 n1k", "tiny b1 h8 n128 d64")}
+    assert len(rows) == 2 * 2 * 2 and all(r["e2e"] > 0 for r in rows)
+    assert _tool("ab.py", "--shapes", "d999", "--lib", f"a={lib}", "--lib", f"b={lib}").returncode == 2

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Same-run A/B of library builds: each build in its own process, the rounds alternating
+the order, end-to-end time (median of timed calls) and each kernel's device time per call.
+
+    python bench/ab.py --lib main=build-main/libsageattn.so --lib new=build/libsageattn.so [--rounds 2]
+                       [--shapes "d128 n1k,d128 n16k"] [--json FILE]
+
+A build is loaded through SAGEATTN_LIBRARY in a fresh process (python/ must be importable,
+or the package installed). Per shape it prints each build's e2e and attention-kernel times
+(ms, the best round: rounds alternate so that drift and clocks hit every build alike), the
+ratio of the first build's times to each other's (> 1: faster than the first), and whether
+the outputs of every build agree bit for bit (--expect-same: exit 1 where not). --device cpu runs the same on CPU tensors at
+--scale-down'd sizes (for the tests; its "kernel" time is the call's).
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+# name: batch, heads_q, heads_kv, length, head_dim, causal. The names of
+# ../shared/anchors/side_by_side.py where both have the shape.
+SHAPES = {
+    "d128 n1k": (32, 32, 32, 1024, 128, False),
+    "d128 n4k": (8, 32, 32, 4096, 128, False),
+    "d128 n16k": (2, 32, 32, 16384, 128, False),
+    "d128 n4k causal": (8, 32, 32, 4096, 128, True),
+    "d128 n16k causal": (2, 32, 32, 16384, 128, True),
+    "d64 n4k": (8, 32, 32, 4096, 64, False),
+    "d64 n16k": (2, 32, 32, 16384, 64, False),
+    "b1 h12 n32760 d128": (1, 12, 12, 32760, 128, False),
+    "b1 h24 n4608 d128": (1, 24, 24, 4608, 128, False),
+    "gqa 32/8 n8k causal": (1, 32, 8, 8192, 128, True),
+    "d256 n4k": (4, 16, 16, 4096, 256, False),
+    "tiny b1 h8 n128 d64": (1, 8, 8, 128, 64, False),
+}
+
+
+def tops(shape, ms):
+    b, hq, _, n, d, causal = SHAPES[shape]
+    return 4 * b * hq * n * n * d / (2 if causal else 1) / (ms * 1e-3) / 1e12
+
+
+def worker(shapes, device, scale_down, iters):
+    import torch
+    import sageattention as sa
+
+    cuda = device == "cuda"
+
+    def timed(fn):
+        if not cuda:
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        return s.elapsed_time(e)
+
+    def kernels(fn, reps=5):
+        if not cuda:
+            return {}
+        from torch.profiler import ProfilerActivity, profile
+
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                fn()
+            torch.cuda.synchronize()
+        return {e.key: e.device_time_total / reps / 1e3 for e in prof.key_averages() if e.device_time_total > 0}
+
+    for name in shapes:
+        b, hq, hkv, n, d, causal = SHAPES[name]
+        n = max(1, n // scale_down)
+        g = torch.Generator(device=device).manual_seed(n + d + hq)
+        q = torch.randn(b, hq, n, d, device=device, dtype=torch.bfloat16, generator=g)
+        k = torch.randn(b, hkv, n, d, device=device, dtype=torch.bfloat16, generator=g)
+        k = k + 4 * torch.randn(1, hkv, 1, d, device=device, dtype=torch.bfloat16, generator=g)
+        v = torch.randn(b, hkv, n, d, device=device, dtype=torch.bfloat16, generator=g)
+        fn = lambda: sa.sageattn(q, k, v, tensor_layout="HND", is_causal=causal)
+        out = fn()
+        digest = hashlib.sha1(out.float().cpu().numpy().tobytes()).hexdigest()[:16]
+        for _ in range(3):
+            fn()
+        times = sorted(timed(fn) for _ in range(iters))
+        per_kernel = kernels(fn)
+        e2e = times[len(times) // 2]
+        attention = max((t for key, t in per_kernel.items() if "attention" in key), default=e2e)
+        print("ROW " + json.dumps(dict(shape=name, e2e=e2e, kernel=attention, kernels=per_kernel, hash=digest)), flush=True)
+        del q, k, v, out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", action="append", default=[], metavar="NAME=PATH", help="a build (twice or more)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--shapes", default=",".join(s for s in SHAPES if s != "tiny b1 h8 n128 d64"),
+                    help="comma-separated names of: " + ", ".join(SHAPES))
+    ap.add_argument("--iters", type=int, default=30, help="timed calls per shape and round")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--scale-down", type=int, default=1, help="divide every length by this (CPU tests)")
+    ap.add_argument("--json", help="every round's rows, per build and shape")
+    ap.add_argument("--expect-same", action="store_true", help="exit 1 where the builds' outputs differ")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shapes {unknown}; known: {list(SHAPES)}")
+    if a.worker:
+        worker(shapes, a.device, a.scale_down, a.iters)
+        return 0
+    libs = [x.split("=", 1) for x in a.lib]
+    if len(libs) < 2 or any(len(x) != 2 for x in libs):
+        ap.error("give two or more builds as --lib NAME=PATH")
+    rows = {}
+    for rnd in range(a.rounds):
+        for who, path in libs if rnd % 2 == 0 else libs[::-1]:
+            env = dict(os.environ, SAGEATTN_LIBRARY=os.path.abspath(path))
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--shapes", ",".join(shapes), "--device", a.device,
+                   "--scale-down", str(a.scale_down), "--iters", str(a.iters)]
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            for line in p.stdout.splitlines():
+                if line.startswith("ROW "):
+                    r = json.loads(line[4:])
+                    rows.setdefault((who, r["shape"]), []).append(r)
+            if p.returncode:
+                print(f"# {who} exited {p.returncode}:\n{p.stderr[-2000:]}", flush=True)
+    names = [w for w, _ in libs]
+    print(f"{'shape':22s} " + " ".join(f"{w + ' e2e':>12s} {'kernel':>8s}" for w in names)
+          + f"  vs {names[0]}: e2e/kernel   outputs")
+    differ = 0
+    for s in shapes:
+        best = []
+        for w in names:
+            rs = rows.get((w, s), [])
+            best.append((min((r["e2e"] for r in rs), default=float("nan")),
+                         min((r["kernel"] for r in rs), default=float("nan")), {r["hash"] for r in rs}))
+        same = len(set().union(*(h for _, _, h in best))) == 1
+        differ += not same
+        line = f"{s:22s} " + " ".join(f"{e:12.4f} {k:8.4f}" for e, k, _ in best)
+        line += "  " + " ".join(f"{best[0][0] / e:.3f}/{best[0][1] / k:.3f}" for e, k, _ in best[1:])
+        print(line + ("   same" if same else "   DIFFER"), flush=True)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump([dict(build=w, **r) for (w, _), rs in rows.items() for r in rs], fh, indent=1)
+    return 1 if differ and a.expect_same else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
