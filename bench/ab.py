@@ -15,10 +15,10 @@ the outputs of every build agree bit for bit (--expect-same: exit 1 where not). 
 import argparse
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
+
+from _builds import emit, parse_libs, run_build
 
 # name: batch, heads_q, heads_kv, length, head_dim, causal. The names of
 # ../shared/anchors/side_by_side.py where both have the shape.
@@ -36,11 +36,6 @@ SHAPES = {
     "d256 n4k": (4, 16, 16, 4096, 256, False),
     "tiny b1 h8 n128 d64": (1, 8, 8, 128, 64, False),
 }
-
-
-def tops(shape, ms):
-    b, hq, _, n, d, causal = SHAPES[shape]
-    return 4 * b * hq * n * n * d / (2 if causal else 1) / (ms * 1e-3) / 1e12
 
 
 def worker(shapes, device, scale_down, iters):
@@ -91,7 +86,7 @@ def worker(shapes, device, scale_down, iters):
         per_kernel = kernels(fn)
         e2e = times[len(times) // 2]
         attention = max((t for key, t in per_kernel.items() if "attention" in key), default=e2e)
-        print("ROW " + json.dumps(dict(shape=name, e2e=e2e, kernel=attention, kernels=per_kernel, hash=digest)), flush=True)
+        emit(dict(shape=name, e2e=e2e, kernel=attention, kernels=per_kernel, hash=digest))
         del q, k, v, out
 
 
@@ -115,22 +110,13 @@ def main(argv=None):
     if a.worker:
         worker(shapes, a.device, a.scale_down, a.iters)
         return 0
-    libs = [x.split("=", 1) for x in a.lib]
-    if len(libs) < 2 or any(len(x) != 2 for x in libs):
-        ap.error("give two or more builds as --lib NAME=PATH")
+    libs = parse_libs(ap, a.lib)
+    args = ["--shapes", ",".join(shapes), "--device", a.device, "--scale-down", str(a.scale_down), "--iters", str(a.iters)]
     rows = {}
     for rnd in range(a.rounds):
         for who, path in libs if rnd % 2 == 0 else libs[::-1]:
-            env = dict(os.environ, SAGEATTN_LIBRARY=os.path.abspath(path))
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--shapes", ",".join(shapes), "--device", a.device,
-                   "--scale-down", str(a.scale_down), "--iters", str(a.iters)]
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            for line in p.stdout.splitlines():
-                if line.startswith("ROW "):
-                    r = json.loads(line[4:])
-                    rows.setdefault((who, r["shape"]), []).append(r)
-            if p.returncode:
-                print(f"# {who} exited {p.returncode}:\n{p.stderr[-2000:]}", flush=True)
+            for r in run_build(who, path, __file__, args):
+                rows.setdefault((who, r["shape"]), []).append(r)
     names = [w for w, _ in libs]
     print(f"{'shape':22s} " + " ".join(f"{w + ' e2e':>12s} {'kernel':>8s}" for w in names)
           + f"  vs {names[0]}: e2e/kernel   outputs")

@@ -14,10 +14,9 @@ finite) and exits 1 if any differ. --device cpu --scale-down 10 runs it on CPU t
 import argparse
 import hashlib
 import itertools
-import json
-import os
-import subprocess
 import sys
+
+from _builds import emit, parse_libs, run_build
 
 
 def problems(scale_down=1):
@@ -85,7 +84,7 @@ def worker(device, scale_down):
             finite = all(bool(torch.isfinite(o).all()) for o in outs)
         except Exception as e:  # a build that raises differs from one that does not
             digest, finite = "raised " + repr(e)[:120], None
-        print("ROW " + json.dumps(dict(name=pr["name"], digest=digest, finite=finite)), flush=True)
+        emit(dict(name=pr["name"], digest=digest, finite=finite))
 
 
 def main(argv=None):
@@ -98,20 +97,11 @@ def main(argv=None):
     if a.worker:
         worker(a.device, a.scale_down)
         return 0
-    libs = [x.split("=", 1) for x in a.lib]
-    if len(libs) < 2 or any(len(x) != 2 for x in libs):
-        ap.error("give two or more builds as --lib NAME=PATH")
+    libs = parse_libs(ap, a.lib)
     found = {}
     for who, path in libs:
-        env = dict(os.environ, SAGEATTN_LIBRARY=os.path.abspath(path))
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--device", a.device, "--scale-down", str(a.scale_down)]
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        for line in p.stdout.splitlines():
-            if line.startswith("ROW "):
-                r = json.loads(line[4:])
-                found.setdefault(r["name"], {})[who] = r
-        if p.returncode:
-            print(f"# {who} exited {p.returncode}:\n{p.stderr[-2000:]}", flush=True)
+        for r in run_build(who, path, __file__, ["--device", a.device, "--scale-down", str(a.scale_down)]):
+            found.setdefault(r["name"], {})[who] = r
     differ = 0
     for pr in problems(a.scale_down):
         by = found.get(pr["name"], {})
