@@ -7,10 +7,12 @@ the order, end-to-end time (median of timed calls) and each kernel's device time
 
 A build is loaded through SAGEATTN_LIBRARY in a fresh process (python/ must be importable,
 or the package installed). Per shape it prints each build's e2e and attention-kernel times
-(ms, the best round: rounds alternate so that drift and clocks hit every build alike), the
-ratio of the first build's times to each other's (> 1: faster than the first), and whether
-the outputs of every build agree bit for bit (--expect-same: exit 1 where not). --device cpu runs the same on CPU tensors at
---scale-down'd sizes (for the tests; its "kernel" time is the call's).
+and the device time of the call's other kernels ("rest": the quantization kernels, the
+workspace memset, the sharp heads' launch), in ms, each the best round (rounds alternate so
+that drift and clocks hit every build alike); the ratio of the first build's times to each
+other's (> 1: faster than the first); and whether the outputs of every build agree bit for
+bit (--expect-same: exit 1 where not). --device cpu runs the same on CPU tensors at
+--scale-down'd sizes (for the tests; its "kernel" time is the call's, and it has no "rest").
 """
 import argparse
 import hashlib
@@ -86,7 +88,8 @@ def worker(shapes, device, scale_down, iters):
         per_kernel = kernels(fn)
         e2e = times[len(times) // 2]
         attention = max((t for key, t in per_kernel.items() if "attention" in key), default=e2e)
-        emit(dict(shape=name, e2e=e2e, kernel=attention, kernels=per_kernel, hash=digest))
+        rest = sum(per_kernel.values()) - attention if per_kernel else None
+        emit(dict(shape=name, e2e=e2e, kernel=attention, rest=rest, kernels=per_kernel, hash=digest))
         del q, k, v, out
 
 
@@ -118,7 +121,7 @@ def main(argv=None):
             for r in run_build(who, path, __file__, args):
                 rows.setdefault((who, r["shape"]), []).append(r)
     names = [w for w, _ in libs]
-    print(f"{'shape':22s} " + " ".join(f"{w + ' e2e':>12s} {'kernel':>8s}" for w in names)
+    print(f"{'shape':22s} " + " ".join(f"{w + ' e2e':>12s} {'kernel':>8s} {'rest':>8s}" for w in names)
           + f"  vs {names[0]}: e2e/kernel   outputs")
     differ = 0
     for s in shapes:
@@ -126,11 +129,13 @@ def main(argv=None):
         for w in names:
             rs = rows.get((w, s), [])
             best.append((min((r["e2e"] for r in rs), default=float("nan")),
-                         min((r["kernel"] for r in rs), default=float("nan")), {r["hash"] for r in rs}))
-        same = len(set().union(*(h for _, _, h in best))) == 1
+                         min((r["kernel"] for r in rs), default=float("nan")),
+                         min((r["rest"] for r in rs if r.get("rest") is not None), default=float("nan")),
+                         {r["hash"] for r in rs}))
+        same = len(set().union(*(h for *_, h in best))) == 1
         differ += not same
-        line = f"{s:22s} " + " ".join(f"{e:12.4f} {k:8.4f}" for e, k, _ in best)
-        line += "  " + " ".join(f"{best[0][0] / e:.3f}/{best[0][1] / k:.3f}" for e, k, _ in best[1:])
+        line = f"{s:22s} " + " ".join(f"{e:12.4f} {k:8.4f} {r:8.4f}" for e, k, r, _ in best)
+        line += "  " + " ".join(f"{best[0][0] / e:.3f}/{best[0][1] / k:.3f}" for e, k, _, _ in best[1:])
         print(line + ("   same" if same else "   DIFFER"), flush=True)
     if a.json:
         with open(a.json, "w") as fh:
