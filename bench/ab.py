@@ -128,10 +128,8 @@ def main(argv=None):
         best = []
         for w in names:
             rs = rows.get((w, s), [])
-            best.append((min((r["e2e"] for r in rs), default=float("nan")),
-                         min((r["kernel"] for r in rs), default=float("nan")),
-                         min((r["rest"] for r in rs if r.get("rest") is not None), default=float("nan")),
-                         {r["hash"] for r in rs}))
+            least = lambda key: min((r[key] for r in rs if r[key] is not None), default=float("nan"))  # CPU: no rest
+            best.append((least("e2e"), least("kernel"), least("rest"), {r["hash"] for r in rs}))
         same = len(set().union(*(h for *_, h in best))) == 1
         differ += not same
         line = f"{s:22s} " + " ".join(f"{e:12.4f} {k:8.4f} {r:8.4f}" for e, k, r, _ in best)
