@@ -4,7 +4,9 @@
 // their strides.
 #include <cuda_runtime.h>
 
+#include <iterator>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/common.cuh"
 #include "cuda/launch.hpp"
@@ -73,6 +75,16 @@ struct Split {
         groups = threads / lanes_per_row;
     }
 };
+
+// The padded head dim and the CTA's threads: compile-time constants in the standalone kernels'
+// instances (one per padded head dim of the registry), read at run time where they are 0 (the
+// one-launch kernel, which serves every head dim). As constants, Split's divisions and
+// remainders, the V units' and the channel factors' index arithmetic and the loops' trip
+// counts fold away: the kernels here issue more instructions than their bytes need.
+template <int kDp>
+__device__ __forceinline__ int dp_of(const Params& p) { return kDp ? kDp : p.head_dim_pad; }
+template <int kThreads>
+__device__ __forceinline__ int threads_of() { return kThreads ? kThreads : static_cast<int>(blockDim.x); }
 
 // Copies a CTA's tile of 16-bit inputs into shared memory as [row][chunk] (row
 // `local` = r·groups + group for r < rounds); rows from `valid` on are zeros. `first` is
@@ -187,7 +199,7 @@ union __align__(16) PrepSmem {
 // maximum and minimum. The chunk's last CTA to finish turns them into the K and V means and
 // V's range after its mean (§4): max |v − mean| = max(max v − mean, mean − min v), exactly,
 // as rounding the difference is monotonic. One read of V serves the sums and the range.
-template <bool kBf16>
+template <bool kBf16, int kDp = 0, int kThreads = 0>
 __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, int b, SumsSmem& sm) {
     constexpr int kParts = 4;  // K sums, V sums, V maxima, V minima
     auto& group_part = sm.group_part;
@@ -196,8 +208,8 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int64_t j0 = static_cast<int64_t>(bx) * kSumRows;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kSumRows, s.len_kv - j0));
-    const int dp = p.head_dim_pad;
-    const Split w(dp, blockDim.x);
+    const int dp = dp_of<kDp>(p);
+    const Split w(dp, threads_of<kThreads>());
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
@@ -247,7 +259,7 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
         group_part[3][at] = chunk_value<kBf16>(make_uint4(vmin[0], vmin[1], vmin[2], vmin[3]), e);
     }
     __syncthreads();
-    for (int c = threadIdx.x; c < dp; c += blockDim.x) {  // the groups in order
+    for (int c = threadIdx.x; c < dp; c += threads_of<kThreads>()) {  // the groups in order
         float k = 0.f, v = 0.f, hi = -INFINITY, lo = INFINITY;
         for (int g = 0; g < w.groups; ++g) {
             k += group_part[0][g * dp + c], v += group_part[1][g * dp + c];
@@ -324,7 +336,7 @@ __device__ __forceinline__ uint2 pack_codes(const float (&x)[8], const float (&m
 }
 
 // One 64-key block of one (sequence, KV head): K codes and scales.
-template <bool kBf16>
+template <bool kBf16, int kDp = 0, int kThreads = 0>
 __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, int b, KSmem& sm, uint4* stage = nullptr) {
     auto& k_mean = sm.k_mean;
     auto& group_inv = sm.group_inv;
@@ -332,8 +344,9 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const Split w(p.head_dim_pad, blockDim.x);
+    const int dp = dp_of<kDp>(p);
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * dp;
+    const Split w(dp, threads_of<kThreads>());
     const int c0 = w.chunk * 8;
     const int64_t kb = s.in_kv + hk * p.k.head_stride + j0 * p.k.token_stride;
     // Every thread group walks the same rows in the same order, so the shuffles
@@ -418,8 +431,8 @@ __device__ __forceinline__ void k_quant_block(const Params& p, int bx, int hk, i
     // and where its first row's codes go, worked out once.
     const float inv_even = group_inv[alg::k_group_in_block(w.group, p.granularity)];
     const float inv_odd = group_inv[alg::k_group_in_block(w.groups + w.group, p.granularity)];
-    int8_t* codes = p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + w.group) * p.head_dim_pad + c0;
-    const int64_t codes_step = static_cast<int64_t>(w.groups) * p.head_dim_pad;
+    int8_t* codes = p.k_codes + (hk * p.kv_rows + s.pad_kv + j0 + w.group) * dp + c0;
+    const int64_t codes_step = static_cast<int64_t>(w.groups) * dp;
     for (int r = 0; r < rounds; ++r, codes += codes_step) {
         const int j = r * w.groups + w.group;
         uint2 word = make_uint2(0u, 0u);  // codes 0 past the sequence
@@ -520,7 +533,7 @@ __device__ __forceinline__ void v_quant_fp16_block(const Params& p, int bx, int 
 // output ({2t, 2t+1, 2t+8, 2t+9} of a 16-key group) over 8 channels, so every
 // shared-memory store is a whole word; words are placed at word ^ (channel / 8)
 // so that a warp's stores spread over the banks.
-template <bool kBf16>
+template <bool kBf16, int kDp = 0, int kThreads = 0>
 __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int hk, int b, VFp8Smem& sm) {
     auto& tile = sm.tile;
     auto& v_mean = sm.v_mean;
@@ -531,14 +544,14 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * dp_of<kDp>(p);
     const float range = alg::fp8_v_range(p.pv_accum);
-    const int dp = p.head_dim_pad, chunks = dp / 8;
+    const int dp = dp_of<kDp>(p), chunks = dp / 8, nthreads = threads_of<kThreads>();
     // Channel c's factors sit at (c % 8)·chunks + c / 8: the lanes of a warp read element e of
     // their chunks at consecutive words (with [c], 16 lanes 8 words apart hit 4 banks, and those
     // reads kept the L1 95 % busy).
     const auto at = [&](int c) { return (c % 8) * chunks + c / 8; };
-    for (int c = threadIdx.x; c < dp; c += blockDim.x) {
+    for (int c = threadIdx.x; c < dp; c += nthreads) {
         const bool real = c < p.head_dim;
         v_mean[at(c)] = (real && p.smooth_v) ? __ldcg(p.v_sum + slot + c) * (1.f / static_cast<float>(s.len_kv)) : 0.f;
         const float a = fmaxf(real ? as_float(__ldcg(p.v_amax + slot + c)) : 0.f, alg::kAmaxFloor);
@@ -555,7 +568,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     float err_sum[8];
     const auto pass = [&](bool clean) {
         for (int e = 0; e < 8; ++e) err_sum[e] = 0.f;
-        for (int unit = threadIdx.x; unit < 2 * dp; unit += blockDim.x) {
+        for (int unit = threadIdx.x; unit < 2 * dp; unit += nthreads) {
             const int chunk = unit % chunks, word = unit / chunks, c0 = chunk * 8;
             const int first = 16 * (word / 4) + 2 * (word % 4);
             const int keys[4] = {first, first + 1, first + 8, first + 9};
@@ -596,7 +609,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 #pragma unroll
     for (int e = 0; e < 8; ++e)
         for (int o = chunks; o < 32; o <<= 1) err_sum[e] += __shfl_xor_sync(0xffffffffu, err_sum[e], o);
-    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += blockDim.x)
+    for (int c = threadIdx.x; c < kMaxHeadDimPad; c += nthreads)
         for (int w = 0; w < 8; ++w) warp_err[w][c] = 0.f;
     __syncthreads();
     if (lane < chunks)
@@ -606,7 +619,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     __syncthreads();
     auto& block_err = sm.block_err;
     auto& totals = sm.totals;
-    for (int c = threadIdx.x; c < dp; c += blockDim.x) {
+    for (int c = threadIdx.x; c < dp; c += nthreads) {
         float sum = 0.f;
         for (int w = 0; w < 8; ++w) sum += warp_err[w][c];
         block_err[c] = sum;
@@ -616,9 +629,9 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int parts_n = static_cast<int>((s.len_kv + kBlockKv - 1) / kBlockKv);
     if (ordered_total(p.err_parts + pair * p.err_chunks * dp, dp, bx, parts_n, block_err, dp,
                       p.tickets + static_cast<int64_t>(p.batch) * p.heads_kv + pair, totals))
-        for (int c = threadIdx.x; c < p.head_dim; c += blockDim.x) p.v_err[slot + c] = totals[c];
+        for (int c = threadIdx.x; c < p.head_dim; c += nthreads) p.v_err[slot + c] = totals[c];
     // Rows of 64 keys are contiguous in the workspace: 16-byte stores.
-    for (int i = threadIdx.x; i < dp * 4; i += blockDim.x) {
+    for (int i = threadIdx.x; i < dp * 4; i += nthreads) {
         const int c = i / 4, part = i % 4, key = (c / 8) & 15;
         const uint32_t* row = tile + c * (kBlockKv / 4);
         const uint4 w = make_uint4(row[(4 * part) ^ key], row[(4 * part + 1) ^ key], row[(4 * part + 2) ^ key],
@@ -632,7 +645,7 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
 // One tile of `tile_rows` query rows (kQuantRows, or half of it: q_tile_rows) of one
 // (sequence, head): codes, scales with scale·log2(e) folded in, the LSE shift, and the head's
 // amax (§3, §5, §6).
-template <bool kBf16>
+template <bool kBf16, int kDp = 0, int kThreads = 0>
 __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, int b, QSmem& sm, uint4* stage = nullptr,
                                               int tile_rows = kQuantRows) {
     auto& k_mean = sm.k_mean;
@@ -644,8 +657,9 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
     const int64_t i0 = static_cast<int64_t>(bx) * tile_rows;
     if (i0 >= s.len_q) return;
     const int64_t qb = s.in_q + h * p.q.head_stride;
-    const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * p.head_dim_pad;
-    const Split w(p.head_dim_pad, blockDim.x);
+    const int dp = dp_of<kDp>(p);
+    const int64_t kslot = (static_cast<int64_t>(b) * p.heads_kv + hk) * dp;
+    const Split w(dp, threads_of<kThreads>());
     const int c0 = w.chunk * 8;
     const int rounds = tile_rows / w.groups;
     // With `stage` (tile_rows x dpad 16-bit inputs), the tile is read once, its copies in
@@ -719,8 +733,8 @@ __device__ __forceinline__ void q_quant_block(const Params& p, int bx, int h, in
         if (i < s.len_q && sm.row_nonfinite[local]) atomicOr(p.q_nonfinite + static_cast<int64_t>(b) * p.heads_q + h, 1u);
     }
     __syncthreads();
-    int8_t* codes = p.q_codes + (h * p.q_rows + s.pad_q + i0 + w.group) * p.head_dim_pad + c0;  // the thread's first row
-    const int64_t codes_step = static_cast<int64_t>(w.groups) * p.head_dim_pad;
+    int8_t* codes = p.q_codes + (h * p.q_rows + s.pad_q + i0 + w.group) * dp + c0;  // the thread's first row
+    const int64_t codes_step = static_cast<int64_t>(w.groups) * dp;
     for (int r = 0; r < rounds; ++r, codes += codes_step) {
         const int local = r * w.groups + w.group;
         const int64_t i = i0 + local;
@@ -789,25 +803,26 @@ __device__ __forceinline__ int grid_z() { return static_cast<int>(blockIdx.z); }
 
 // Four CTAs an SM (64 registers, a few bytes spilled): at three (72 registers) the pass ran
 // 15 % slower with fewer loads in flight (docs/PERF.md).
-template <bool kBf16>
+// Each is instantiated per padded head dim DP (dp_of) with its CTA size, launched with those.
+template <bool kBf16, int DP>
 __global__ void __launch_bounds__(256, 4) kv_sums_kernel(Params p) {
     __shared__ SumsSmem sm;
-    kv_sums_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
+    kv_sums_block<kBf16, DP, 256>(p, grid_x(), grid_y(), grid_z(), sm);
 }
-template <bool kBf16>
+template <bool kBf16, int DP>
 __global__ void __launch_bounds__(128) k_quant_kernel(Params p) {
     __shared__ KSmem sm;
     extern __shared__ uint4 stage[];  // kBlockKv x dpad inputs
-    k_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage);
+    k_quant_block<kBf16, DP, 128>(p, grid_x(), grid_y(), grid_z(), sm, stage);
 }
 template <bool kFp8>
 using VSmem = std::conditional_t<kFp8, VFp8Smem, VHalfSmem>;
 // Five CTAs an SM: the registers for no spills (at six, 40 registers, the spills and the
 // channel factors' reads kept the L1 95 % busy; docs/PERF.md).
-template <bool kBf16, bool kFp8>
+template <bool kBf16, bool kFp8, int DP>
 __global__ void __launch_bounds__(256, min_ctas(5, sizeof(VSmem<kFp8>))) v_quant_kernel(Params p) {
     __shared__ VSmem<kFp8> sm;
-    if constexpr (kFp8) v_quant_fp8_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
+    if constexpr (kFp8) v_quant_fp8_block<kBf16, DP, 256>(p, grid_x(), grid_y(), grid_z(), sm);
     else v_quant_fp16_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm);
 }
 // 64-row tiles where §3's Q groups allow (per-thread and per-warp groups lie in 32-row slabs;
@@ -819,11 +834,36 @@ inline int q_tile_rows(const Params& p) {
     const bool small_stage = kQuantRows * p.head_dim_pad * 2 <= 16 * 1024;
     return p.granularity == SAGEATTN_QK_PER_BLOCK || small_stage ? kQuantRows : kQuantRows / 2;
 }
-template <bool kBf16>
+template <bool kBf16, int DP>
 __global__ void __launch_bounds__(128) q_quant_kernel(Params p, int tile_rows) {
     __shared__ QSmem sm;
     extern __shared__ uint4 stage[];  // tile_rows x dpad inputs
-    q_quant_block<kBf16>(p, grid_x(), grid_y(), grid_z(), sm, stage, tile_rows);
+    q_quant_block<kBf16, DP, 128>(p, grid_x(), grid_y(), grid_z(), sm, stage, tile_rows);
+}
+
+// The standalone kernels of padded head dim DP, in stream order.
+template <bool kBf16, bool kFp8, int DP>
+void launch_passes(const Params& p, int64_t sum_blocks, int64_t kv_blocks, int64_t q_blocks, cudaStream_t stream) {
+    const auto grid = [&](int64_t along, int heads) { return dim3(static_cast<unsigned>(along), heads, p.batch); };
+    if (kv_blocks > 0) {
+        kv_sums_kernel<kBf16, DP><<<grid(sum_blocks, p.heads_kv), 256, 0, stream>>>(p);  // also V's range
+        k_quant_kernel<kBf16, DP><<<grid(kv_blocks, p.heads_kv), 128, kBlockKv * DP * 2, stream>>>(p);
+        v_quant_kernel<kBf16, kFp8, DP><<<grid(kv_blocks, p.heads_kv), 256, 0, stream>>>(p);
+    }
+    if (q_blocks > 0) {
+        const int rows = q_tile_rows(p);
+        const int stage = rows * DP * 2;  // up to 64 KiB: past the default 48
+        cudaFuncSetAttribute(q_quant_kernel<kBf16, DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, stage);
+        q_quant_kernel<kBf16, DP><<<grid((p.max_len_q + rows - 1) / rows, p.heads_q), 128, stage, stream>>>(p, rows);
+    }
+}
+// One launcher per padded head dim of the registry.
+template <bool kBf16, bool kFp8, size_t... I>
+void launch_passes_for(const Params& p, int64_t sum_blocks, int64_t kv_blocks, int64_t q_blocks, cudaStream_t stream,
+                       std::index_sequence<I...>) {
+    ((p.head_dim_pad == kMmaHeadDims[I] ? launch_passes<kBf16, kFp8, kMmaHeadDims[I]>(p, sum_blocks, kv_blocks, q_blocks, stream)
+                                        : void()),
+     ...);
 }
 
 template <bool kBf16, bool kFp8>
@@ -841,18 +881,8 @@ void quantize_typed(const Params& p, int64_t one_launch_items, cudaStream_t stre
         prep_kernel<kBf16, kFp8><<<u(total), 256, 0, stream>>>(p, n);
         return;
     }
-    const auto grid = [&](int64_t along, int heads) { return dim3(static_cast<unsigned>(along), heads, p.batch); };
-    if (kv_blocks > 0) {
-        kv_sums_kernel<kBf16><<<grid(sum_blocks, p.heads_kv), 256, 0, stream>>>(p);  // also V's range
-        k_quant_kernel<kBf16><<<grid(kv_blocks, p.heads_kv), 128, kBlockKv * p.head_dim_pad * 2, stream>>>(p);
-        v_quant_kernel<kBf16, kFp8><<<grid(kv_blocks, p.heads_kv), 256, 0, stream>>>(p);
-    }
-    if (q_blocks > 0) {
-        const int rows = q_tile_rows(p);
-        const int stage = rows * p.head_dim_pad * 2;  // up to 64 KiB: past the default 48
-        cudaFuncSetAttribute(q_quant_kernel<kBf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, stage);
-        q_quant_kernel<kBf16><<<grid(blocks(p.max_len_q, rows), p.heads_q), 128, stage, stream>>>(p, rows);
-    }
+    launch_passes_for<kBf16, kFp8>(p, sum_blocks, kv_blocks, q_blocks, stream,
+                                   std::make_index_sequence<std::size(kMmaHeadDims)>());
 }
 
 }  // namespace
