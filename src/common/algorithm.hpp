@@ -79,6 +79,9 @@ SAGEATTN_HOST_DEVICE inline int64_t q_groups(int64_t len, int granularity) {
 // §3: K's smoothing mean is over min(Lk, kKMeanKeys) keys spread over the sequence: key
 // floor(i·Lk / kKMeanKeys) for i < kKMeanKeys (every key when Lk <= kKMeanKeys).
 SAGEATTN_HOST_DEVICE constexpr int64_t k_mean_keys(int64_t len) { return len < kKMeanKeys ? len : kKMeanKeys; }
+// Key i of that sample (i < k_mean_keys(len)), ascending in i: in_k_mean(j, len) holds exactly for
+// these. Walking the sample this way takes a product a key where in_k_mean takes a division a key.
+SAGEATTN_HOST_DEVICE constexpr int64_t k_mean_key(int64_t i, int64_t len) { return len <= kKMeanKeys ? i : i * len / kKMeanKeys; }
 SAGEATTN_HOST_DEVICE constexpr bool in_k_mean(int64_t j, int64_t len) {
     if (len <= kKMeanKeys) return j < len;
     const int64_t i = (j * kKMeanKeys + len - 1) / len;  // the least i with floor(i·len / kKMeanKeys) >= j

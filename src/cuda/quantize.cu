@@ -159,6 +159,7 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
 // Shared memory of each kind of item; the prep kernel's is their union.
 struct SumsSmem {
     float group_part[4][2048];  // [part][groups][dpad]: each thread group's partial results
+    uint32_t k_rows[kSumRows / 32];  // the chunk's rows in §3's K sample, a bit each
     float sums[4 * kMaxHeadDimPad];
     float totals[4 * kMaxHeadDimPad];
 };
@@ -215,8 +216,19 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
     const int64_t vb = v_base(p, b, s) + hk * p.v.head_stride + j0 * p.v.token_stride;
     float ks[8], vs[8], x[8];
     uint32_t vmax[4], vmin[4];  // V's channel extrema as 16-bit pairs, exact in the input's format
-    // K's rows only where §3's mean takes them (alg::in_k_mean): most of K is not read here.
-    const auto sampled = [&](int j) { return p.smooth_k && alg::in_k_mean(j0 + j, s.len_kv); };
+    // K's rows only where §3's mean takes them (alg::in_k_mean): most of K is not read here. The
+    // chunk's sampled rows are marked first, a key of the sample a thread (alg::k_mean_key): a test
+    // a row by in_k_mean's division took more instructions than the row's sums.
+    const int nthreads = threads_of<kThreads>();
+    for (int i = threadIdx.x; i < kSumRows / 32; i += nthreads) sm.k_rows[i] = 0u;
+    __syncthreads();
+    if (p.smooth_k)
+        for (int64_t i = threadIdx.x; i < alg::k_mean_keys(s.len_kv); i += nthreads) {
+            const int64_t j = alg::k_mean_key(i, s.len_kv) - j0;
+            if (j >= 0 && j < n) atomicOr(&sm.k_rows[j / 32], 1u << (j % 32));
+        }
+    __syncthreads();
+    const auto sampled = [&](int j) { return ((sm.k_rows[j / 32] >> (j % 32)) & 1u) != 0u; };
     // NaNs and infinities count as 0 in every statistic (§6): with `clean` through finite_chunk,
     // which only the rare second pass needs (max_keep_nan's note).
     const auto add = [&](bool clean, bool k_row, uint4 k_bits, uint4 v_bits) {
@@ -259,7 +271,7 @@ __device__ __forceinline__ void kv_sums_block(const Params& p, int bx, int hk, i
         group_part[3][at] = chunk_value<kBf16>(make_uint4(vmin[0], vmin[1], vmin[2], vmin[3]), e);
     }
     __syncthreads();
-    for (int c = threadIdx.x; c < dp; c += threads_of<kThreads>()) {  // the groups in order
+    for (int c = threadIdx.x; c < dp; c += nthreads) {  // the groups in order
         float k = 0.f, v = 0.f, hi = -INFINITY, lo = INFINITY;
         for (int g = 0; g < w.groups; ++g) {
             k += group_part[0][g * dp + c], v += group_part[1][g * dp + c];

@@ -591,6 +591,12 @@ TEST(Features, KMeanIsOverSection3Sample) {
             count += in[static_cast<size_t>(j)] ? 1 : 0;
         }
         EXPECT_EQ(count, alg::k_mean_keys(len)) << "len " << len;
+        // The GPU sums pass marks the sample by alg::k_mean_key: the same keys, ascending.
+        for (int64_t i = 0; i < alg::k_mean_keys(len); ++i) {
+            const int64_t key = alg::k_mean_key(i, len);
+            ASSERT_TRUE(key >= 0 && key < len && in[static_cast<size_t>(key)]) << "len " << len << ", i " << i;
+            if (i > 0) ASSERT_GT(key, alg::k_mean_key(i - 1, len)) << "len " << len << ", i " << i;
+        }
     }
     const int64_t lkv = 1000;
     Attention a(Shape{1, 1, 1, 64, lkv, 32}, Inputs{}, rng());
