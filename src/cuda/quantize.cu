@@ -556,9 +556,9 @@ __device__ __forceinline__ void v_quant_fp8_block(const Params& p, int bx, int h
     const int64_t j0 = static_cast<int64_t>(bx) * kBlockKv;
     if (j0 >= s.len_kv) return;
     const int n = static_cast<int>(min64(kBlockKv, s.len_kv - j0));
-    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * dp_of<kDp>(p);
-    const float range = alg::fp8_v_range(p.pv_accum);
     const int dp = dp_of<kDp>(p), chunks = dp / 8, nthreads = threads_of<kThreads>();
+    const int64_t slot = (static_cast<int64_t>(b) * p.heads_kv + hk) * dp;
+    const float range = alg::fp8_v_range(p.pv_accum);
     // Channel c's factors sit at (c % 8)·chunks + c / 8: the lanes of a warp read element e of
     // their chunks at consecutive words (with [c], 16 lanes 8 words apart hit 4 banks, and those
     // reads kept the L1 95 % busy).
@@ -813,9 +813,9 @@ __device__ __forceinline__ int grid_x() { return static_cast<int>(blockIdx.x); }
 __device__ __forceinline__ int grid_y() { return static_cast<int>(blockIdx.y); }
 __device__ __forceinline__ int grid_z() { return static_cast<int>(blockIdx.z); }
 
+// Each kernel below is instantiated per padded head dim DP (dp_of), its CTA size a constant.
 // Four CTAs an SM (64 registers, a few bytes spilled): at three (72 registers) the pass ran
 // 15 % slower with fewer loads in flight (docs/PERF.md).
-// Each is instantiated per padded head dim DP (dp_of) with its CTA size, launched with those.
 template <bool kBf16, int DP>
 __global__ void __launch_bounds__(256, 4) kv_sums_kernel(Params p) {
     __shared__ SumsSmem sm;
@@ -869,13 +869,14 @@ void launch_passes(const Params& p, int64_t sum_blocks, int64_t kv_blocks, int64
         q_quant_kernel<kBf16, DP><<<grid((p.max_len_q + rows - 1) / rows, p.heads_q), 128, stage, stream>>>(p, rows);
     }
 }
-// One launcher per padded head dim of the registry.
+// The instance of padded head dim dp, picked as backend.cu picks the attention launchers
+// (every dp padded_head_dim gives is one of the registry's).
+using LaunchPasses = void (*)(const Params&, int64_t, int64_t, int64_t, cudaStream_t);
 template <bool kBf16, bool kFp8, size_t... I>
-void launch_passes_for(const Params& p, int64_t sum_blocks, int64_t kv_blocks, int64_t q_blocks, cudaStream_t stream,
-                       std::index_sequence<I...>) {
-    ((p.head_dim_pad == kMmaHeadDims[I] ? launch_passes<kBf16, kFp8, kMmaHeadDims[I]>(p, sum_blocks, kv_blocks, q_blocks, stream)
-                                        : void()),
-     ...);
+LaunchPasses passes_launcher(int dp, std::index_sequence<I...>) {
+    LaunchPasses found = nullptr;
+    ((dp == kMmaHeadDims[I] ? (found = launch_passes<kBf16, kFp8, kMmaHeadDims[I]>, true) : false) || ...);
+    return found;
 }
 
 template <bool kBf16, bool kFp8>
@@ -893,8 +894,8 @@ void quantize_typed(const Params& p, int64_t one_launch_items, cudaStream_t stre
         prep_kernel<kBf16, kFp8><<<u(total), 256, 0, stream>>>(p, n);
         return;
     }
-    launch_passes_for<kBf16, kFp8>(p, sum_blocks, kv_blocks, q_blocks, stream,
-                                   std::make_index_sequence<std::size(kMmaHeadDims)>());
+    passes_launcher<kBf16, kFp8>(p.head_dim_pad, std::make_index_sequence<std::size(kMmaHeadDims)>())(
+        p, sum_blocks, kv_blocks, q_blocks, stream);
 }
 
 }  // namespace
