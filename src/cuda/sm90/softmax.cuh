@@ -37,6 +37,22 @@ __device__ __forceinline__ void pack_pair(uint32_t (&a)[T::kPvSteps][4], int nt,
     }
 }
 
+// The maximum of row r's integer products in 64-key half h of the block: the thread's
+// two in each of the half's n8 tiles, by three-way maxima (one VIMNMX3 each on sm_90) in a tree.
+template <class T>
+__device__ __forceinline__ int32_t half_row_max(const int32_t (&acc)[T::kSTiles * 4], int r, int h) {
+    constexpr int kHalfTiles = T::kSTiles / 2;
+    constexpr int kN = 2 * kHalfTiles;
+    static_assert(kN == 16, "a 64-key half: 8 n8 tiles, 16 products a row");
+    int32_t v[kN];
+#pragma unroll
+    for (int i = 0; i < kN; ++i) v[i] = acc[4 * (h * kHalfTiles + i / 2) + 2 * r + (i & 1)];
+    const int32_t a = __vimax3_s32(v[0], v[1], v[2]), b = __vimax3_s32(v[3], v[4], v[5]);
+    const int32_t c = __vimax3_s32(v[6], v[7], v[8]), d = __vimax3_s32(v[9], v[10], v[11]);
+    const int32_t e = __vimax3_s32(v[12], v[13], v[14]);
+    return max(__vimax3_s32(a, b, c), __vimax3_s32(d, e, v[15]));
+}
+
 // P̃ = exp2(x·g − c) for every score x of the block (g and c per row r and 64-key half h),
 // packed straight into the A registers of P·V; `issue(group)` once a P·V group's part is in.
 // l_exact sums the unrounded values when the LSE is wanted.
@@ -72,22 +88,24 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
                                               const Before& before_exponentials) {
     constexpr int kHalfTiles = T::kSTiles / 2;
     float x[T::kSTiles * 4];
-#pragma unroll
-    for (int i = 0; i < T::kSTiles * 4; ++i) x[i] = static_cast<float>(acc[i]);
     float block_max[2] = {-INFINITY, -INFINITY};
     float g[2][2], c[2][2];  // P̃ = exp2(x·g − c)
     if (interior) {
         // No key of the block is hidden and f > 0: the row maximum comes from the raw products,
         // and f rides in the exponent's FFMA (§10): one rounding where §6 has two (§8 allows it).
-        float half_max[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
+        // The maxima are taken on the integer products, before their conversion (which is exact
+        // and monotonic, so the same values): sm_90's three-way integer max halves the
+        // instructions and the tree shortens the chain that opens the block (docs/PERF.md).
+        int32_t half_max[2][2];
 #pragma unroll
-        for (int nt = 0; nt < T::kSTiles; ++nt)
+        for (int r = 0; r < 2; ++r)
 #pragma unroll
-            for (int r = 0; r < 2; ++r)
-                half_max[r][nt / kHalfTiles] =
-                    fmaxf(half_max[r][nt / kHalfTiles], fmaxf(x[4 * nt + 2 * r], x[4 * nt + 2 * r + 1]));
+            for (int h = 0; h < 2; ++h) half_max[r][h] = half_row_max<T>(acc, r, h);
 #pragma unroll
-        for (int r = 0; r < 2; ++r) block_max[r] = fmaxf(half_max[r][0] * f[r][0], half_max[r][1] * f[r][1]);
+        for (int i = 0; i < T::kSTiles * 4; ++i) x[i] = static_cast<float>(acc[i]);
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            block_max[r] = fmaxf(static_cast<float>(half_max[r][0]) * f[r][0], static_cast<float>(half_max[r][1]) * f[r][1]);
         advance_row_max(block_max, rows.m, alpha);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -96,6 +114,8 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
             g[r][0] = f[r][0], g[r][1] = f[r][1];
         }
     } else {
+#pragma unroll
+        for (int i = 0; i < T::kSTiles * 4; ++i) x[i] = static_cast<float>(acc[i]);
         // Scale, then visibility and bias as §6 writes them. Without a mask a row sees a prefix of
         // the block (up to the sequence's end or the causal edge): one compare of the score's
         // column with the row's count, worked out once.
