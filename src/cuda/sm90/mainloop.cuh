@@ -167,21 +167,26 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
     // inside a branch it would wait for it too before the fold).
     // Block j + 1's K scales are read right after its scores are issued: the fold hides their
     // latency (two shared-memory loads).
+    // Whether block j + 1 is interior, worked out beside its scores' MMAs: left to the block's
+    // start, its 64-bit bounds tests came after the wait for the scores and opened the block's chain.
     float ks_next[2];
-    auto issue_next = [&](uint32_t j) {
-        wait_full(j + 1);
-        issue_s(acc, j + 1);
-        k_scales(j + 1, ks_next);
+    bool in_next;
+    auto issue_scores = [&](uint32_t j) {
+        wait_full(j);
+        issue_s(acc, j);
+        k_scales(j, ks_next);
+        in_next = interior(int64_t{j} * T::kBlockN);
     };
     const Turns<T::kConsumers / 128> turns{wg, tile.blocks};
     turns.start();
     auto step = [&](uint32_t j, auto next) {
         float ks[2] = {ks_next[0], ks_next[1]}, f[2][2], alpha[2];
+        const bool in = in_next;
         ptx::wgmma_wait<0>();
         ptx::fence_operand(acc);
 #pragma unroll
         for (int r = 0; r < 2; ++r) f[r][0] = q_scale[r] * ks[0], f[r][1] = q_scale[r] * ks[1];
-        block_softmax<T, kLse>(p, tile.b, tile.h, row, t, int64_t{j} * T::kBlockN, tile.lq, tile.lkv, interior(int64_t{j} * T::kBlockN),
+        block_softmax<T, kLse>(p, tile.b, tile.h, row, t, int64_t{j} * T::kBlockN, tile.lq, tile.lkv, in,
                                acc, f, p_offset, rows, alpha, a, [&](int g) { issue_pv(ob, a, j, g, Half0{}); },
                                [&] { turns.wait(); });
         turns.pass(j);
@@ -198,11 +203,11 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
             ptx::fence_operand(a);
             release(j);
             fold(ob, alpha, Half1{});
-            if constexpr (decltype(next)::value) issue_next(j);
+            if constexpr (decltype(next)::value) issue_scores(j + 1);
             return;
         }
         if constexpr (decltype(next)::value && !T::kScoresAfterFold) {
-            issue_next(j);
+            issue_scores(j + 1);
             ptx::wgmma_wait<1>();
         } else {
             ptx::wgmma_wait<0>();
@@ -211,12 +216,10 @@ __device__ __forceinline__ void consume(const Params& p, const Tile& tile, const
         ptx::fence_operand(a);
         release(j);
         fold(ob, alpha, Half0{});
-        if constexpr (decltype(next)::value && T::kScoresAfterFold) issue_next(j);
+        if constexpr (decltype(next)::value && T::kScoresAfterFold) issue_scores(j + 1);
     };
     if (n > 0) {
-        wait_full(0);
-        issue_s(acc, 0);
-        k_scales(0, ks_next);
+        issue_scores(0);
         for (uint32_t j = 0; j + 1 < n; ++j) step(j, std::true_type{});
         step(n - 1, std::false_type{});
     }
