@@ -114,6 +114,9 @@ __device__ __forceinline__ void block_softmax(const Params& p, int b, int h, con
             g[r][0] = f[r][0], g[r][1] = f[r][1];
         }
     } else {
+        // The conversion is written in each branch, not once above it: above the branch it would
+        // be a basic block of its own, ahead of the interior maxima, where ptxas cannot move the
+        // conversions into the shuffles' latency (docs/PERF.md, the integer row maxima).
 #pragma unroll
         for (int i = 0; i < T::kSTiles * 4; ++i) x[i] = static_cast<float>(acc[i]);
         // Scale, then visibility and bias as §6 writes them. Without a mask a row sees a prefix of
