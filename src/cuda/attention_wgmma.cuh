@@ -38,6 +38,28 @@
 namespace sageattn::cuda {
 namespace sm90 {
 
+// The copies of the CTA that runs the query tile at row q0 of head h of sequence s.
+template <class T>
+__device__ __forceinline__ Copies<T> tile_copies(const Params& p, const TensorMaps& maps, int h, const Seq& s, int64_t q0) {
+    const int hk = h / p.group;
+    const int64_t k_block0 = (hk * p.kv_rows + s.pad_kv) / kBlockKv;
+    return Copies<T>{maps, static_cast<int32_t>(h * p.q_rows + s.pad_q + q0), hk * p.kv_rows + s.pad_kv, s.pad_kv,
+                     hk * T::kDp, p.k_scale + k_block0 * alg::kKThreadGroups};
+}
+
+// Scheduler. One CTA an SM, launched in the order of their linear index: the CTA that takes an
+// SM when this one leaves it is about p.sms places later. What it copies first (its Q codes,
+// block 0) is asked of L2 now, so that its set-up, which nothing overlaps, waits on L2, not DRAM.
+template <class T>
+__device__ __forceinline__ void prefetch_next_wave(const Params& p, const TensorMaps& maps) {
+    const int64_t next = blockIdx.x + int64_t{gridDim.x} * (blockIdx.y + int64_t{gridDim.y} * blockIdx.z) + max(p.sms, 1);
+    const int64_t x = next % gridDim.x, y = next / gridDim.x % gridDim.y, z = next / gridDim.x / gridDim.y;
+    if (z >= gridDim.z) return;
+    const Seq s = sequence(p, static_cast<int>(z));
+    const int64_t q0 = query_tile(p, x) * T::kTileQ;
+    if (q0 < s.len_q) tile_copies<T>(p, maps, static_cast<int>(y), s, q0).prefetch_start();
+}
+
 template <class T, bool kBf16, bool kLse>
 __global__ void __launch_bounds__(T::kThreads, 1)
     attention_kernel(const Params p, const __grid_constant__ CUtensorMap q_map,
@@ -69,7 +91,6 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     };
     const int64_t kv_end = keys_seen_by(min64(q0 + T::kTileQ, tile.lq) - 1);
     tile.blocks = static_cast<uint32_t>((kv_end + T::kBlockN - 1) / T::kBlockN);
-    tile.k_block0 = (hk * p.kv_rows + tile.s.pad_kv) / kBlockKv;
 
     // Stage s is full when the copy engine has written its K and Vᵀ codes (one arrival and
     // their bytes), and empty once every consumer thread is done with it. The copies of Q and of
@@ -77,9 +98,8 @@ __global__ void __launch_bounds__(T::kThreads, 1)
     // rows of ones), so that they overlap it; the producer sends the other first stages after
     // the CTA's barrier (sent here, ten more copies held every warp at it: docs/PERF.md), and
     // each later block once its stage is free.
-    const Copies<T> copies{TensorMaps{&q_map, &k_map, &v_map}, static_cast<int32_t>(tile.h * p.q_rows + tile.s.pad_q + q0),
-                           hk * p.kv_rows + tile.s.pad_kv, tile.s.pad_kv, hk * DP,
-                           p.k_scale + tile.k_block0 * alg::kKThreadGroups};
+    const TensorMaps maps{&q_map, &k_map, &v_map};
+    const Copies<T> copies = tile_copies<T>(p, maps, tile.h, tile.s, q0);
     if (threadIdx.x == 0) {
         for (int i = 0; i < T::kStages; ++i)
             ptx::mbarrier_init(pipe.full + i, 1), ptx::mbarrier_init(pipe.empty + i, T::kConsumers);
@@ -123,6 +143,7 @@ __global__ void __launch_bounds__(T::kThreads, 1)
         ptx::setmaxnreg_dec<T::kProducerRegs>();
         if (tid == 0) {
             for (uint32_t n = 1; n < tile.blocks && n < T::kStages; ++n) copies.block(pipe, n);
+            prefetch_next_wave<T>(p, maps);
             for (uint32_t n = T::kStages; n < tile.blocks; ++n) copies.refill(pipe, n);
         }
         return;

@@ -67,11 +67,13 @@ __device__ __forceinline__ Seq sequence(const Params& p, int b) {
     return s;
 }
 
-// This CTA's query tile along the sequence. Causal tiles further down see more keys:
-// they are issued first, so that the grid ends on short tiles.
-__device__ __forceinline__ int64_t query_tile(const Params& p) {
-    return p.causal ? static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x : static_cast<int64_t>(blockIdx.x);
+// The query tile along the sequence of the CTA at x along the grid (this CTA's by default).
+// Causal tiles further down see more keys: they are issued first, so that the grid ends on
+// short tiles.
+__device__ __forceinline__ int64_t query_tile(const Params& p, int64_t x) {
+    return p.causal ? static_cast<int64_t>(gridDim.x) - 1 - x : x;
 }
+__device__ __forceinline__ int64_t query_tile(const Params& p) { return query_tile(p, blockIdx.x); }
 
 // Offset of token 0 of sequence b in v (its strides may differ from k's).
 __device__ __forceinline__ int64_t v_base(const Params& p, int b, const Seq& s) {

@@ -31,7 +31,6 @@ struct Tile {
     Seq s;
     int64_t lq, lkv;
     int64_t qw0;        // the warpgroup's first query row
-    int64_t k_block0;   // index of the sequence's first 64-key K-scale block in the workspace
     uint32_t blocks;     // key blocks the CTA's producer delivers
     uint32_t wg_blocks;  // ... of which this warpgroup sees any key (causal: fewer for upper rows)
 };

@@ -85,6 +85,21 @@ struct Copies {
                                  static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB),
                                  v_row + half * T::kPvHalfChannels, full);
     }
+    // The tile's Q codes and block 0's K and Vᵀ codes asked of L2 only: for the CTA that will
+    // start after this one on its SM, whose first copies then wait on L2, not DRAM.
+    __device__ __forceinline__ void prefetch_start() const {
+#pragma unroll
+        for (int half = 0; half < T::kQKHalves; ++half) {
+            ptx::tma_prefetch_2d(maps.q, half * T::kQKSwizzle, q_row);
+            ptx::tma_prefetch_2d(maps.k, half * T::kQKSwizzle, static_cast<int32_t>(k_row));
+        }
+#pragma unroll
+        for (int tile = 0; tile < T::kVTiles; ++tile)
+#pragma unroll
+            for (int half = 0; half < T::kPvHalves; ++half)
+                ptx::tma_prefetch_2d(maps.v, static_cast<int32_t>((v_key + tile * T::kVTileKeys) * T::kVB),
+                                     v_row + half * T::kPvHalfChannels);
+    }
     // Block n ≥ kStages goes where block n − kStages was, once every consumer has released it.
     __device__ __forceinline__ void refill(const Pipeline& pipe, uint32_t n) const {
         ptx::mbarrier_wait(pipe.empty + n % T::kStages, pipe.phase<T>(n) ^ 1);
