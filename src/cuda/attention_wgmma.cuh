@@ -11,9 +11,10 @@
 // (sm90/producer.cuh): K codes and Vᵀ codes of the blocks ahead arrive in a multi-stage,
 // swizzled shared-memory pipeline on full/empty mbarriers while each consumer
 // (sm90/mainloop.cuh) runs its MMAs and softmax (sm90/softmax.cuh) on the current block.
-// Q codes stay in shared memory for the whole key loop. Tile sizes and the shared-memory
-// layout live in sm90/traits.cuh. Heads that §5 flags (sharp softmax) are left to the
-// mma.sync kernel's 16-bit path.
+// Q codes stay in shared memory for the whole key loop. One CTA an SM: the producer also asks
+// L2 for the first copies of the CTA that will take the SM next (prefetch_next_wave). Tile
+// sizes and the shared-memory layout live in sm90/traits.cuh. Heads that §5 flags (sharp
+// softmax) are left to the mma.sync kernel's 16-bit path.
 #pragma once
 
 #include <cuda_runtime.h>
