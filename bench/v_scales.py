@@ -16,6 +16,8 @@ pass reads for K's mean anyway):
             (the block's amax after the shape), the same running-maximum fold.
   shape+O   the same codes; O kept in units of the current block's scale instead
             (O_j = O_{j-1} · alpha · s_{j-1}/s_j + P̃_j·V_j): P̃ is never scaled.
+  pow2      shape+O with the shape and the block scales rounded up to powers of two:
+            the scaling before the e4m3 rounding and the fold's s_{j-1}/s_j are exact.
 
 Each runs §6's FP8 path in float64 apart from the e4m3 roundings (P̃ = e4m3(exp2(s − m +
 8.807)), the codes) and adds §4's mean rounding-error offset; the judge is float64
@@ -28,7 +30,11 @@ import argparse
 import torch
 
 R, OFF, BLOCK, SAMPLE = 448.0, 8.807, 128, 256
-SCHEMES = ("channel", "block", "shape", "shape+O")
+SCHEMES = ("channel", "block", "shape", "shape+O", "pow2")
+
+
+def pow2_up(x):
+    return 2.0 ** torch.ceil(torch.log2(x))
 
 
 def e4m3(x):
@@ -39,8 +45,10 @@ def attention(q, k, v, scheme):
     n, d = v.shape
     s = (q @ k.T) / d**0.5 * 1.4426950408889634  # log2 domain
     shape = torch.ones(d, dtype=torch.float64)
-    if scheme in ("shape", "shape+O"):
+    if scheme in ("shape", "shape+O", "pow2"):
         shape = v[torch.linspace(0, n - 1, SAMPLE).long()].abs().amax(0).clamp_min(2**-100)
+        if scheme == "pow2":
+            shape = pow2_up(shape)
     u = v / shape
     if scheme == "channel":
         a = u.abs().amax(0).clamp_min(2**-100) / R
@@ -51,7 +59,8 @@ def attention(q, k, v, scheme):
         scales, parts = [], []
         for j in range(0, n, BLOCK):
             a = u[j : j + BLOCK].abs().amax().clamp_min(2**-100) / R
-            scales.append(a)
+            scales.append(pow2_up(a) if scheme == "pow2" else a)
+            a = scales[-1]
             parts.append(e4m3(u[j : j + BLOCK] / a))
         codes = torch.cat(parts)
         deq = torch.cat([c * a for c, a in zip(parts, scales)])
@@ -72,7 +81,7 @@ def attention(q, k, v, scheme):
             o = o * alpha + p @ codes[j : j + BLOCK]
             l = l * alpha + p.sum(1, keepdim=True)
             unit = a
-        elif scheme == "shape+O":
+        elif scheme in ("shape+O", "pow2"):
             p = e4m3(torch.exp2(sj - m + OFF))
             o = o * alpha * (unit / a if unit is not None else 0.0) + p @ codes[j : j + BLOCK]
             l = l * alpha + p.sum(1, keepdim=True)
