@@ -33,10 +33,11 @@ struct Pipeline {
     // checks the coordinates): the stage and phase of a block then cost a few uniform instructions.
     template <class T>
     __device__ uint8_t* k_tile(uint32_t block) const { return stages + (block % T::kStages) * T::kStageBytes; }
+    // Vᵀ tile `tile` of a stage, from the stage's start.
     template <class T>
-    __device__ uint8_t* v_tile(uint32_t block, int tile) const {
-        return k_tile<T>(block) + T::kKBytes + tile * T::kVTileBytes;
-    }
+    static constexpr int v_tile_offset(int tile) { return T::kKBytes + tile * T::kVTileBytes; }
+    template <class T>
+    __device__ uint8_t* v_tile(uint32_t block, int tile) const { return k_tile<T>(block) + v_tile_offset<T>(tile); }
     template <class T>
     __device__ float* k_scale_slot(uint32_t block) const {
         return reinterpret_cast<float*>(stages + (T::kKScalesOffset - T::kStagesOffset) + (block % T::kStages) * T::kKScaleBytes);
@@ -59,11 +60,33 @@ struct Copies {
     int32_t v_row;
     const float* k_scale;  // the K scales of the tile's first block (kKScaleBytes a block, 16-byte aligned)
 
-    __device__ __forceinline__ void q(const Pipeline& pipe) const {
-        ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
+    // Every box of the tile's Q codes, and of block n's K and Vᵀ codes: box(map, x, y, at), with
+    // `at` the box's byte offset in the Q tile or in the block's stage. The copies and the
+    // prefetch walk the same boxes.
+    template <class Box>
+    __device__ __forceinline__ void q_boxes(Box box) const {
+#pragma unroll
+        for (int half = 0; half < T::kQKHalves; ++half) box(maps.q, half * T::kQKSwizzle, q_row, half * T::kQHalfBytes);
+    }
+    template <class Box>
+    __device__ __forceinline__ void block_boxes(uint32_t n, Box box) const {
 #pragma unroll
         for (int half = 0; half < T::kQKHalves; ++half)
-            ptx::tma_load_2d(pipe.q_smem + half * T::kQHalfBytes, maps.q, half * T::kQKSwizzle, q_row, pipe.q_full);
+            box(maps.k, half * T::kQKSwizzle, static_cast<int32_t>(k_row + int64_t{n} * T::kBlockN), half * T::kKHalfBytes);
+        // Vᵀ: each P·V half's channels, above (half 0) or below (half 1) the rows of ones.
+#pragma unroll
+        for (int tile = 0; tile < T::kVTiles; ++tile)
+#pragma unroll
+            for (int half = 0; half < T::kPvHalves; ++half)
+                box(maps.v, static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB),
+                    v_row + half * T::kPvHalfChannels, Pipeline::v_tile_offset<T>(tile) + half * T::kPvHalf1Row * 128);
+    }
+
+    __device__ __forceinline__ void q(const Pipeline& pipe) const {
+        ptx::mbarrier_arrive_expect_tx(pipe.q_full, T::kQBytes);
+        q_boxes([&](const CUtensorMap* map, int32_t x, int32_t y, int at) {
+            ptx::tma_load_2d(pipe.q_smem + at, map, x, y, pipe.q_full);
+        });
     }
     // Block n's K and Vᵀ codes and K scales into its stage, which the caller knows to be empty.
     // The scales come with the codes: read from global memory by the consumers, their latency
@@ -72,33 +95,17 @@ struct Copies {
         uint64_t* full = pipe.full + n % T::kStages;
         ptx::mbarrier_arrive_expect_tx(full, T::kKBytes + T::kVTiles * T::kChannels * 128 + T::kKScaleBytes);
         ptx::bulk_load(pipe.k_scale_slot<T>(n), k_scale + int64_t{n} * (T::kKScaleBytes / 4), T::kKScaleBytes, full);
-#pragma unroll
-        for (int half = 0; half < T::kQKHalves; ++half)
-            ptx::tma_load_2d(pipe.k_tile<T>(n) + half * T::kKHalfBytes, maps.k, half * T::kQKSwizzle,
-                             static_cast<int32_t>(k_row + int64_t{n} * T::kBlockN), full);
-        // Vᵀ: each P·V half's channels, above (half 0) or below (half 1) the rows of ones.
-#pragma unroll
-        for (int tile = 0; tile < T::kVTiles; ++tile)
-#pragma unroll
-            for (int half = 0; half < T::kPvHalves; ++half)
-                ptx::tma_load_2d(pipe.v_tile<T>(n, tile) + half * T::kPvHalf1Row * 128, maps.v,
-                                 static_cast<int32_t>((v_key + int64_t{n} * T::kBlockN + tile * T::kVTileKeys) * T::kVB),
-                                 v_row + half * T::kPvHalfChannels, full);
+        uint8_t* stage = pipe.k_tile<T>(n);
+        block_boxes(n, [&](const CUtensorMap* map, int32_t x, int32_t y, int at) {
+            ptx::tma_load_2d(stage + at, map, x, y, full);
+        });
     }
     // The tile's Q codes and block 0's K and Vᵀ codes asked of L2 only: for the CTA that will
     // start after this one on its SM, whose first copies then wait on L2, not DRAM.
     __device__ __forceinline__ void prefetch_start() const {
-#pragma unroll
-        for (int half = 0; half < T::kQKHalves; ++half) {
-            ptx::tma_prefetch_2d(maps.q, half * T::kQKSwizzle, q_row);
-            ptx::tma_prefetch_2d(maps.k, half * T::kQKSwizzle, static_cast<int32_t>(k_row));
-        }
-#pragma unroll
-        for (int tile = 0; tile < T::kVTiles; ++tile)
-#pragma unroll
-            for (int half = 0; half < T::kPvHalves; ++half)
-                ptx::tma_prefetch_2d(maps.v, static_cast<int32_t>((v_key + tile * T::kVTileKeys) * T::kVB),
-                                     v_row + half * T::kPvHalfChannels);
+        const auto prefetch = [](const CUtensorMap* map, int32_t x, int32_t y, int) { ptx::tma_prefetch_2d(map, x, y); };
+        q_boxes(prefetch);
+        block_boxes(0, prefetch);
     }
     // Block n ≥ kStages goes where block n − kStages was, once every consumer has released it.
     __device__ __forceinline__ void refill(const Pipeline& pipe, uint32_t n) const {
