@@ -10,8 +10,11 @@ or the package installed). Per shape it prints each build's e2e and attention-ke
 and the device time of the call's other kernels ("rest": the quantization kernels, the
 workspace memset, the sharp heads' launch), in ms, each the best round (rounds alternate so
 that drift and clocks hit every build alike); the ratio of the first build's times to each
-other's (> 1: faster than the first); and whether the outputs of every build agree bit for
-bit (--expect-same: exit 1 where not). --device cpu runs the same on CPU tensors at
+other's (> 1: faster than the first), with the range of the kernel's ratio round by round
+(round i of the first build against round i of the other): a difference inside that range,
+or inside what an A/A run finds (the same build twice: --lib main=X --lib again=X), is the
+harness's spread, not the change; and whether the outputs of every build agree bit for bit
+(--expect-same: exit 1 where not). --device cpu runs the same on CPU tensors at
 --scale-down'd sizes (for the tests; its "kernel" time is the call's, and it has no "rest").
 """
 import argparse
@@ -122,7 +125,7 @@ def main(argv=None):
                 rows.setdefault((who, r["shape"]), []).append(r)
     names = [w for w, _ in libs]
     print(f"{'shape':22s} " + " ".join(f"{w + ' e2e':>12s} {'kernel':>8s} {'rest':>8s}" for w in names)
-          + f"  vs {names[0]}: e2e/kernel   outputs")
+          + f"  vs {names[0]}: e2e/kernel [kernel by round]   outputs")
     differ = 0
     for s in shapes:
         best = []
@@ -133,7 +136,12 @@ def main(argv=None):
         same = len(set().union(*(h for *_, h in best))) == 1
         differ += not same
         line = f"{s:22s} " + " ".join(f"{e:12.4f} {k:8.4f} {r:8.4f}" for e, k, r, _ in best)
-        line += "  " + " ".join(f"{best[0][0] / e:.3f}/{best[0][1] / k:.3f}" for e, k, _, _ in best[1:])
+        def by_round(w):  # the kernel's ratio in each round, first build's over w's
+            pairs = zip(rows.get((names[0], s), []), rows.get((w, s), []))
+            ratios = [a["kernel"] / b["kernel"] for a, b in pairs if a["kernel"] and b["kernel"]]
+            return f"[{min(ratios):.3f}-{max(ratios):.3f}]" if ratios else "[-]"
+        line += "  " + " ".join(f"{best[0][0] / e:.3f}/{best[0][1] / k:.3f} {by_round(w)}"
+                                for w, (e, k, _, _) in zip(names[1:], best[1:]))
         print(line + ("   same" if same else "   DIFFER"), flush=True)
     if a.json:
         with open(a.json, "w") as fh:
