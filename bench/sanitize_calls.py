@@ -14,11 +14,15 @@ import argparse
 import sys
 
 
-def call(sa, torch, b, hq, hkv, n, nk, d, causal=False, dtype=None, nonfinite=False, lse=False, fp16_pv=False):
+def call(sa, torch, b, hq, hkv, n, nk, d, causal=False, dtype=None, nonfinite=False, lse=False, fp16_pv=False,
+         sharp=False):
     dtype = dtype or torch.bfloat16
     q = torch.randn(b, hq, n, d, device="cuda", dtype=dtype)
     k = torch.randn(b, hkv, nk, d, device="cuda", dtype=dtype) + 2  # a K bias: smoothing at work
     v = torch.randn(b, hkv, nk, d, device="cuda", dtype=dtype)
+    if sharp:  # head 0's scores sharp enough for §5: that head goes to the mma.sync kernel
+        q[:, 0] *= 40
+        k[:, 0] *= 40
     if nonfinite:
         k[0, 0, 7, 3] = float("nan")
         v[0, -1, nk - 1, 0] = float("inf")
@@ -31,7 +35,7 @@ def call(sa, torch, b, hq, hkv, n, nk, d, causal=False, dtype=None, nonfinite=Fa
     o = out[0] if isinstance(out, tuple) else out
     finite = torch.isfinite(o).all(-1).float().mean().item()
     print(f"b{b} h{hq}/{hkv} n{n} nk{nk} d{d} causal={causal} {str(dtype).split('.')[-1]} lse={lse} "
-          f"fp16_pv={fp16_pv} nonfinite={nonfinite}: finite rows {finite:.6f}", flush=True)
+          f"fp16_pv={fp16_pv} nonfinite={nonfinite} sharp={sharp}: finite rows {finite:.6f}", flush=True)
 
 
 def main(argv=None):
@@ -50,6 +54,7 @@ def main(argv=None):
     call(sa, torch, 1, 4, 4, 1300, 1300, 256)  # d256: P·V in channel halves
     call(sa, torch, 1, 8, 8, 1700, 1700, 96, causal=True)  # d96 padded to 128
     call(sa, torch, 1, 8, 8, 1500, 1500, 128, fp16_pv=True)  # FP16 P·V
+    call(sa, torch, 1, 4, 4, 1200, 1200, 128, sharp=True)  # a §5 sharp head among the others
     return 0
 
 
