@@ -127,9 +127,20 @@ __device__ __forceinline__ void stage_ready() { ptx::cp_async_wait<0>(); }
 // `stride` is the distance between parts; other CTAs' parts are read through L2.
 // `extrema` (optional, `extrema_count` values laid out as maxima then minima, halves of
 // extrema_count) travel in the same parts after the sums and are combined with max and min.
+// A slot of one part (short sequences: the small problems' one-launch path, where this
+// CTA's latency is the call's) skips the round trip through L2, the fences and the ticket:
+// its CTA adds and combines its own values the same way, so the totals are the same bits.
 __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_n, const float* mine, int count,
                               uint32_t* ticket, float* total, const float* extrema = nullptr, int extrema_count = 0) {
     __shared__ bool last;
+    const int half = extrema_count / 2;
+    if (parts_n == 1) {
+        for (int c = threadIdx.x; c < count; c += blockDim.x) total[c] = 0.f + mine[c];
+        for (int c = threadIdx.x; c < extrema_count; c += blockDim.x)
+            total[count + c] = c < half ? fmaxf(-INFINITY, extrema[c]) : fminf(INFINITY, extrema[c]);
+        __syncthreads();
+        return true;
+    }
     for (int c = threadIdx.x; c < count; c += blockDim.x) parts[part * stride + c] = mine[c];
     for (int c = threadIdx.x; c < extrema_count; c += blockDim.x) parts[part * stride + count + c] = extrema[c];
     __threadfence();
@@ -143,7 +154,6 @@ __device__ bool ordered_total(float* parts, int64_t stride, int part, int parts_
         for (int k = 0; k < parts_n; ++k) sum += __ldcg(parts + k * stride + c);
         total[c] = sum;
     }
-    const int half = extrema_count / 2;
     for (int c = threadIdx.x; c < extrema_count; c += blockDim.x) {
         float e = c < half ? -INFINITY : INFINITY;
         for (int k = 0; k < parts_n; ++k) {
